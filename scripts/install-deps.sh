@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs fluxprm's build and test dependencies from Debian's archive (run as root).
+# Idempotent: packages already present are left alone.
+set -eu
+PKGS="build-essential pkg-config libpcre2-dev libutf8proc-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+echo "install-deps: ok"

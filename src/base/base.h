@@ -1,0 +1,48 @@
+/* Internal helpers shared by every subsystem. */
+#ifndef FP_BASE_H
+#define FP_BASE_H
+#include "fluxprm.h"
+#include <stdarg.h>
+#include <stdbool.h>
+
+/* Records an error (printf-style) for fp_last_error() and returns code, so callers write
+ *   return fp_errorf(FP_EPARSE, "%s: bad header", path); */
+int fp_errorf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefixes the current error message with a context string ("file.json: " + old message). */
+int fp_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fp_error_clear(void);
+
+/* Allocation that records FP_ENOMEM on failure (returns NULL). */
+void *fp_malloc(size_t n);
+void *fp_calloc(size_t n, size_t size);
+void *fp_realloc(void *p, size_t n);
+char *fp_strdup(const char *s);
+char *fp_strndup(const char *s, size_t n);
+
+/* Whole-file read (NUL-terminated; *len excludes the NUL). */
+int fp_read_file(const char *path, char **data, size_t *len);
+
+/* Read-only memory map of a file. */
+typedef struct {
+    void *data;
+    size_t size;
+} fp_mmap;
+int fp_mmap_open(fp_mmap *m, const char *path);
+void fp_mmap_close(fp_mmap *m);
+
+/* Growable byte buffer. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} fp_buf;
+int fp_buf_append(fp_buf *b, const void *data, size_t n);
+int fp_buf_printf(fp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fp_buf_free(fp_buf *b);
+
+/* UTF-8 validation: returns the byte offset of the first invalid sequence, or -1 if valid. */
+long fp_utf8_invalid_offset(const char *s, size_t n);
+
+/* Monotonic clock in seconds. */
+double fp_now(void);
+
+#endif

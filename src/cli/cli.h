@@ -1,0 +1,29 @@
+/* The CLI layer: each subcommand is `int cmd_<name>(int argc, char **argv)` returning the process exit
+ * code (0 ok, 1 runtime error, 2 usage error).  Only this layer prints. */
+#ifndef FP_CLI_H
+#define FP_CLI_H
+#include "fluxprm.h"
+#include <stdio.h>
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* Prints "fluxprm: <message>" to stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "fluxprm: <context>: <fp_last_error()>" and returns EXIT_RUNTIME. */
+int cli_fail(const char *context);
+/* Usage error: prints "fluxprm <cmd>: <message>\nTry 'fluxprm <cmd> --help'." and returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether progress bars should draw (stderr is a TTY and quiet is 0). */
+int cli_progress_enabled(int quiet);
+/* Parses a positive/non-negative number option strictly; returns 0 on success. */
+int cli_parse_long(const char *s, long *out);
+int cli_parse_double(const char *s, double *out);
+
+/* One line per subcommand, kept in alphabetical order. */
+#define FP_COMMANDS(X) \
+    X(version, "print the version")
+
+#define DECLARE_CMD(name, help) int cmd_##name(int argc, char **argv);
+FP_COMMANDS(DECLARE_CMD)
+#undef DECLARE_CMD
+#endif

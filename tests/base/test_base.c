@@ -1,0 +1,139 @@
+/* Base layer: errors, buffers, UTF-8 validation, JSONL streaming, atomic output files. */
+#include "base/base.h"
+#include "harness.h"
+#include <unistd.h>
+
+static int test_error_messages(void) {
+    CHECK(fp_errorf(FP_EPARSE, "bad %s at %d", "thing", 7) == FP_EPARSE);
+    CHECK(!strcmp(fp_last_error(), "bad thing at 7"));
+    CHECK(fp_last_error_code() == FP_EPARSE);
+    fp_error_prefix("file.json:3: ");
+    CHECK(!strcmp(fp_last_error(), "file.json:3: bad thing at 7"));
+    fp_error_clear();
+    CHECK(fp_last_error()[0] == 0);
+    return 0;
+}
+
+static int test_buf(void) {
+    fp_buf b = {0};
+    for (int i = 0; i < 1000; i++) CHECK_OK(fp_buf_printf(&b, "%d,", i));
+    CHECK(b.len == strlen(b.data));
+    CHECK(!strncmp(b.data, "0,1,2,", 6));
+    CHECK(!strcmp(b.data + b.len - 4, "999,"));
+    fp_buf_free(&b);
+    return 0;
+}
+
+static int test_utf8_validation(void) {
+    CHECK(fp_utf8_invalid_offset("plain ascii", 11) == -1);
+    CHECK(fp_utf8_invalid_offset("caf\xc3\xa9 \xf0\x9f\x98\x80", 10) == -1);
+    CHECK(fp_utf8_invalid_offset("ab\xff", 3) == 2);          /* invalid lead byte */
+    CHECK(fp_utf8_invalid_offset("ab\xc3", 3) == 2);          /* truncated */
+    CHECK(fp_utf8_invalid_offset("\xc0\x80", 2) == 0);        /* overlong NUL */
+    CHECK(fp_utf8_invalid_offset("\xed\xa0\x80", 3) == 0);    /* surrogate */
+    CHECK(fp_utf8_invalid_offset("\xf4\x90\x80\x80", 4) == 0);/* > U+10FFFF */
+    return 0;
+}
+
+static void write_file(const char *path, const char *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static int test_jsonl_lines(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/a.jsonl", th_tmpdir());
+    { const char *d = "{\"a\":1}\n\n  \n{\"b\":2}\r\n{\"c\":3}"; write_file(path, d, strlen(d)); }
+    fp_jsonl_reader *r;
+    CHECK_OK(fp_jsonl_open(&r, path));
+    const char *line;
+    size_t len;
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(!strcmp(line, "{\"a\":1}") && fp_jsonl_line_number(r) == 1);
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(!strcmp(line, "{\"b\":2}") && fp_jsonl_line_number(r) == 4);
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(!strcmp(line, "{\"c\":3}") && fp_jsonl_line_number(r) == 5 && len == 7);
+    CHECK(fp_jsonl_next_line(r, &line, &len) == FP_ERANGE);
+    fp_jsonl_close(r);
+    CHECK(fp_jsonl_open(&r, "/nonexistent/x.jsonl") == FP_EIO);
+    CHECK(strstr(fp_last_error(), "/nonexistent/x.jsonl") != NULL);
+    return 0;
+}
+
+static int test_jsonl_50mb_record(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/big.jsonl", th_tmpdir());
+    size_t n = 50u << 20;
+    char *big = malloc(n + 16);
+    memcpy(big, "{\"text\":\"", 9);
+    memset(big + 9, 'x', n);
+    memcpy(big + 9 + n, "\"}\n{}\n", 6);
+    write_file(path, big, n + 15);
+    free(big);
+    fp_jsonl_reader *r;
+    CHECK_OK(fp_jsonl_open(&r, path));
+    const char *line;
+    size_t len;
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(len == n + 11);
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(len == 2 && fp_jsonl_line_number(r) == 2);
+    fp_jsonl_close(r);
+    unlink(path);
+    return 0;
+}
+
+static int test_outfile_atomic(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/out.jsonl", th_tmpdir());
+    write_file(path, "old\n", 4);
+    fp_outfile *o;
+    CHECK_OK(fp_outfile_open(&o, path, 0));
+    fputs("new partial", fp_outfile_stream(o));
+    fp_outfile_abort(o);
+    char *data;
+    size_t len;
+    CHECK_OK(fp_read_file(path, &data, &len));
+    CHECK(!strcmp(data, "old\n")); /* an aborted write never touches the previous output */
+    free(data);
+    CHECK_OK(fp_outfile_open(&o, path, 0));
+    fputs("new\n", fp_outfile_stream(o));
+    CHECK_OK(fp_outfile_commit(o));
+    CHECK_OK(fp_read_file(path, &data, &len));
+    CHECK(!strcmp(data, "new\n"));
+    free(data);
+    /* resume keeps complete lines and drops a torn last line */
+    write_file(path, "l1\nl2\ntorn", 10);
+    CHECK_OK(fp_outfile_open(&o, path, 1));
+    fputs("l3\n", fp_outfile_stream(o));
+    CHECK_OK(fp_outfile_commit(o));
+    CHECK_OK(fp_read_file(path, &data, &len));
+    CHECK(!strcmp(data, "l1\nl2\nl3\n"));
+    free(data);
+    return 0;
+}
+
+static int test_mmap(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/m.bin", th_tmpdir());
+    write_file(path, "hello", 5);
+    fp_mmap m;
+    CHECK_OK(fp_mmap_open(&m, path));
+    CHECK(m.size == 5 && !memcmp(m.data, "hello", 5));
+    fp_mmap_close(&m);
+    CHECK(fp_mmap_open(&m, th_tmpdir()) == FP_EIO); /* a directory is not a weights file */
+    return 0;
+}
+
+int main(void) {
+    RUN(test_error_messages);
+    RUN(test_buf);
+    RUN(test_utf8_validation);
+    RUN(test_jsonl_lines);
+    RUN(test_jsonl_50mb_record);
+    RUN(test_outfile_atomic);
+    RUN(test_mmap);
+    return th_finish();
+}
