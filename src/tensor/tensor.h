@@ -1,0 +1,37 @@
+/* Tensor kernels shared by the model (forward), train (backward) and reward layers.
+ * Layout convention: row-major; a weight W of shape [N, K] (HF nn.Linear: out_features x in_features)
+ * is N rows of K contiguous elements, stored in its checkpoint dtype and converted on the fly. */
+#ifndef FP_TENSOR_H
+#define FP_TENSOR_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    FP_F32 = 0,
+    FP_F16 = 1,
+    FP_BF16 = 2,
+    FP_Q8_0 = 3, /* blocks of 32: fp16 scale + 32 int8 (GGUF layout) */
+    FP_Q4_0 = 4  /* blocks of 32: fp16 scale + 16 bytes of nibbles (GGUF layout) */
+} fp_dtype;
+
+const char *fp_dtype_name(fp_dtype t);
+/* Bytes taken by one row of ncols elements (ncols must be a multiple of 32 for the q types). */
+size_t fp_dtype_row_bytes(fp_dtype t, int64_t ncols);
+
+/* Scalar conversions. */
+float fp_bf16_to_f32(uint16_t h);
+uint16_t fp_f32_to_bf16(float f); /* round to nearest even, NaN kept */
+float fp_f16_to_f32(uint16_t h);
+uint16_t fp_f32_to_f16(float f);
+/* Converts one row of n elements of dtype t to f32. */
+void fp_row_to_f32(float *out, const void *row, fp_dtype t, int64_t n);
+
+/* out[T,N] = inp[T,K] @ W[N,K]^T (+ bias[N] when bias != NULL).
+ * W is in dtype wt.  Multi-threaded (OpenMP); dispatches to the best kernel for this CPU. */
+void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
+                       int T, int K, int N);
+/* The plain scalar reference used to test every fast path. */
+void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
+                           int T, int K, int N);
+
+#endif
