@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int th_passed, th_failed, th_skipped, th_case_failed;
 static const char *th_case;
@@ -41,7 +42,7 @@ static int th_finish(void) {
 }
 
 /* ../shared next to the repository (override with FLUXPRM_SHARED).  Returns NULL when absent. */
-static const char *th_shared(void) {
+__attribute__((unused)) static const char *th_shared(void) {
     static char path[4096];
     const char *env = getenv("FLUXPRM_SHARED");
     snprintf(path, sizeof path, "%s", env ? env : "../shared");
@@ -49,8 +50,8 @@ static const char *th_shared(void) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? path : NULL;
 }
 /* A file under ../shared/data, or NULL (skip) when it is absent. */
-static const char *th_shared_file(const char *rel) {
-    static char path[4096];
+__attribute__((unused)) static const char *th_shared_file(const char *rel) {
+    static char path[8192];
     const char *root = th_shared();
     if (!root) return NULL;
     snprintf(path, sizeof path, "%s/data/%s", root, rel);
@@ -62,12 +63,12 @@ static const char *th_shared_file(const char *rel) {
     if (!var) { printf("  (needs ../shared/data/%s)\n", rel); return TH_SKIP; }
 
 /* The fluxprm binary under test (set by make test). */
-static const char *th_bin(void) {
+__attribute__((unused)) static const char *th_bin(void) {
     const char *b = getenv("FLUXPRM_BIN");
     return b ? b : "build/fluxprm";
 }
 /* A scratch directory for this test binary. */
-static const char *th_tmpdir(void) {
+__attribute__((unused)) static const char *th_tmpdir(void) {
     static char dir[256];
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "tests/tmp/%ld", (long)getpid());

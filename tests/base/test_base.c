@@ -1,5 +1,6 @@
 /* Base layer: errors, buffers, UTF-8 validation, JSONL streaming, atomic output files. */
 #include "base/base.h"
+#include "base/json.h"
 #include "harness.h"
 #include <unistd.h>
 
@@ -127,7 +128,38 @@ static int test_mmap(void) {
     return 0;
 }
 
+static char *extend(const char *line, const char *added_json) {
+    json_t *rec, *add = json_loads(added_json, 0, NULL);
+    if (fp_json_parse_record(&rec, line, strlen(line), "t.jsonl", 1)) return NULL;
+    char *buf = NULL;
+    size_t sz = 0;
+    FILE *f = open_memstream(&buf, &sz);
+    fp_json_write_extended(f, line, strlen(line), rec, add);
+    fclose(f);
+    json_decref(rec);
+    json_decref(add);
+    return buf;
+}
+
+static int test_json_extend(void) {
+    char *s = extend("{\"b\": 0.1, \"a\": 1e300}  ", "{\"r\":[0.5,0.25]}");
+    CHECK(s && !strcmp(s, "{\"b\": 0.1, \"a\": 1e300,\"r\":[0.5,0.25]}\n")); /* input bytes kept */
+    free(s);
+    s = extend("{}", "{\"r\":1}");
+    CHECK(s && !strcmp(s, "{\"r\":1}\n"));
+    free(s);
+    s = extend("{\"r\":0,\"x\":2}", "{\"r\":1}"); /* a clash re-serialises with the new value */
+    CHECK(s && !strcmp(s, "{\"r\":1,\"x\":2}\n"));
+    free(s);
+    json_t *rec;
+    CHECK(fp_json_parse_record(&rec, "{\"a\":", 6, "in.jsonl", 7) == FP_EPARSE);
+    CHECK(strstr(fp_last_error(), "in.jsonl:7: malformed JSON") != NULL);
+    CHECK(fp_json_parse_record(&rec, "{\"a\":1,\"a\":2}", 13, "in.jsonl", 8) == FP_EPARSE);
+    return 0;
+}
+
 int main(void) {
+    RUN(test_json_extend);
     RUN(test_error_messages);
     RUN(test_buf);
     RUN(test_utf8_validation);
