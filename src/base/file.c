@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,48 +55,75 @@ void fp_mmap_close(fp_mmap *m) {
 struct fp_outfile {
     FILE *f;
     char *path, *tmp;
+    long resumed_lines;
 };
 
-int fp_outfile_open(fp_outfile **out, const char *path, int append_from_existing) {
+/* Keeps the complete lines of an existing file (a torn last line from a killed run is cut off) and counts them. */
+static int keep_complete_lines(FILE *f, const char *name, long *lines) {
+    *lines = 0;
+    char buf[65536];
+    size_t n;
+    off_t pos = 0, good = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (size_t i = 0; i < n; i++)
+            if (buf[i] == '\n') { (*lines)++; good = pos + (off_t)i + 1; }
+        pos += (off_t)n;
+    }
+    if (ferror(f)) return fp_errorf(FP_EIO, "%s: read error", name);
+    if (fflush(f) != 0 || ftruncate(fileno(f), good) != 0 || fseeko(f, good, SEEK_SET) != 0)
+        return fp_errorf(FP_EIO, "%s: cannot truncate: %s", name, strerror(errno));
+    return FP_OK;
+}
+
+int fp_outfile_open(fp_outfile **out, const char *path, int resume) {
     *out = NULL;
     fp_outfile *o = fp_calloc(1, sizeof *o);
     if (!o) return FP_ENOMEM;
     if (!path || !strcmp(path, "-")) {
+        if (resume) { free(o); return fp_errorf(FP_EINVAL, "resuming needs an output file, not stdout"); }
         o->f = stdout;
         *out = o;
         return FP_OK;
     }
     o->path = fp_strdup(path);
-    size_t n = strlen(path) + 32;
+    size_t n = strlen(path) + 16;
     o->tmp = fp_malloc(n);
-    if (!o->path || !o->tmp) { free(o->path); free(o->tmp); free(o); return FP_ENOMEM; }
-    snprintf(o->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    o->f = fopen(o->tmp, "wb");
-    if (!o->f) {
-        int e = fp_errorf(FP_EIO, "%s: cannot create: %s", o->tmp, strerror(errno));
-        free(o->path); free(o->tmp); free(o);
-        return e;
+    int rc = FP_ENOMEM;
+    if (!o->path || !o->tmp) goto fail;
+    snprintf(o->tmp, n, "%s.partial", path);
+    if (resume && access(o->tmp, F_OK) != 0 && access(path, F_OK) == 0) {
+        /* a finished earlier run: continue from its output (usually nothing is left to do) */
+        char *data;
+        size_t len;
+        if ((rc = fp_read_file(path, &data, &len))) goto fail;
+        FILE *t = fopen(o->tmp, "wb");
+        int bad = !t || fwrite(data, 1, len, t) != len;
+        if (t && fclose(t) != 0) bad = 1;
+        free(data);
+        if (bad) { rc = fp_errorf(FP_EIO, "%s: cannot write: %s", o->tmp, strerror(errno)); goto fail; }
     }
-    if (append_from_existing) {
-        /* Resume: start the new file with the complete lines of the old one (a torn last line is dropped). */
-        FILE *old = fopen(path, "rb");
-        if (old) {
-            char *line = NULL;
-            size_t cap = 0;
-            ssize_t len;
-            while ((len = getline(&line, &cap, old)) > 0) {
-                if (line[len - 1] != '\n') break;
-                fwrite(line, 1, (size_t)len, o->f);
-            }
-            free(line);
-            fclose(old);
-        }
+    int fd = open(o->tmp, O_RDWR | O_CREAT | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0644);
+    if (fd < 0) { rc = fp_errorf(FP_EIO, "%s: cannot create: %s", o->tmp, strerror(errno)); goto fail; }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        rc = fp_errorf(FP_EIO, "%s: in use by another fluxprm process", o->tmp);
+        goto fail;
     }
+    if (!resume && ftruncate(fd, 0) != 0) { close(fd); rc = fp_errorf(FP_EIO, "%s: cannot truncate", o->tmp); goto fail; }
+    o->f = fdopen(fd, "r+b");
+    if (!o->f) { close(fd); rc = fp_errorf(FP_EIO, "%s: cannot open: %s", o->tmp, strerror(errno)); goto fail; }
+    if (resume && (rc = keep_complete_lines(o->f, o->tmp, &o->resumed_lines))) { fclose(o->f); goto fail; }
     *out = o;
     return FP_OK;
+fail:
+    free(o->path);
+    free(o->tmp);
+    free(o);
+    return rc;
 }
 
 FILE *fp_outfile_stream(fp_outfile *o) { return o->f; }
+long fp_outfile_resumed_lines(const fp_outfile *o) { return o->resumed_lines; }
 
 int fp_outfile_commit(fp_outfile *o) {
     int rc = FP_OK;
@@ -106,10 +134,9 @@ int fp_outfile_commit(fp_outfile *o) {
     }
     if (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)
         rc = fp_errorf(FP_EIO, "%s: write failed: %s", o->tmp, strerror(errno));
-    if (fclose(o->f) != 0 && rc == FP_OK) rc = fp_errorf(FP_EIO, "%s: close failed: %s", o->tmp, strerror(errno));
     if (rc == FP_OK && rename(o->tmp, o->path) != 0)
         rc = fp_errorf(FP_EIO, "%s: cannot rename into place: %s", o->path, strerror(errno));
-    if (rc != FP_OK) unlink(o->tmp);
+    if (fclose(o->f) != 0 && rc == FP_OK) rc = fp_errorf(FP_EIO, "%s: close failed: %s", o->path, strerror(errno));
     free(o->path);
     free(o->tmp);
     free(o);
@@ -124,6 +151,15 @@ void fp_outfile_abort(fp_outfile *o) {
     } else {
         fflush(o->f);
     }
+    free(o->path);
+    free(o->tmp);
+    free(o);
+}
+
+void fp_outfile_keep_partial(fp_outfile *o) {
+    if (!o) return;
+    if (o->path) fclose(o->f); /* "<path>.partial" stays for --resume */
+    else fflush(o->f);
     free(o->path);
     free(o->tmp);
     free(o);

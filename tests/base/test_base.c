@@ -105,14 +105,29 @@ static int test_outfile_atomic(void) {
     CHECK_OK(fp_read_file(path, &data, &len));
     CHECK(!strcmp(data, "new\n"));
     free(data);
-    /* resume keeps complete lines and drops a torn last line */
-    write_file(path, "l1\nl2\ntorn", 10);
+    /* resume keeps complete lines of the partial file and drops a torn last line */
+    char partial[600];
+    snprintf(partial, sizeof partial, "%s.partial", path);
+    write_file(partial, "l1\nl2\ntorn", 10);
     CHECK_OK(fp_outfile_open(&o, path, 1));
+    CHECK(fp_outfile_resumed_lines(o) == 2);
+    fp_outfile *o2;
+    CHECK(fp_outfile_open(&o2, path, 1) == FP_EIO); /* a second writer is refused */
     fputs("l3\n", fp_outfile_stream(o));
     CHECK_OK(fp_outfile_commit(o));
     CHECK_OK(fp_read_file(path, &data, &len));
     CHECK(!strcmp(data, "l1\nl2\nl3\n"));
     free(data);
+    CHECK(access(partial, F_OK) != 0);
+    /* resuming a finished output continues after its last line */
+    CHECK_OK(fp_outfile_open(&o, path, 1));
+    CHECK(fp_outfile_resumed_lines(o) == 3);
+    fp_outfile_keep_partial(o);
+    CHECK(access(partial, F_OK) == 0);
+    CHECK_OK(fp_outfile_open(&o, path, 0)); /* a fresh run starts the partial file over */
+    CHECK(fp_outfile_resumed_lines(o) == 0);
+    fp_outfile_abort(o);
+    CHECK(access(partial, F_OK) != 0);
     return 0;
 }
 
