@@ -67,15 +67,21 @@ __attribute__((unused)) static const char *th_bin(void) {
     const char *b = getenv("FLUXPRM_BIN");
     return b ? b : "build/fluxprm";
 }
-/* A scratch directory for this test binary. */
+/* A scratch directory for this test binary (tests/tmp/<pid>), removed when it exits. */
+static char th_tmp[256];
+static void th_tmp_cleanup(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", th_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", th_tmp);
+}
 __attribute__((unused)) static const char *th_tmpdir(void) {
-    static char dir[256];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "tests/tmp/%ld", (long)getpid());
+    if (!th_tmp[0]) {
+        snprintf(th_tmp, sizeof th_tmp, "tests/tmp/%ld", (long)getpid());
         char cmd[300];
-        snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+        snprintf(cmd, sizeof cmd, "mkdir -p %s", th_tmp);
         if (system(cmd) != 0) return "/tmp";
+        atexit(th_tmp_cleanup);
     }
-    return dir;
+    return th_tmp;
 }
 #endif

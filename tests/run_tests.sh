@@ -14,7 +14,6 @@ for t in "$@"; do
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); crashed="$crashed $t"; fi
 done
-rm -rf tests/tmp
 [ -n "$crashed" ] && echo "abnormal exits:$crashed"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -1,16 +1,19 @@
-/* Matrix multiply out[T,N] = inp[T,K] @ W[N,K]^T + bias: reference kernel and dispatch. */
-#include "tensor/tensor.h"
+/* Matrix multiply out[T,N] = inp[T,K] @ W[N,K]^T + bias: reference kernel, scratch and dispatch.
+ * The fast kernels live in matmul_avx512.c and matmul_avx2.c (compiled with their -m flags only);
+ * cpu.c picks the level at run time. */
+#include "tensor/kernels.h"
 #include <stdlib.h>
 
-/* Reference: one weight row converted to f32 at a time; f32 accumulation. */
+/* Reference: one weight row converted to f32 at a time; f32 accumulation in k order. */
 void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                            int T, int K, int N) {
     size_t row_bytes = fp_dtype_row_bytes(wt, K);
 #pragma omp parallel
     {
-        float *wrow = malloc(sizeof(float) * (size_t)K);
+        float *wrow = malloc(sizeof(float) * (size_t)(K > 0 ? K : 1));
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
+            if (!wrow) continue;
             fp_row_to_f32(wrow, (const char *)w + (size_t)n * row_bytes, wt, K);
             for (int t = 0; t < T; t++) {
                 const float *x = inp + (size_t)t * K;
@@ -23,7 +26,67 @@ void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype
     }
 }
 
+/* ---------------------------------------------------------------- scratch */
+static _Thread_local void *scratch_ptr;
+static _Thread_local size_t scratch_cap;
+
+void *fp_matmul_scratch(size_t bytes) {
+    if (bytes <= scratch_cap) return scratch_ptr;
+    size_t cap = (bytes + 4095) & ~(size_t)4095;
+    if (cap < scratch_cap + scratch_cap / 4) cap = (scratch_cap + scratch_cap / 4 + 4095) & ~(size_t)4095;
+    void *p = aligned_alloc(64, cap);
+    if (!p) return NULL;
+    free(scratch_ptr);
+    scratch_ptr = p;
+    scratch_cap = cap;
+    return p;
+}
+
+void fp_matmul_scratch_release(void) {
+    free(scratch_ptr);
+    scratch_ptr = NULL;
+    scratch_cap = 0;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+static int valid_shape(fp_dtype wt, int T, int K, int N) {
+    if (T <= 0 || N <= 0 || K <= 0) return 0;
+    if ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32) return 0;
+    return 1;
+}
+
+void fp_matmul_forward_level(int level, float *out, const float *inp, const void *w, fp_dtype wt,
+                             const float *bias, int T, int K, int N) {
+    if (T <= 0 || N <= 0) return;
+    if (K <= 0) { /* empty sum: bias only */
+        for (int t = 0; t < T; t++)
+            for (int n = 0; n < N; n++) out[(size_t)t * N + n] = bias ? bias[n] : 0.0f;
+        return;
+    }
+    int max = fp_cpu_max_kernel();
+    if (level > max) level = max;
+    if (valid_shape(wt, T, K, N)) {
+        if (level >= FP_KERN_AVX512 &&
+            fp_matmul_avx512(out, inp, w, wt, bias, T, K, N, fp_cpu_bf16_kernel(), fp_cpu_has_avx512vnni()) == 0)
+            return;
+        if (level >= FP_KERN_AVX2 && fp_matmul_avx2(out, inp, w, wt, bias, T, K, N) == 0) return;
+    }
+    fp_matmul_forward_ref(out, inp, w, wt, bias, T, K, N);
+}
+
 void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                        int T, int K, int N) {
-    fp_matmul_forward_ref(out, inp, w, wt, bias, T, K, N);
+    fp_matmul_forward_level(fp_kernel_level(), out, inp, w, wt, bias, T, K, N);
+}
+
+const char *fp_matmul_kernel_name_level(int level, fp_dtype wt) {
+    int max = fp_cpu_max_kernel();
+    if (level > max) level = max;
+    if (level >= FP_KERN_AVX512) return fp_matmul_avx512_name(wt, fp_cpu_bf16_kernel(), fp_cpu_has_avx512vnni());
+    if (level >= FP_KERN_AVX2) return "avx2-f32fma";
+    return "ref";
+}
+
+const char *fp_matmul_kernel_name(fp_dtype wt) {
+    return fp_matmul_kernel_name_level(fp_kernel_level(), wt);
 }

@@ -33,5 +33,13 @@ void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt,
 /* The plain scalar reference used to test every fast path. */
 void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                            int T, int K, int N);
+/* Name of the kernel fp_matmul_forward runs for weights of dtype wt on this CPU, e.g. "avx512-bf16dp",
+ * "avx512-vnni-q8", "avx2-f32fma", "ref".  FLUXPRM_KERNEL=ref|avx2|avx512 caps the level.
+ * Numerics: the BF16 fast path rounds activations to bf16 (like bf16 inference engines); the Q8_0/Q4_0
+ * fast path quantises activations to int8 per block of 32 (Q8_0 style).  See docs/performance.md. */
+const char *fp_matmul_kernel_name(fp_dtype wt);
+/* fp_matmul_forward keeps a grow-only per-thread scratch buffer (converted activations + packed weight
+ * panels: about T*K*2 bytes + 128 KiB per OpenMP thread); this frees the calling thread's buffer. */
+void fp_matmul_scratch_release(void);
 
 #endif

@@ -1,0 +1,48 @@
+#!/bin/sh
+# GEMM benchmark: fp_matmul_forward per kernel path vs the scalar reference and vs PyTorch, same shapes,
+# same run.  Usage (from the repository root):
+#   sh bench/gemm/run.sh [--quick] [extra bench_gemm args, e.g. --dtypes BF16 --shape 512x896x896]
+# Env: BUILD (default build; the library is built with make BUILD=$BUILD), THREADS (default "1 2"),
+#      REPS (default 7), PYREF (default /work/shared/tools/pyref; torch columns are skipped without it).
+set -eu
+BUILD=${BUILD:-build}
+THREADS=${THREADS:-"1 2"}
+REPS=${REPS:-7}
+PYREF=${PYREF:-/work/shared/tools/pyref}
+SHAPES="512x896x896 512x896x128 512x896x4864 512x4864x896 2048x896x896 2048x896x128 2048x896x4864 2048x4864x896"
+if [ "${1:-}" = "--quick" ]; then shift; SHAPES="512x896x896 512x4864x896"; fi
+make -s BUILD="$BUILD" "$BUILD/libfluxprm.a" >/dev/null
+CC=${CC:-gcc}
+BIN="$BUILD/bench/bench_gemm"
+mkdir -p "$BUILD/bench"
+$CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Iinclude -Isrc bench/gemm/bench_gemm.c \
+    "$BUILD/libfluxprm.a" -lm -fopenmp -o "$BIN"
+sargs=""
+for s in $SHAPES; do sargs="$sargs --shape $s"; done
+out=$(mktemp)
+for th in $THREADS; do
+  "$BIN" --threads "$th" --reps "$REPS" $sargs "$@" | tee -a "$out"
+  if [ -x "$PYREF" ]; then
+    "$PYREF" run bench/gemm/torch_gemm.py "$th" "$REPS" $SHAPES | tee -a "$out" || true
+  fi
+done
+echo
+echo "# ratios: GFLOP/s of each fast path / scalar ref (same dtype, K, N, threads; ref timed at small T),"
+echo "#         / torch (bf16 matmul for BF16 weights, f32 matmul otherwise; same T, K, N, threads)"
+awk '
+  /^#/ { next }
+  $1 == "ref" { ref[$2 " " $4 " " $5 " " $6] = $7; next }
+  $1 ~ /^torch-/ { torch[$1 " " $2 " " $3 " " $4 " " $5] = $6; next }
+  { line[n++] = $0 }
+  END {
+    printf "%-16s %-5s %5s %5s %5s %3s %9s %8s %8s\n", "path", "dtype", "T", "K", "N", "thr", "GFLOP/s", "x ref", "x torch"
+    for (i = 0; i < n; i++) {
+      split(line[i], f, " ")
+      r = ref[f[2] " " f[4] " " f[5] " " f[6]]
+      tk = (f[2] == "BF16" ? "torch-bf16" : "torch-f32") " " f[3] " " f[4] " " f[5] " " f[6]
+      t = torch[tk]
+      printf "%-16s %-5s %5s %5s %5s %3s %9s %8s %8s\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+             r ? sprintf("%.1f", f[7] / r) : "-", t ? sprintf("%.2f", f[7] / t) : "-"
+    }
+  }' "$out"
+rm -f "$out"

@@ -1,0 +1,188 @@
+/* PRM scoring: formatting, tokenisation, one forward pass, read-outs and aggregation. */
+#include "apps/prm.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct fp_prm {
+    fp_prm_opts opts;
+    fp_format_opts fmt;
+    char *system; /* owned */
+    fp_model *model;
+    fp_tokenizer *tok;
+    fp_model_info info;
+    int32_t step_id;
+    int steps; /* model reads per-step rewards */
+};
+
+void fp_prm_opts_default(fp_prm_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->step_token = "<extra_0>";
+    o->step_token_id = -1;
+    o->aggregate = FP_AGG_MEAN;
+    o->alpha = 1.0;
+    o->final_mode = FP_FINAL_LAST_TOKEN;
+    o->max_tokens = 32768;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
+    *out = NULL;
+    fp_prm *p = fp_calloc(1, sizeof *p);
+    if (!p) return FP_ENOMEM;
+    p->opts = *opts;
+    int rc = fp_model_load(&p->model, opts->model_path);
+    if (rc) goto fail;
+    fp_model_get_info(p->model, &p->info);
+    if (opts->threads > 0) fp_model_set_threads(p->model, opts->threads);
+    p->steps = p->info.head == FP_HEAD_PRM || p->info.head == FP_HEAD_TOKEN_CLS;
+    if (p->info.head == FP_HEAD_NONE) {
+        rc = fp_errorf(FP_EINVAL, "%s: the checkpoint has no reward head (architecture %s): nothing to score with",
+                       opts->model_path, p->info.architecture ? p->info.architecture : "?");
+        goto fail;
+    }
+    if (p->steps && p->info.num_labels < 2) {
+        rc = fp_errorf(FP_EINVAL, "%s: a per-step head needs at least 2 labels, the checkpoint has %d",
+                       opts->model_path, p->info.num_labels);
+        goto fail;
+    }
+    const char *tpath = opts->tokenizer_path ? opts->tokenizer_path : opts->model_path;
+    if ((rc = fp_tokenizer_load(&p->tok, tpath))) goto fail;
+    if ((size_t)p->info.vocab_size < fp_tokenizer_vocab_size(p->tok) && opts->step_token_id < 0) {
+        /* ids beyond the embedding table would read out of bounds: refuse rather than guess */
+        rc = fp_errorf(FP_EINVAL, "%s: tokenizer has %zu ids but the model's vocab_size is %d", tpath,
+                       fp_tokenizer_vocab_size(p->tok), p->info.vocab_size);
+        goto fail;
+    }
+    if (p->steps) {
+        p->step_id = fp_tokenizer_token_to_id(p->tok, opts->step_token);
+        if (opts->step_token_id >= 0 || p->step_id < 0) {
+            if (opts->step_token_id < 0) {
+                rc = fp_errorf(FP_EINVAL, "%s: the tokenizer has no step token \"%s\"; name its id with --step-token-id",
+                               tpath, opts->step_token);
+                goto fail;
+            }
+            if ((rc = fp_tokenizer_set_step_token(p->tok, opts->step_token, opts->step_token_id, &p->step_id))) goto fail;
+        }
+        if (p->step_id >= p->info.vocab_size) {
+            rc = fp_errorf(FP_EINVAL, "step token id %d is outside the model's vocabulary (%d)", p->step_id, p->info.vocab_size);
+            goto fail;
+        }
+    }
+    /* system prompt: the checkpoint template's default unless told otherwise */
+    if (opts->system_mode == FP_SYSTEM_TEXT) {
+        if (!(p->system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
+    } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
+        const char *dir = is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
+        if (dir && (rc = fp_model_default_system(dir, &p->system))) goto fail;
+    }
+    p->fmt.system = p->system;
+    p->fmt.steps_from = opts->steps_from;
+    *out = p;
+    return FP_OK;
+fail:
+    fp_prm_free(p);
+    return rc;
+}
+
+void fp_prm_free(fp_prm *p) {
+    if (!p) return;
+    fp_model_free(p->model);
+    fp_tokenizer_free(p->tok);
+    free(p->system);
+    free(p);
+}
+
+const fp_format_opts *fp_prm_format_opts(const fp_prm *p) { return &p->fmt; }
+int fp_prm_has_steps(const fp_prm *p) { return p->steps; }
+
+void fp_prm_result_free(fp_prm_result *r) {
+    free(r->step_rewards);
+    memset(r, 0, sizeof *r);
+}
+
+int fp_prm_encode(fp_prm *p, const fp_record *rec, int32_t **ids_out, int *T_out, int **pos_out, int *npos_out) {
+    *ids_out = NULL;
+    *pos_out = NULL;
+    *T_out = *npos_out = 0;
+    fp_buf text = {0};
+    int rc = p->steps ? fp_render_prm_chatml(rec, p->opts.step_token, &text) : fp_render_plain(rec, &text);
+    if (rc) return rc;
+    int32_t *ids;
+    size_t n;
+    rc = fp_tokenizer_encode(p->tok, text.data, text.len, &ids, &n);
+    fp_buf_free(&text);
+    if (rc) return rc;
+    if (n == 0) { free(ids); return fp_errorf(FP_EINVAL, "record encodes to no tokens"); }
+    if (p->opts.max_tokens > 0 && n > (size_t)p->opts.max_tokens) {
+        free(ids);
+        return fp_errorf(FP_ERANGE, "record is %zu tokens, longer than --max-tokens %d", n, p->opts.max_tokens);
+    }
+    int *pos = fp_malloc((rec->n_steps + 1) * sizeof *pos);
+    if (!pos) { free(ids); return FP_ENOMEM; }
+    int np = 0;
+    if (p->steps) {
+        for (size_t i = 0; i < n; i++) {
+            if (ids[i] != p->step_id) continue;
+            if ((size_t)np == rec->n_steps) { np++; break; }
+            pos[np++] = (int)i;
+        }
+        if ((size_t)np != rec->n_steps) {
+            free(ids);
+            free(pos);
+            return fp_errorf(FP_EINVAL, "record has %zu steps but its text holds %s step tokens \"%s\" (a step contains the step token?)",
+                             rec->n_steps, (size_t)np > rec->n_steps ? "more" : "fewer", p->opts.step_token);
+        }
+    }
+    *ids_out = ids;
+    *T_out = (int)n;
+    *pos_out = pos;
+    *npos_out = np;
+    return FP_OK;
+}
+
+int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res) {
+    memset(res, 0, sizeof *res);
+    res->final_reward = NAN;
+    int32_t *ids;
+    int T, *pos, np;
+    int rc = fp_prm_encode(p, rec, &ids, &T, &pos, &np);
+    if (rc) return rc;
+    res->n_tokens = T;
+    res->n_thinking = rec->n_thinking;
+    if (!p->steps) { /* scalar head: one reward at the last token of question + completion */
+        float r;
+        rc = fp_model_score_last(p->model, ids, T, &r);
+        if (rc == FP_OK) {
+            res->final_reward = r;
+            res->score = r;
+        }
+        free(ids);
+        free(pos);
+        return rc;
+    }
+    int want_last = p->opts.final_mode == FP_FINAL_LAST_TOKEN;
+    if (want_last) pos[np] = T - 1;
+    float *probs = fp_malloc((size_t)(np + 1) * sizeof *probs);
+    res->step_rewards = fp_malloc((size_t)(np ? np : 1) * sizeof *res->step_rewards);
+    if (!probs || !res->step_rewards) rc = FP_ENOMEM;
+    if (rc == FP_OK) rc = fp_model_score_positions(p->model, ids, T, pos, np + want_last, probs);
+    if (rc == FP_OK) {
+        res->n_steps = (size_t)np;
+        for (int i = 0; i < np; i++) res->step_rewards[i] = probs[i];
+        if (want_last) res->final_reward = probs[np];
+        else if (p->opts.final_mode == FP_FINAL_LAST_STEP) res->final_reward = probs[np - 1];
+        res->score = fp_trajectory_score(res->step_rewards, res->n_steps, p->opts.aggregate, res->final_reward,
+                                         p->opts.alpha);
+    }
+    free(probs);
+    free(ids);
+    free(pos);
+    if (rc) fp_prm_result_free(res);
+    return rc;
+}

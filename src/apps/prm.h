@@ -1,0 +1,53 @@
+/* The PRM scoring pipeline: record → text (format) → ids (tokenizer) → one prefill (model) → step rewards,
+ * final reward and the trajectory score r̂ = aggregate(steps) + α·final. */
+#ifndef FP_APPS_PRM_H
+#define FP_APPS_PRM_H
+#include "apps/aggregate.h"
+#include "format/format.h"
+
+/* Where the trajectory-level ("final") reward is read. */
+typedef enum {
+    FP_FINAL_LAST_TOKEN = 0, /* P(class 1) at the last token of the sequence (the released RL code's read-out) */
+    FP_FINAL_LAST_STEP,      /* the last step's reward */
+    FP_FINAL_NONE            /* no final term: r̂ = aggregate(steps) */
+} fp_final_mode;
+
+typedef enum { FP_SYSTEM_TEMPLATE = 0, FP_SYSTEM_NONE, FP_SYSTEM_TEXT } fp_system_mode;
+
+typedef struct {
+    const char *model_path;     /* HF directory or .gguf file */
+    const char *tokenizer_path; /* NULL = the model directory (or the GGUF's own metadata) */
+    fp_system_mode system_mode; /* default: the system prompt the checkpoint's chat template injects */
+    const char *system;         /* with FP_SYSTEM_TEXT */
+    const char *step_token;     /* default "<extra_0>" */
+    int32_t step_token_id;      /* >= 0: force this id for step_token (renaming it in the vocabulary); -1 = look up */
+    fp_aggregate aggregate;     /* default mean */
+    double alpha;               /* default 1.0 */
+    fp_final_mode final_mode;   /* default last-token */
+    fp_steps_from steps_from;   /* default both */
+    int threads;                /* 0 = OpenMP default */
+    int max_tokens;             /* sequences longer than this are an error; default 32768 */
+} fp_prm_opts;
+void fp_prm_opts_default(fp_prm_opts *o);
+
+typedef struct fp_prm fp_prm;
+int fp_prm_open(fp_prm **out, const fp_prm_opts *opts);
+void fp_prm_free(fp_prm *p);
+const fp_format_opts *fp_prm_format_opts(const fp_prm *p);
+/* 1 when the model reads per-step rewards (2-class PRM / token classification); 0 for scalar heads. */
+int fp_prm_has_steps(const fp_prm *p);
+
+typedef struct {
+    double *step_rewards; /* [n_steps] (malloc'd; NULL for scalar-head models) */
+    size_t n_steps, n_thinking;
+    double final_reward;  /* NAN when final_mode is none */
+    double score;         /* r̂ */
+    int n_tokens;
+} fp_prm_result;
+void fp_prm_result_free(fp_prm_result *r);
+
+/* Scores one parsed record.  Errors (FP_EINVAL/FP_ERANGE) describe the record problem without location. */
+int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res);
+/* Renders and tokenizes a record as the model sees it (ids malloc'd) with the step-token positions. */
+int fp_prm_encode(fp_prm *p, const fp_record *rec, int32_t **ids, int *T, int **positions, int *npos);
+#endif

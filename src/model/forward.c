@@ -1,0 +1,161 @@
+/* The Qwen2/Qwen3 trunk forward pass: causal prefill over a whole sequence, f32 activations, weights in their
+ * stored dtype.  One layer's activations live at a time (buffers reused across layers); the MLP runs in
+ * token chunks; the last layer computes queries, attention output and MLP only for the requested rows.
+ *
+ *   x = embed[ids]                                        [T,H]
+ *   per layer:  xn = rmsnorm(x) ; q,k,v = xn W^T + b      [T,nh*d], [T,nkv*d]
+ *               (qwen3: per-head rmsnorm of q, k) ; rope(q, k)
+ *               x += attention(q, k, v) Wo^T
+ *               x += down(silu(gate(rmsnorm(x))) * up(rmsnorm(x)))
+ *   out = rmsnorm(x)                                      [npos,H] */
+#include "model/model.h"
+#include "tensor/ops.h"
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MLP_CHUNK_FLOATS (8u << 20) /* gate+up chunk budget: 32 MB */
+
+typedef struct {
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs;
+} fwd_bufs;
+
+static void matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
+    /* w: [N, K] */
+    fp_matmul_forward(out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
+}
+
+/* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate/up: [chunk, I] scratch. */
+static void mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
+                      int chunk) {
+    int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
+    float eps = (float)m->cfg.rms_norm_eps;
+    fp_rmsnorm_forward(xn, x, y->post_norm, eps, n, H);
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        int c = n - r0 < chunk ? n - r0 : chunk;
+        const float *xin = xn + (size_t)r0 * H;
+        matmul(gate, xin, y->gate_w, NULL, c); /* [c,I] */
+        matmul(up, xin, y->up_w, NULL, c);     /* [c,I] */
+        fp_swiglu_forward(gate, gate, up, c, I);
+        /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
+        float *d = H <= I ? up : (float *)xin;
+        matmul(d, gate, y->down_w, NULL, c); /* [c,H] */
+        float *xr = x + (size_t)r0 * H;
+        for (size_t i = 0; i < (size_t)c * H; i++) xr[i] += d[i];
+    }
+}
+
+int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *positions, int npos, float *out) {
+    if (!m || !ids || !out) return fp_errorf(FP_EINVAL, "model forward: NULL argument");
+    const fp_model_config *c = &m->cfg;
+    if (T <= 0) return fp_errorf(FP_EINVAL, "model forward: empty sequence (T = %d)", T);
+    if ((size_t)T * (size_t)(c->num_heads * c->head_dim > c->hidden_size ? c->num_heads * c->head_dim : c->hidden_size) >
+        (size_t)1 << 31)
+        return fp_errorf(FP_ERANGE, "model forward: sequence of %d tokens is too long", T);
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            return fp_errorf(FP_EINVAL, "model forward: token id %d at position %d is outside the vocabulary [0, %d)",
+                             (int)ids[t], t, c->vocab_size);
+    if (positions) {
+        if (npos <= 0) return fp_errorf(FP_EINVAL, "model forward: npos = %d", npos);
+        for (int i = 0; i < npos; i++)
+            if (positions[i] < 0 || positions[i] >= T)
+                return fp_errorf(FP_EINVAL, "model forward: position %d (index %d) outside the sequence [0, %d)",
+                                 positions[i], i, T);
+    } else npos = T;
+
+    const int H = c->hidden_size, I = c->intermediate_size, nh = c->num_heads, nkv = c->num_kv_heads,
+              d = c->head_dim, half = d / 2, NL = c->num_layers;
+    const int qd = nh * d, kvd = nkv * d;
+    const float eps = (float)c->rms_norm_eps;
+    int chunk = (int)(MLP_CHUNK_FLOATS / 2 / (unsigned)I);
+    if (chunk < 16) chunk = 16;
+    if (chunk > T) chunk = T;
+    const int gate_cols = I > H ? I : H;
+
+    fwd_bufs b = {0};
+    size_t tT = (size_t)T;
+    b.x = fp_malloc(sizeof(float) * tT * H);
+    b.xn = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
+    b.q = fp_malloc(sizeof(float) * tT * qd);
+    b.k = fp_malloc(sizeof(float) * tT * kvd);
+    b.v = fp_malloc(sizeof(float) * tT * kvd);
+    b.att = fp_malloc(sizeof(float) * tT * qd);
+    b.gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
+    b.up = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
+    b.cos_t = fp_malloc(sizeof(float) * tT * half);
+    b.sin_t = fp_malloc(sizeof(float) * tT * half);
+    if (positions) {
+        b.qcos = fp_malloc(sizeof(float) * (size_t)npos * half);
+        b.qsin = fp_malloc(sizeof(float) * (size_t)npos * half);
+        b.xs = fp_malloc(sizeof(float) * (size_t)npos * H);
+    }
+    int rc = FP_OK;
+    if (!b.x || !b.xn || !b.q || !b.k || !b.v || !b.att || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
+        (positions && (!b.qcos || !b.qsin || !b.xs))) {
+        rc = fp_errorf(FP_ENOMEM, "model forward: out of memory for %d tokens", T);
+        goto done;
+    }
+
+    int saved_threads = omp_get_max_threads();
+    if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
+
+    /* Embeddings: x[t] = embed[ids[t]] */
+    size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
+#pragma omp parallel for schedule(static) if (T > 64)
+    for (int t = 0; t < T; t++)
+        fp_row_to_f32(b.x + (size_t)t * H, (const char *)m->embed->data + (size_t)ids[t] * erow, m->embed->dtype, H);
+
+    fp_rope_tables(b.cos_t, b.sin_t, m->inv_freq, NULL, T, d);
+    if (positions)
+        for (int i = 0; i < npos; i++) {
+            memcpy(b.qcos + (size_t)i * half, b.cos_t + (size_t)positions[i] * half, sizeof(float) * half);
+            memcpy(b.qsin + (size_t)i * half, b.sin_t + (size_t)positions[i] * half, sizeof(float) * half);
+        }
+
+    for (int l = 0; l < NL; l++) {
+        const fp_layer *y = &m->layers[l];
+        int sub = positions && l == NL - 1; /* last layer: only the requested rows */
+        int nq = sub ? npos : T;
+        /* attention block */
+        fp_rmsnorm_forward(b.xn, b.x, y->in_norm, eps, T, H); /* [T,H] */
+        matmul(b.k, b.xn, y->k_w, y->k_b, T);                  /* [T,kvd] */
+        matmul(b.v, b.xn, y->v_w, y->v_b, T);                  /* [T,kvd] */
+        if (sub) {
+            for (int i = 0; i < npos; i++) /* gather normalised rows (xs as scratch) */
+                memcpy(b.xs + (size_t)i * H, b.xn + (size_t)positions[i] * H, sizeof(float) * H);
+            matmul(b.q, b.xs, y->q_w, y->q_b, npos); /* [npos,qd] */
+        } else {
+            matmul(b.q, b.xn, y->q_w, y->q_b, T); /* [T,qd] */
+        }
+        if (y->q_norm) {
+            fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, nq * nh, d);
+            fp_rmsnorm_forward(b.k, b.k, y->k_norm, eps, T * nkv, d);
+        }
+        fp_rope_forward(b.q, sub ? b.qcos : b.cos_t, sub ? b.qsin : b.sin_t, nq, nh, d);
+        fp_rope_forward(b.k, b.cos_t, b.sin_t, T, nkv, d);
+        if (fp_attention_forward(b.att, b.q, b.k, b.v, sub ? positions : NULL, nq, T, nh, nkv, d)) { /* [nq,qd] */
+            rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
+            break;
+        }
+        matmul(b.xn, b.att, y->o_w, NULL, nq);                                                /* [nq,H] */
+        float *x = b.x;
+        if (sub) { /* residual rows of the requested positions */
+            for (int i = 0; i < npos; i++)
+                memcpy(b.xs + (size_t)i * H, b.x + (size_t)positions[i] * H, sizeof(float) * H);
+            x = b.xs;
+        }
+        for (size_t i = 0; i < (size_t)nq * H; i++) x[i] += b.xn[i];
+        /* MLP block */
+        mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);
+        if (sub) { /* final norm of the requested rows */
+            fp_rmsnorm_forward(out, b.xs, m->final_norm, eps, npos, H);
+        }
+    }
+    if (!rc && !positions) fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H);
+    if (m->nthreads > 0) omp_set_num_threads(saved_threads);
+done:
+    free(b.x); free(b.xn); free(b.q); free(b.k); free(b.v); free(b.att); free(b.gate); free(b.up);
+    free(b.cos_t); free(b.sin_t); free(b.qcos); free(b.qsin); free(b.xs);
+    return rc;
+}

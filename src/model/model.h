@@ -1,0 +1,37 @@
+/* Internal view of a loaded Qwen2/Qwen3 model (shared by model.c and forward.c). */
+#ifndef FP_MODEL_MODEL_H
+#define FP_MODEL_MODEL_H
+#include "base/base.h"
+#include "model/weights.h"
+
+typedef struct {
+    const fp_tensor *q_w, *k_w, *v_w, *o_w, *gate_w, *up_w, *down_w; /* [out, in], stored dtype */
+    float *q_b, *k_b, *v_b;                                          /* f32 copies, NULL without bias */
+    float *in_norm, *post_norm;                                      /* [H] */
+    float *q_norm, *k_norm;                                          /* [head_dim] (Qwen3), else NULL */
+} fp_layer;
+
+struct fp_model {
+    fp_model_config cfg;
+    fp_weights *w;      /* the checkpoint */
+    fp_weights *head_w; /* reward_head.* when the head comes from a separate file */
+    fp_layer *layers;
+    const fp_tensor *embed;   /* [V, H] */
+    float *final_norm;        /* [H] */
+    const fp_tensor *lm_head; /* [V, H] or NULL (tied or absent); generation only */
+    int head, num_labels;
+    const fp_tensor *head_w1, *head_w2; /* PRM: score.0 [H,H], score.2 [L,H]; others: head_w2 = [L,H] */
+    float *head_b1, *head_b2;
+    float *inv_freq; /* [head_dim/2] */
+    int nthreads;
+    float **owned; /* f32 copies to free */
+    size_t nowned;
+};
+
+/* The trunk: final hidden states (after the last RMSNorm) at positions (or every row when positions is
+ * NULL: npos = T) into out[npos, H]. */
+int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *positions, int npos, float *out);
+/* Head logits[n, num_labels] from final hidden states h[n, H] (requires a head). */
+int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
+
+#endif

@@ -1,0 +1,51 @@
+/* Internal: CPU feature dispatch and the ISA-specific GEMM kernels behind fp_matmul_forward.
+ * Not part of the public API; tests include it to force a given path. */
+#ifndef FP_TENSOR_KERNELS_H
+#define FP_TENSOR_KERNELS_H
+#include "tensor/tensor.h"
+#include <stddef.h>
+
+/* Kernel levels, in increasing order of requirements. */
+enum { FP_KERN_REF = 0, FP_KERN_AVX2 = 1, FP_KERN_AVX512 = 2 };
+
+/* ---- cpu.c */
+/* Best level this CPU (and OS) supports: AVX2 needs avx2+fma+f16c, AVX512 needs avx512 f/bw/vl/dq. */
+int fp_cpu_max_kernel(void);
+int fp_cpu_has_avx512bf16(void); /* vdpbf16ps / vcvtne2ps2bf16 */
+int fp_cpu_has_avx512vnni(void); /* vpdpbusd */
+/* Use the vdpbf16ps kernel for BF16 weights (else: widen to f32 + FMA).  See cpu.c. */
+int fp_cpu_prefer_bf16_dp(void);
+/* AMX tiles with bf16 usable by this process (asks Linux for permission once).  See cpu.c. */
+int fp_cpu_has_amx_bf16(void);
+/* Kernel for BF16 weights at the AVX512 level. */
+enum { FP_BF16_FMA = 0, FP_BF16_DP = 1, FP_BF16_AMX = 2 };
+int fp_cpu_bf16_kernel(void);
+/* Level used by fp_matmul_forward: the environment variable FLUXPRM_KERNEL=ref|avx2|avx512|auto
+ * (read once), or the value set with fp_kernel_force, clamped to fp_cpu_max_kernel(). */
+int fp_kernel_level(void);
+/* Forces a level for this process (tests, benchmarks); -1 returns to FLUXPRM_KERNEL / auto. */
+void fp_kernel_force(int level);
+const char *fp_kernel_level_name(int level);
+
+/* ---- matmul.c */
+/* Grow-only scratch buffer owned by the calling thread (64-byte aligned); NULL when out of memory.
+ * Its size stays at the largest request seen; fp_matmul_scratch_release() frees it. */
+void *fp_matmul_scratch(size_t bytes);
+
+/* ---- matmul_avx512.c / matmul_avx2.c
+ * Same contract as fp_matmul_forward.  Return 0, or -1 when scratch memory could not be had (out is then
+ * untouched and the caller falls back to the reference).  bf16_kernel (FP_BF16_*) picks the kernel for
+ * BF16 weights (the caller checked the CPU has it); use_vnni says whether AVX512-VNNI may be used for
+ * Q8_0/Q4_0. */
+int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
+                     int N, int bf16_kernel, int use_vnni);
+const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni);
+int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
+                   int N);
+
+/* Runs fp_matmul_forward's algorithm at the given level (clamped to what the CPU supports). */
+void fp_matmul_forward_level(int level, float *out, const float *inp, const void *w, fp_dtype wt,
+                             const float *bias, int T, int K, int N);
+const char *fp_matmul_kernel_name_level(int level, fp_dtype wt);
+
+#endif

@@ -1,0 +1,599 @@
+/* AVX-512 GEMM kernels for fp_matmul_forward: out[T,N] = inp[T,K] @ W[N,K]^T (+ bias).
+ * Compiled with -mavx512{f,bw,vl,dq,bf16,vnni} (see the Makefile); only called after cpu.c has checked
+ * the CPU.  Three kernels share one scheme:
+ *   - activations are converted once per call into the calling thread's scratch (bf16 pairs for the BF16
+ *     kernel, int8 blocks of 32 with a scale for the Q8_0/Q4_0 kernel; the f32 kernel reads inp directly);
+ *   - work is split into jobs = (panel of NR weight rows) x (block of T rows), run by OpenMP;
+ *   - a job walks K in chunks of KC: it packs the chunk of its NR weight rows into a small per-thread
+ *     panel (transposed so that one zmm load gives 16 output columns), then runs an MR x NR register-tile
+ *     micro-kernel over its T rows, adding into out (the first chunk adds the bias instead).
+ * Kernels:
+ *   BF16 weights   -> vdpbf16ps, tile 6 x 64, panel [KC/2 pairs][64 cols][2 bf16]
+ *   F32/F16 (and BF16/Q without BF16/VNNI) -> f32 FMA, tile 6 x 64, panel [KC][64] f32
+ *   Q8_0 / Q4_0    -> vpdpbusd, tile 6 x 32, panel per block of 32 k: [8 quads][32 cols][4 u8] + 32 scales
+ */
+#include "tensor/kernels.h"
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Splits T into tb blocks (multiples of mr rows) so that there are enough jobs for nth threads. */
+static int t_blocks(int T, int npanels, int mr, int nth) {
+    int tb = 1;
+    while (npanels * tb < 4 * nth && T / (tb * 2) >= 4 * mr) tb *= 2;
+    return tb;
+}
+static void t_range(int T, int tb, int mr, int j, int *t0, int *t1) {
+    int rows = (T + tb - 1) / tb;
+    rows = (rows + mr - 1) / mr * mr;
+    *t0 = MIN(T, j * rows);
+    *t1 = MIN(T, *t0 + rows);
+}
+
+static __mmask16 col_mask(int nvalid, int v) {
+    int c = nvalid - 16 * v;
+    if (c <= 0) return 0;
+    if (c >= 16) return 0xffff;
+    return (__mmask16)((1u << c) - 1);
+}
+
+/* In-place transpose of 16 vectors of 16 dwords: r[i] lane j becomes r[j] lane i. */
+AI void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* u[4g+e]: 128-bit lane L holds rows 4g..4g+3 at column 4L+e */
+    for (int g = 0; g < 4; g++) {
+        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int e = 0; e < 4; e++) {
+        __m512i x0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x44);
+        __m512i x1 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xee);
+        __m512i x2 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x44);
+        __m512i x3 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xee);
+        r[0 + e] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+        r[4 + e] = _mm512_shuffle_i32x4(x0, x2, 0xdd);
+        r[8 + e] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+        r[12 + e] = _mm512_shuffle_i32x4(x1, x3, 0xdd);
+    }
+}
+
+static float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* 16 elements of row `row` (dtype wt, K elements) from k (a multiple of 16), zero past K. */
+AI __m512 load16_f32(const void *w, fp_dtype wt, size_t row_bytes, int row, int K, int k) {
+    const uint8_t *r = (const uint8_t *)w + (size_t)row * row_bytes;
+    int rem = K - k;
+    __mmask16 m = rem >= 16 ? 0xffff : rem <= 0 ? 0 : (__mmask16)((1u << rem) - 1);
+    switch (wt) {
+    case FP_F32: return _mm512_maskz_loadu_ps(m, (const float *)r + k);
+    case FP_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)r + k));
+    case FP_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)r + k)), 16));
+    case FP_Q8_0: { /* K % 32 == 0 here */
+        const uint8_t *b = r + (size_t)(k / 32) * 34;
+        __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2 + (k & 16)))));
+        return _mm512_mul_ps(q, _mm512_set1_ps(h2f(b)));
+    }
+    case FP_Q4_0: {
+        const uint8_t *b = r + (size_t)(k / 32) * 18;
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
+        q = (k & 16) ? _mm512_srli_epi32(q, 4) : _mm512_and_si512(q, _mm512_set1_epi32(15));
+        q = _mm512_sub_epi32(q, _mm512_set1_epi32(8));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(h2f(b)));
+    }
+    }
+    return _mm512_setzero_ps();
+}
+
+/* ================================================================ BF16 x BF16 (vdpbf16ps) */
+#define BF_MR 6
+#define BF_NR 64
+#define BF_KC 256 /* elements of k per chunk (128 pairs): panel = 128 * 64 * 4 B = 32 KiB */
+
+/* Activations f32 [T][K] -> bf16 [T][Kp] (Kp = K rounded up to even; pad is 0), round to nearest even. */
+static void act_to_bf16(uint16_t *dst, const float *inp, int T, int K, int Kp) {
+#pragma omp for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * K;
+        uint16_t *y = dst + (size_t)t * Kp;
+        int k = 0;
+        for (; k + 32 <= K; k += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
+            _mm512_storeu_si512(y + k, (__m512i)v);
+        }
+        if (k < Kp) {
+            int rem = K - k; /* 0..31 */
+            __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : (1u << rem) - 1);
+            __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + k + 16), _mm512_maskz_loadu_ps(m0, x + k));
+            int n = Kp - k;
+            _mm512_mask_storeu_epi16(y + k, (__mmask32)(n >= 32 ? 0xffffffffu : (1u << n) - 1), (__m512i)v);
+        }
+    }
+}
+
+/* 32 elements of row `row` from k as bf16 (zero past K): BF16 weights as stored; Q8_0/Q4_0 dequantised
+ * (d*q exact in f32) then rounded to nearest even bf16 (K % 32 == 0 and k % 32 == 0 for those). */
+AI __m512i load32_bf16(const void *w, fp_dtype wt, size_t row_bytes, int row, int K, int k) {
+    if (wt == FP_BF16) {
+        int rem = K - k;
+        __mmask32 m = rem >= 32 ? 0xffffffffu : rem <= 0 ? 0 : (__mmask32)((1u << rem) - 1);
+        return _mm512_maskz_loadu_epi16(m, (const uint8_t *)w + (size_t)row * row_bytes + 2 * (size_t)k);
+    }
+    return (__m512i)_mm512_cvtne2ps_pbh(load16_f32(w, wt, row_bytes, row, K, k + 16),
+                                        load16_f32(w, wt, row_bytes, row, K, k));
+}
+
+/* Packs W rows [n0, n0+nvalid) x k [k0, k0+kc) (kc even) as bf16 pairs: panel[p][c] = dword
+ * (w[c][k0+2p], w[c][k0+2p+1]), 64 columns (zero for c >= nvalid or k >= K). */
+static void pack_bf16(uint32_t *panel, const void *w, fp_dtype wt, size_t row_bytes, int K, int n0, int nvalid,
+                      int k0, int kc) {
+    int np = kc / 2;
+    for (int c0 = 0; c0 < BF_NR; c0 += 16) {
+        for (int p0 = 0; p0 < np; p0 += 16) {
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) {
+                int c = c0 + i;
+                r[i] = c < nvalid ? load32_bf16(w, wt, row_bytes, n0 + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
+            }
+            transpose16(r);
+            int cnt = MIN(16, np - p0);
+            for (int i = 0; i < cnt; i++) _mm512_store_si512(panel + (size_t)(p0 + i) * BF_NR + c0, r[i]);
+        }
+    }
+}
+
+AI void bf16_tile(const int MR, const uint32_t *A, size_t lda, const uint32_t *B, int np, float *C, size_t ldc,
+                  const __mmask16 cm[4], int accumulate, const float *bias) {
+    __m512 acc[BF_MR][4];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int p = 0; p < np; p++) {
+        const uint32_t *b = B + (size_t)p * BF_NR;
+        __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
+        __m512bh b2 = (__m512bh)_mm512_load_si512(b + 32), b3 = (__m512bh)_mm512_load_si512(b + 48);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[i * lda + p]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+            acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, b2);
+            acc[i][3] = _mm512_dpbf16_ps(acc[i][3], a, b3);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        float *c = C + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            __m512 add = accumulate ? _mm512_maskz_loadu_ps(cm[v], c + 16 * v)
+                         : bias     ? _mm512_maskz_loadu_ps(cm[v], bias + 16 * v)
+                                    : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(c + 16 * v, cm[v], _mm512_add_ps(acc[i][v], add));
+        }
+    }
+}
+
+typedef struct {
+    float *out;
+    const float *inp;
+    const void *w;
+    fp_dtype wt;
+    const float *bias;
+    int T, K, N;
+    const void *act; /* converted activations */
+    size_t lda;      /* row stride of act, in its unit (dwords for bf16, bytes for int8) */
+    const float *ad; /* q8: per-block activation scales [T][K/32] */
+    const int32_t *ac; /* q8: per-block corrections -128*sum(q) [T][K/32] */
+} job_args;
+
+static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel) {
+    int nvalid = MIN(BF_NR, a->N - n0), Kp = (a->K + 1) & ~1;
+    __mmask16 cm[4];
+    for (int v = 0; v < 4; v++) cm[v] = col_mask(nvalid, v);
+    const uint32_t *A = a->act;
+    const float *bias = a->bias ? a->bias + n0 : NULL;
+    for (int k0 = 0; k0 < Kp; k0 += BF_KC) {
+        int kc = MIN(BF_KC, Kp - k0), np = kc / 2;
+        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
+        for (int t = t0; t < t1; t += BF_MR) {
+            const uint32_t *At = A + (size_t)t * a->lda + k0 / 2;
+            float *C = a->out + (size_t)t * a->N + n0;
+            switch (MIN(BF_MR, t1 - t)) {
+            case 6: bf16_tile(6, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            case 5: bf16_tile(5, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            case 4: bf16_tile(4, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            case 3: bf16_tile(3, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            case 2: bf16_tile(2, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            default: bf16_tile(1, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            }
+        }
+    }
+}
+
+
+/* ================================================================ BF16 x BF16 on AMX tiles (tdpbf16ps) */
+/* Tiles: tmm0-3 = C (2 x 2 blocks of 16 rows x 16 f32), tmm4-5 = A (16 rows x 32 bf16), tmm6-7 = B
+ * (16 k-pairs x 16 cols x 2 bf16: a 16-column slice of the bf16 panel above, row stride 256 bytes).
+ * The activations are padded to a multiple of 32 rows and of 32 k (zeros), the panel to 32 k. */
+#define AMX_MR 32
+#define AMX_KC 4096 /* panel = 2048 pairs * 64 cols * 4 B = 512 KiB (L2) */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+static const amx_cfg amx_config __attribute__((aligned(64))) = {
+    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
+    {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0}};
+
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args *a, int n0, int t0, int t1,
+                                                                   uint32_t *panel, float *ctmp) {
+    int nvalid = MIN(BF_NR, a->N - n0), Kp = (a->K + 31) & ~31, N = a->N;
+    const uint16_t *A = a->act;
+    size_t lda_b = a->lda * 4; /* bytes per activation row */
+    _tile_loadconfig(&amx_config);
+    for (int k0 = 0; k0 < Kp; k0 += AMX_KC) {
+        int kc = MIN(AMX_KC, Kp - k0);
+        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
+        __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
+        for (int t = t0; t < t1; t += AMX_MR) {
+            const uint8_t *At = (const uint8_t *)(A + (size_t)t * a->lda * 2 + k0);
+            for (int cg = 0; cg < nvalid; cg += 32) {
+                const uint32_t *Bp = panel + cg;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int kb = 0; kb < kc; kb += 32) {
+                    _tile_loadd(4, At + 2 * (size_t)kb, lda_b);
+                    _tile_loadd(5, At + 16 * lda_b + 2 * (size_t)kb, lda_b);
+                    _tile_loadd(6, Bp + (size_t)(kb / 2) * BF_NR, BF_NR * 4);
+                    _tile_loadd(7, Bp + (size_t)(kb / 2) * BF_NR + 16, BF_NR * 4);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, ctmp, 128);        /* ctmp is [32 rows][32 cols] f32 */
+                _tile_stored(1, ctmp + 16, 128);
+                _tile_stored(2, ctmp + 16 * 32, 128);
+                _tile_stored(3, ctmp + 16 * 32 + 16, 128);
+                int rows = MIN(32, t1 - t);
+                __mmask16 m0 = col_mask(nvalid - cg, 0), m1 = col_mask(nvalid - cg, 1);
+                const float *bias = a->bias ? a->bias + n0 + cg : NULL;
+                for (int i = 0; i < rows; i++) {
+                    float *c = a->out + (size_t)(t + i) * N + n0 + cg;
+                    const float *r = ctmp + 32 * i;
+                    __m512 add0, add1;
+                    if (k0 > 0) {
+                        add0 = _mm512_maskz_loadu_ps(m0, c);
+                        add1 = _mm512_maskz_loadu_ps(m1, c + 16);
+                    } else if (bias) {
+                        add0 = _mm512_maskz_loadu_ps(m0, bias);
+                        add1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+                    } else
+                        add0 = add1 = _mm512_setzero_ps();
+                    _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_load_ps(r), add0));
+                    _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(_mm512_load_ps(r + 16), add1));
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* ================================================================ f32 FMA (F32, F16, and fallbacks) */
+#define F_MR 6
+#define F_NR 64
+#define F_KC 128 /* panel = 128 * 64 * 4 B = 32 KiB */
+
+/* panel[k][c] = W[n0+c][k0+k] as f32, k < kc, c < 64 (zero for c >= nvalid or k >= K). */
+static void pack_f32(float *panel, const void *w, fp_dtype wt, size_t row_bytes, int K, int n0, int nvalid, int k0,
+                     int kc) {
+    for (int c0 = 0; c0 < F_NR; c0 += 16) {
+        for (int kk = 0; kk < kc; kk += 16) {
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) {
+                int c = c0 + i;
+                r[i] = c < nvalid ? _mm512_castps_si512(load16_f32(w, wt, row_bytes, n0 + c, K, k0 + kk))
+                                  : _mm512_setzero_si512();
+            }
+            transpose16(r);
+            int cnt = MIN(16, kc - kk);
+            for (int i = 0; i < cnt; i++) _mm512_store_si512(panel + (size_t)(kk + i) * F_NR + c0, r[i]);
+        }
+    }
+}
+
+AI void f32_tile(const int MR, const float *A, size_t lda, const float *B, int kc, float *C, size_t ldc,
+                 const __mmask16 cm[4], int accumulate, const float *bias) {
+    __m512 acc[F_MR][4];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float *b = B + (size_t)k * F_NR;
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
+               b3 = _mm512_load_ps(b + 48);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512 x = _mm512_set1_ps(A[i * lda + k]);
+            acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(x, b2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(x, b3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        float *c = C + i * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            __m512 add = accumulate ? _mm512_maskz_loadu_ps(cm[v], c + 16 * v)
+                         : bias     ? _mm512_maskz_loadu_ps(cm[v], bias + 16 * v)
+                                    : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(c + 16 * v, cm[v], _mm512_add_ps(acc[i][v], add));
+        }
+    }
+}
+
+static void f32_job(const job_args *a, int n0, int t0, int t1, float *panel) {
+    int nvalid = MIN(F_NR, a->N - n0), K = a->K;
+    size_t rb = fp_dtype_row_bytes(a->wt, K);
+    __mmask16 cm[4];
+    for (int v = 0; v < 4; v++) cm[v] = col_mask(nvalid, v);
+    const float *bias = a->bias ? a->bias + n0 : NULL;
+    for (int k0 = 0; k0 < K; k0 += F_KC) {
+        int kc = MIN(F_KC, K - k0);
+        pack_f32(panel, a->w, a->wt, rb, K, n0, nvalid, k0, kc);
+        for (int t = t0; t < t1; t += F_MR) {
+            const float *At = a->inp + (size_t)t * K + k0;
+            float *C = a->out + (size_t)t * a->N + n0;
+            switch (MIN(F_MR, t1 - t)) {
+            case 6: f32_tile(6, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            case 5: f32_tile(5, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            case 4: f32_tile(4, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            case 3: f32_tile(3, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            case 2: f32_tile(2, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            default: f32_tile(1, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            }
+        }
+    }
+}
+
+/* ================================================================ Q8_0 / Q4_0 x Q8 (vpdpbusd) */
+#define Q_MR 6
+#define Q_NR 32
+#define Q_KC 512                          /* 16 blocks of 32 */
+#define Q_BLK (8 * Q_NR * 4 + Q_NR * 4)   /* packed bytes per block of 32 k: 1024 quads + 128 scales */
+
+/* Activations -> int8 per block of 32: d = amax/127, q = round_even(x * 127/amax); corr = -128 * sum(q). */
+static void act_to_q8(int8_t *q, float *d, int32_t *corr, const float *inp, int T, int K) {
+    int nb = K / 32;
+#pragma omp for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * K;
+        for (int b = 0; b < nb; b++) {
+            __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, _mm512_set1_ps(id)));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, _mm512_set1_ps(id)));
+            /* guard against x*id rounding above 127 */
+            __m512i lim = _mm512_set1_epi32(127);
+            q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), _mm512_set1_epi32(-127));
+            q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), _mm512_set1_epi32(-127));
+            int8_t *qb = q + (size_t)t * K + 32 * b;
+            _mm_storeu_si128((__m128i *)qb, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtepi32_epi8(q1));
+            d[(size_t)t * nb + b] = amax / 127.0f;
+            corr[(size_t)t * nb + b] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        }
+    }
+}
+
+/* Packs blocks [b0, b0+nblk) of rows [n0, n0+nvalid): per block, quad j of row c at j*128 + c*4 holds
+ * (w + 128) as u8 (w the signed weight integer), then 32 f32 scales. */
+static void pack_q(uint8_t *panel, const void *w, fp_dtype wt, size_t row_bytes, int n0, int nvalid, int b0,
+                   int nblk) {
+    for (int b = 0; b < nblk; b++) {
+        uint8_t *pb = panel + (size_t)b * Q_BLK;
+        float *sc = (float *)(pb + 8 * Q_NR * 4);
+        for (int c = 0; c < Q_NR; c++) {
+            uint32_t *dst = (uint32_t *)pb + c;
+            if (c >= nvalid) {
+                for (int j = 0; j < 8; j++) dst[j * Q_NR] = 0x80808080u;
+                sc[c] = 0.0f;
+                continue;
+            }
+            const uint8_t *src = (const uint8_t *)w + (size_t)(n0 + c) * row_bytes;
+            if (wt == FP_Q8_0) {
+                src += (size_t)(b0 + b) * 34;
+                sc[c] = h2f(src);
+                for (int j = 0; j < 8; j++) {
+                    uint32_t u;
+                    memcpy(&u, src + 2 + 4 * j, 4);
+                    dst[j * Q_NR] = u ^ 0x80808080u;
+                }
+            } else { /* Q4_0: element j = lo nibble of qs[j], j+16 = hi nibble; value q-8, stored q-8+128 */
+                src += (size_t)(b0 + b) * 18;
+                sc[c] = h2f(src);
+                for (int j = 0; j < 4; j++) {
+                    uint32_t u;
+                    memcpy(&u, src + 2 + 4 * j, 4);
+                    dst[j * Q_NR] = (u & 0x0f0f0f0fu) + 0x78787878u;
+                    dst[(j + 4) * Q_NR] = ((u >> 4) & 0x0f0f0f0fu) + 0x78787878u;
+                }
+            }
+        }
+    }
+}
+
+AI void q_tile(const int MR, const int8_t *A, size_t lda, const float *ad, const int32_t *ac, size_t ldb,
+               const uint8_t *B, int nblk, float *C, size_t ldc, const __mmask16 cm[2], int accumulate,
+               const float *bias) {
+    __m512 acc[Q_MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *pb = B + (size_t)b * Q_BLK;
+        __m512i s[Q_MR][2];
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) s[i][0] = s[i][1] = _mm512_set1_epi32(ac[i * ldb + b]);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m512i w0 = _mm512_load_si512(pb + j * 128), w1 = _mm512_load_si512(pb + j * 128 + 64);
+#pragma GCC unroll 8
+            for (int i = 0; i < MR; i++) {
+                int32_t q4;
+                memcpy(&q4, A + i * lda + 32 * b + 4 * j, 4);
+                __m512i x = _mm512_set1_epi32(q4);
+                s[i][0] = _mm512_dpbusd_epi32(s[i][0], w0, x);
+                s[i][1] = _mm512_dpbusd_epi32(s[i][1], w1, x);
+            }
+        }
+        __m512 sw0 = _mm512_load_ps((const float *)(pb + 1024)), sw1 = _mm512_load_ps((const float *)(pb + 1088));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512 da = _mm512_set1_ps(ad[i * ldb + b]);
+            acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][0]), _mm512_mul_ps(sw0, da), acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][1]), _mm512_mul_ps(sw1, da), acc[i][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        float *c = C + i * ldc;
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++) {
+            __m512 add = accumulate ? _mm512_maskz_loadu_ps(cm[v], c + 16 * v)
+                         : bias     ? _mm512_maskz_loadu_ps(cm[v], bias + 16 * v)
+                                    : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(c + 16 * v, cm[v], _mm512_add_ps(acc[i][v], add));
+        }
+    }
+}
+
+static void q_job(const job_args *a, int n0, int t0, int t1, uint8_t *panel) {
+    int nvalid = MIN(Q_NR, a->N - n0), K = a->K, nb = K / 32;
+    size_t rb = fp_dtype_row_bytes(a->wt, K);
+    __mmask16 cm[2] = {col_mask(nvalid, 0), col_mask(nvalid, 1)};
+    const float *bias = a->bias ? a->bias + n0 : NULL;
+    const int8_t *A = a->act;
+    for (int b0 = 0; b0 < nb; b0 += Q_KC / 32) {
+        int nblk = MIN(Q_KC / 32, nb - b0);
+        pack_q(panel, a->w, a->wt, rb, n0, nvalid, b0, nblk);
+        for (int t = t0; t < t1; t += Q_MR) {
+            const int8_t *At = A + (size_t)t * K + 32 * b0;
+            const float *ad = a->ad + (size_t)t * nb + b0;
+            const int32_t *ac = a->ac + (size_t)t * nb + b0;
+            float *C = a->out + (size_t)t * a->N + n0;
+            switch (MIN(Q_MR, t1 - t)) {
+            case 6: q_tile(6, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            case 5: q_tile(5, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            case 4: q_tile(4, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            case 3: q_tile(3, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            case 2: q_tile(2, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            default: q_tile(1, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            }
+        }
+    }
+}
+
+/* ================================================================ entry */
+enum { K_BF16, K_F32, K_Q, K_AMX };
+
+static int pick(fp_dtype wt, int bf16_kernel, int use_vnni) {
+    if ((wt == FP_BF16 || wt == FP_Q8_0 || wt == FP_Q4_0) && bf16_kernel == FP_BF16_AMX) return K_AMX;
+    if (wt == FP_BF16 && bf16_kernel == FP_BF16_DP) return K_BF16;
+    if ((wt == FP_Q8_0 || wt == FP_Q4_0) && use_vnni) return K_Q;
+    return K_F32;
+}
+
+const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni) {
+    switch (pick(wt, bf16_kernel, use_vnni)) {
+    case K_AMX: return wt == FP_Q8_0 ? "amx-bf16-q8" : wt == FP_Q4_0 ? "amx-bf16-q4" : "amx-bf16";
+    case K_BF16: return "avx512-bf16dp";
+    case K_Q: return wt == FP_Q8_0 ? "avx512-vnni-q8" : "avx512-vnni-q4";
+    default: return "avx512-f32fma";
+    }
+}
+
+int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
+                     int N, int bf16_kernel, int use_vnni) {
+    int kind = pick(wt, bf16_kernel, use_vnni);
+    int nr = kind == K_Q ? Q_NR : kind == K_BF16 || kind == K_AMX ? BF_NR : F_NR;
+    int mr = kind == K_Q ? Q_MR : kind == K_BF16 ? BF_MR : kind == K_AMX ? AMX_MR : F_MR;
+    size_t panel_bytes = kind == K_Q      ? (size_t)(Q_KC / 32) * Q_BLK
+                         : kind == K_BF16 ? (size_t)(BF_KC / 2) * BF_NR * 4
+                         : kind == K_AMX  ? (size_t)(AMX_KC / 2) * BF_NR * 4 + 32 * 32 * 4
+                                          : (size_t)F_KC * F_NR * 4;
+    int Kp = kind == K_AMX ? (K + 31) & ~31 : (K + 1) & ~1, nb = K / 32;
+    int Tp = kind == K_AMX ? (T + 31) & ~31 : T;
+    size_t act_bytes = 0, ad_off = 0, ac_off = 0;
+    if (kind == K_BF16 || kind == K_AMX) act_bytes = round64((size_t)Tp * Kp * 2);
+    if (kind == K_Q) {
+        ad_off = round64((size_t)T * K);
+        ac_off = ad_off + round64((size_t)T * nb * 4);
+        act_bytes = ac_off + round64((size_t)T * nb * 4);
+    }
+    int nth = omp_get_max_threads();
+    if (nth < 1) nth = 1;
+    uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
+    if (!scratch) return -1;
+
+    job_args a = {out, inp, w, wt, bias, T, K, N, scratch, 0, NULL, NULL};
+    if (kind == K_BF16 || kind == K_AMX) a.lda = (size_t)Kp / 2;
+    if (kind == K_Q) {
+        a.lda = (size_t)K;
+        a.ad = (const float *)(scratch + ad_off);
+        a.ac = (const int32_t *)(scratch + ac_off);
+    }
+    int npanels = (N + nr - 1) / nr;
+    int tb = t_blocks(T, npanels, mr, nth);
+    int njobs = npanels * tb;
+#pragma omp parallel num_threads(nth)
+    {
+        if (kind == K_BF16 || kind == K_AMX) act_to_bf16((uint16_t *)scratch, inp, T, K, Kp);
+        if (kind == K_AMX && Tp > T) {
+#pragma omp single
+            memset(scratch + (size_t)T * Kp * 2, 0, (size_t)(Tp - T) * Kp * 2);
+        }
+        else if (kind == K_Q) act_to_q8((int8_t *)scratch, (float *)(scratch + ad_off), (int32_t *)(scratch + ac_off),
+                                        inp, T, K);
+        /* (the omp for above ends with a barrier) */
+        void *panel = scratch + act_bytes + (size_t)omp_get_thread_num() * panel_bytes;
+#pragma omp for schedule(dynamic, 1)
+        for (int j = 0; j < njobs; j++) {
+            int n0 = (j / tb) * nr, t0, t1;
+            t_range(T, tb, mr, j % tb, &t0, &t1);
+            if (t0 >= t1) continue;
+            if (kind == K_AMX) amx_job(&a, n0, t0, t1, panel, (float *)((uint8_t *)panel + (size_t)(AMX_KC / 2) * BF_NR * 4));
+            else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);
+            else if (kind == K_Q) q_job(&a, n0, t0, t1, panel);
+            else f32_job(&a, n0, t0, t1, panel);
+        }
+    }
+    return 0;
+}

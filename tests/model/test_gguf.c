@@ -1,0 +1,533 @@
+/* GGUF: quantisers against an independent numpy implementation of llama.cpp's rules, writer -> reader round
+ * trips (metadata, every tensor type), HF -> GGUF conversion of transformers-written fixtures read back by our
+ * reader, damaged files, and (when the pyref chroot exists) Debian's llama.cpp loading what we write. */
+#include "harness.h"
+#include "base/base.h"
+#include "model/gguf.h"
+#include "model/weights.h"
+#include <stdint.h>
+#include <unistd.h>
+
+#define FX "tests/ref/formats/data/"
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    char *d;
+    if (fp_read_file(path, &d, n)) return NULL;
+    return (unsigned char *)d;
+}
+
+/* ------------------------------------------------------------------ quantisation vs numpy */
+static int test_quant_matches_numpy(void) {
+    size_t n;
+    float *x = (float *)slurp(FX "quant/input_f32.bin", &n);
+    CHECK(x && n == 6 * 128 * 4);
+    if (!x) return 1;
+    const int rows = 6, cols = 128;
+    struct { const char *file; fp_dtype t; } cases[] = {
+        {FX "quant/q8_0.bin", FP_Q8_0}, {FX "quant/q4_0.bin", FP_Q4_0}, {FX "quant/f16.bin", FP_F16}, {FX "quant/bf16.bin", FP_BF16}};
+    for (int c = 0; c < 4; c++) {
+        size_t m;
+        unsigned char *ref = slurp(cases[c].file, &m);
+        size_t rb = fp_dtype_row_bytes(cases[c].t, cols);
+        CHECK_MSG(ref && m == rb * rows, "%s: %zu bytes", cases[c].file, m);
+        if (!ref) continue;
+        unsigned char *mine = malloc(rb * rows);
+        for (int r = 0; r < rows; r++) fp_quantize_row(mine + r * rb, x + r * cols, cases[c].t, cols);
+        int bad = 0;
+        for (size_t i = 0; i < rb * rows; i++)
+            if (mine[i] != ref[i]) { if (bad < 3) fprintf(stderr, "  %s: byte %zu: %u vs numpy %u\n", fp_dtype_name(cases[c].t), i, mine[i], ref[i]); bad++; }
+        CHECK_MSG(bad == 0, "%s: %d bytes differ from the numpy reference", fp_dtype_name(cases[c].t), bad);
+        /* dequantised error bound: |x - y| <= d/2 (q8_0), <= d (q4_0, truncation) per block */
+        if (cases[c].t == FP_Q8_0 || cases[c].t == FP_Q4_0) {
+            float *y = malloc(sizeof(float) * cols);
+            for (int r = 0; r < rows; r++) {
+                fp_row_to_f32(y, mine + r * rb, cases[c].t, cols);
+                for (int b = 0; b < cols / 32; b++) {
+                    uint16_t d16;
+                    memcpy(&d16, mine + r * rb + b * (cases[c].t == FP_Q8_0 ? 34 : 18), 2);
+                    double d = fabs(fp_f16_to_f32(d16)), amax = 0;
+                    for (int j = 0; j < 32; j++) amax = fmax(amax, fabsf(x[r * cols + b * 32 + j]));
+                    /* rounding (q8_0: half a step; q4_0: truncation, one step) + the fp16 rounding of the scale */
+                    int q8 = cases[c].t == FP_Q8_0;
+                    double dtrue = q8 ? amax / 127 : amax / 8, bound = (q8 ? 0.5 : 1.0) * dtrue * (1 + 1e-6) +
+                                                                      (q8 ? 128 : 16) * fabs(d - dtrue) + 1e-30;
+                    for (int j = 0; j < 32; j++) {
+                        double e = fabs(x[r * cols + b * 32 + j] - y[b * 32 + j]);
+                        CHECK_MSG(e <= bound, "%s row %d block %d: error %g > %g", fp_dtype_name(cases[c].t), r, b, e, bound);
+                    }
+                }
+            }
+            free(y);
+        }
+        free(mine);
+        free(ref);
+    }
+    free(x);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ writer -> reader */
+static void fill_random(void *p, size_t n, unsigned seed) {
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) { seed = seed * 1103515245u + 12345u; b[i] = (unsigned char)(seed >> 16); }
+}
+
+static const char *write_synthetic(const char *name, uint32_t extra_type) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", th_tmpdir(), name);
+    fp_gguf_writer *w = fp_gguf_writer_new();
+    CHECK_OK(fp_gguf_set_string(w, "general.architecture", "qwen2"));
+    CHECK_OK(fp_gguf_set_u32(w, "qwen2.block_count", 1));
+    CHECK_OK(fp_gguf_set_i32(w, "test.neg", -5));
+    CHECK_OK(fp_gguf_set_f32(w, "test.f", 0.25f));
+    CHECK_OK(fp_gguf_set_bool(w, "test.b", 1));
+    const char *strs[] = {"a", "", "\xc4\xa0hello", "x y"};
+    CHECK_OK(fp_gguf_set_string_array(w, "test.strs", strs, 4));
+    int32_t ints[] = {1, -2, 3};
+    CHECK_OK(fp_gguf_set_i32_array(w, "test.ints", ints, 3));
+    CHECK(fp_gguf_set_u32(w, "test.neg", 1) == FP_EINVAL); /* duplicate key */
+    static unsigned char f32[3 * 5 * 4], f16[7 * 2], bf16[2 * 3 * 4 * 2], q8[2 * 34 * 2], q4[3 * 18], kq[144];
+    fill_random(f32, sizeof f32, 1);
+    fill_random(f16, sizeof f16, 2);
+    fill_random(bf16, sizeof bf16, 3);
+    fill_random(q8, sizeof q8, 4);
+    fill_random(q4, sizeof q4, 5);
+    int64_t s1[] = {3, 5}, s2[] = {7}, s3[] = {2, 3, 4}, s4[] = {2, 64}, s5[] = {3, 32};
+    CHECK_OK(fp_gguf_add_tensor(w, "a.f32", FP_GGML_F32, 2, s1, f32, sizeof f32, 0));
+    CHECK_OK(fp_gguf_add_tensor(w, "b.f16", FP_GGML_F16, 1, s2, f16, sizeof f16, 1));
+    CHECK_OK(fp_gguf_add_tensor(w, "c.bf16", FP_GGML_BF16, 3, s3, bf16, sizeof bf16, 0));
+    CHECK_OK(fp_gguf_add_tensor(w, "d.q8", FP_GGML_Q8_0, 2, s4, q8, sizeof q8, 0));
+    CHECK_OK(fp_gguf_add_tensor(w, "e.q4", FP_GGML_Q4_0, 2, s5, q4, sizeof q4, 0));
+    if (extra_type) {
+        int64_t s6[] = {256};
+        CHECK_OK(fp_gguf_add_tensor(w, "f.kq", extra_type, 1, s6, kq, sizeof kq, 0));
+    }
+    CHECK_OK(fp_gguf_writer_write(w, path));
+    fp_gguf_writer_free(w);
+    return path;
+}
+
+static int test_writer_reader_roundtrip(void) {
+    const char *path = write_synthetic("synthetic.gguf", 0);
+    fp_gguf *g = NULL;
+    CHECK_OK(fp_gguf_open(&g, path));
+    if (!g) return 1;
+    CHECK(fp_gguf_version(g) == 3 && fp_gguf_alignment(g) == 32);
+    CHECK(fp_gguf_kv_count(g) == 8); /* 7 + general.alignment */
+    int64_t v;
+    double f;
+    fp_gguf_str s;
+    CHECK_OK(fp_gguf_get_int(g, "qwen2.block_count", &v));
+    CHECK(v == 1);
+    CHECK_OK(fp_gguf_get_int(g, "test.neg", &v));
+    CHECK(v == -5);
+    CHECK_OK(fp_gguf_get_float(g, "test.f", &f));
+    CHECK(f == 0.25);
+    int b;
+    CHECK_OK(fp_gguf_get_bool(g, "test.b", &b));
+    CHECK(b == 1);
+    CHECK_OK(fp_gguf_get_string(g, "general.architecture", &s));
+    CHECK(s.len == 5 && !memcmp(s.s, "qwen2", 5));
+    CHECK(fp_gguf_get_int(g, "no.such.key", &v) == FP_ERANGE && strstr(fp_last_error(), "no.such.key"));
+    CHECK(fp_gguf_get_int(g, "general.architecture", &v) == FP_EPARSE);
+    fp_gguf_str *arr;
+    size_t n;
+    CHECK_OK(fp_gguf_get_string_array(g, "test.strs", &arr, &n));
+    CHECK(n == 4 && arr[0].len == 1 && arr[1].len == 0 && arr[2].len == 7 && !memcmp(arr[2].s, "\xc4\xa0hello", 7) &&
+          arr[3].len == 3);
+    free(arr);
+    int64_t *ia;
+    CHECK_OK(fp_gguf_get_int_array(g, "test.ints", &ia, &n));
+    CHECK(n == 3 && ia[0] == 1 && ia[1] == -2 && ia[2] == 3);
+    free(ia);
+    int et;
+    uint64_t cnt;
+    long idx = fp_gguf_find(g, "test.strs");
+    CHECK(idx >= 0 && fp_gguf_kv_type(g, (size_t)idx, &et, &cnt) == FP_GGUF_ARRAY && et == FP_GGUF_STRING && cnt == 4);
+    CHECK(fp_gguf_tensor_count(g) == 5);
+    for (size_t i = 0; i < fp_gguf_tensor_count(g); i++) {
+        const fp_gguf_tensor *t = fp_gguf_tensor_at(g, i);
+        CHECK(t->data && ((uintptr_t)t->data % 32) == 0);
+    }
+    const fp_gguf_tensor *t = fp_gguf_tensor_at(g, 2);
+    CHECK(t->ndim == 3 && t->ne[0] == 4 && t->ne[1] == 3 && t->ne[2] == 2 && t->type == FP_GGML_BF16 && t->nbytes == 48);
+    fp_gguf_close(g);
+    /* the same through fp_weights: HF shape order, bytes unchanged */
+    fp_weights *w = NULL;
+    CHECK_OK(fp_weights_open_gguf(&w, NULL, path));
+    if (!w) return 1;
+    CHECK(fp_weights_count(w) == 5);
+    const fp_tensor *a = fp_weights_get(w, "a.f32"), *q8 = fp_weights_get(w, "d.q8"), *q4 = fp_weights_get(w, "e.q4");
+    CHECK(a && a->dtype == FP_F32 && a->ndim == 2 && a->shape[0] == 3 && a->shape[1] == 5 && a->nbytes == 60);
+    CHECK(q8 && q8->dtype == FP_Q8_0 && q8->shape[0] == 2 && q8->shape[1] == 64 && q8->nbytes == 136);
+    CHECK(q4 && q4->dtype == FP_Q4_0 && q4->shape[0] == 3 && q4->shape[1] == 32 && q4->nbytes == 54);
+    unsigned char ref[60];
+    fill_random(ref, sizeof ref, 1);
+    CHECK(a && !memcmp(a->data, ref, 60));
+    /* no model metadata: asking for a config fails cleanly */
+    fp_weights_free(w);
+    fp_model_config cfg;
+    w = NULL;
+    CHECK(fp_weights_open_gguf(&w, &cfg, path) != FP_OK && w == NULL);
+    return 0;
+}
+
+static int test_unsupported_type(void) {
+    const char *path = write_synthetic("kquant.gguf", 12 /* Q4_K */);
+    fp_weights *w = NULL;
+    CHECK(fp_weights_open_gguf(&w, NULL, path) == FP_EUNSUPPORTED);
+    CHECK_MSG(strstr(fp_last_error(), "f.kq") && strstr(fp_last_error(), "Q4_K"), "%s", fp_last_error());
+    /* the metadata API still works on such files (tokenizer use) */
+    fp_gguf *g = NULL;
+    CHECK_OK(fp_gguf_open(&g, path));
+    fp_gguf_close(g);
+    return 0;
+}
+
+static int test_damaged_files(void) {
+    const char *path = write_synthetic("damage.gguf", 0);
+    size_t n;
+    unsigned char *buf = slurp(path, &n);
+    CHECK(buf != NULL);
+    if (!buf) return 1;
+    fp_gguf *g = NULL;
+    int ok = 0;
+    for (size_t len = 0; len < n; len++) {
+        unsigned char *cp = malloc(len ? len : 1);
+        memcpy(cp, buf, len);
+        if (fp_gguf_open_memory(&g, cp, len, "trunc") == FP_OK) {
+            ok++;
+            fp_weights *w = NULL;
+            if (fp_weights_from_gguf(&w, NULL, g) == FP_OK) fp_weights_free(w);
+            fp_gguf_close(g);
+        } else CHECK(fp_last_error()[0]);
+        free(cp);
+    }
+    /* the last tensor's padding may be cut off without losing data; nothing shorter than its end loads */
+    CHECK_MSG(ok <= 32, "%d truncations load", ok);
+    unsigned char *cp = malloc(n);
+    memcpy(cp, buf, n);
+    cp[0] = 'X';
+    CHECK(fp_gguf_open_memory(&g, cp, n, "m") == FP_EPARSE && strstr(fp_last_error(), "magic"));
+    memcpy(cp, buf, n);
+    cp[4] = 1;
+    CHECK(fp_gguf_open_memory(&g, cp, n, "m") == FP_EUNSUPPORTED && strstr(fp_last_error(), "version"));
+    memcpy(cp, buf, n);
+    cp[15] = 0x7f; /* absurd tensor count */
+    CHECK(fp_gguf_open_memory(&g, cp, n, "m") == FP_EPARSE);
+    memcpy(cp, buf, n);
+    cp[23] = 0x7f; /* absurd kv count */
+    CHECK(fp_gguf_open_memory(&g, cp, n, "m") == FP_EPARSE);
+    /* every single-byte corruption: no crash (ASan build checks memory safety) */
+    int loaded = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(cp, buf, n);
+        cp[i] ^= 0x81;
+        if (fp_gguf_open_memory(&g, cp, n, "flip") == FP_OK) {
+            loaded++;
+            fp_weights *w = NULL;
+            fp_model_config cfg;
+            if (fp_weights_from_gguf(&w, &cfg, g) == FP_OK) fp_weights_free(w);
+            fp_gguf_str *a;
+            size_t k;
+            if (fp_gguf_get_string_array(g, "test.strs", &a, &k) == FP_OK) free(a);
+            fp_gguf_close(g);
+        }
+    }
+    printf("  %zu byte flips: %d still parse (tensor data, values)\n", n, loaded);
+    free(cp);
+    free(buf);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ HF -> GGUF -> fp_weights */
+static float *to_f32(const fp_tensor *t, int64_t *numel) {
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    float *f = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    fp_row_to_f32(f, t->data, t->dtype, n);
+    *numel = n;
+    return f;
+}
+
+/* Converts dir with type and checks every tensor against the safetensors source. */
+static int convert_and_compare(const char *dir, fp_dtype type, int flags, const char *tag) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/%s.gguf", th_tmpdir(), tag);
+    fp_gguf_convert_info info;
+    CHECK_OK(fp_gguf_convert_hf(dir, out, type, flags, &info));
+    fp_weights *src = NULL, *g = NULL;
+    fp_model_config want, got;
+    CHECK_OK(fp_weights_open_safetensors(&src, dir));
+    CHECK_OK(fp_model_config_load(&want, dir));
+    CHECK_OK(fp_weights_open_gguf(&g, &got, out));
+    if (!src || !g) { fp_weights_free(src); fp_weights_free(g); return 1; }
+    size_t expected = 0;
+    for (size_t i = 0; i < fp_weights_count(src); i++) {
+        const fp_tensor *s = fp_weights_at(src, i);
+        if (!strcmp(s->name, "lm_head.weight") && want.tie_word_embeddings) continue;
+        if ((flags & FP_GGUF_TRUNK_ONLY) && !strncmp(s->name, "score.", 6)) continue;
+        expected++;
+        const fp_tensor *t = fp_weights_get(g, s->name);
+        CHECK_MSG(t != NULL, "%s: %s missing after the round trip", tag, s->name);
+        if (!t) continue;
+        CHECK_MSG(t->ndim == s->ndim, "%s: %s ndim", tag, s->name);
+        for (int d = 0; d < s->ndim; d++) CHECK_MSG(t->shape[d] == s->shape[d], "%s: %s shape[%d]", tag, s->name, d);
+        fp_dtype tt = s->ndim >= 2 ? type : FP_F32;
+        CHECK_MSG(t->dtype == tt, "%s: %s stored as %s", tag, s->name, fp_dtype_name(t->dtype));
+        int64_t n, n2;
+        float *a = to_f32(s, &n), *b = to_f32(t, &n2);
+        if (tt == FP_F32 || (tt == s->dtype)) {
+            CHECK_MSG(!memcmp(a, b, sizeof(float) * (size_t)n), "%s: %s values differ", tag, s->name);
+        } else { /* the stored bytes are our quantisation of the source values */
+            int64_t ne0 = s->shape[s->ndim - 1];
+            size_t rb = fp_dtype_row_bytes(tt, ne0);
+            unsigned char *q = malloc(rb);
+            int bad = 0;
+            for (int64_t r = 0; r < n / ne0; r++) {
+                fp_quantize_row(q, a + r * ne0, tt, ne0);
+                if (memcmp(q, (const unsigned char *)t->data + r * rb, rb)) bad++;
+            }
+            CHECK_MSG(bad == 0, "%s: %s: %d rows differ from the quantised source", tag, s->name, bad);
+            free(q);
+        }
+        free(a);
+        free(b);
+    }
+    /* reward_head.pt */
+    char rh[512];
+    snprintf(rh, sizeof rh, "%s/reward_head.pt", dir);
+    if (access(rh, R_OK) == 0 && !(flags & FP_GGUF_TRUNK_ONLY)) {
+        fp_weights *h = NULL;
+        CHECK_OK(fp_torchzip_load_state_dict(&h, rh));
+        const fp_tensor *hw = h ? fp_weights_get(h, "weight") : NULL, *gw = fp_weights_get(g, "reward_head.weight");
+        CHECK(hw && gw && gw->nbytes == hw->nbytes && !memcmp(gw->data, hw->data, hw->nbytes));
+        CHECK(fp_weights_get(g, "reward_head.bias") != NULL);
+        expected += 2;
+        fp_weights_free(h);
+    }
+    CHECK_MSG(fp_weights_count(g) == expected, "%s: %zu tensors, expected %zu", tag, fp_weights_count(g), expected);
+    CHECK((int)expected == info.tensors);
+    /* hyper-parameters */
+    CHECK_MSG(!strcmp(got.architecture, want.architecture), "%s: %s vs %s", tag, got.architecture, want.architecture);
+    CHECK(!strcmp(got.model_type, want.model_type));
+    CHECK(got.hidden_size == want.hidden_size && got.intermediate_size == want.intermediate_size);
+    CHECK(got.num_layers == want.num_layers && got.num_heads == want.num_heads && got.num_kv_heads == want.num_kv_heads);
+    CHECK(got.head_dim == want.head_dim && got.vocab_size == want.vocab_size);
+    CHECK(got.max_position_embeddings == want.max_position_embeddings);
+    CHECK(got.rope_theta == (double)(float)want.rope_theta && got.rms_norm_eps == (double)(float)want.rms_norm_eps);
+    CHECK(got.tie_word_embeddings == want.tie_word_embeddings);
+    CHECK(got.attention_bias == want.attention_bias && got.qk_norm == want.qk_norm);
+    if (fp_weights_get(src, "score.2.weight") && !(flags & FP_GGUF_TRUNK_ONLY)) CHECK(got.num_labels == want.num_labels);
+    fp_weights_free(src);
+    fp_weights_free(g);
+    return 0;
+}
+
+static int test_convert_prm(void) {
+    convert_and_compare(FX "tiny-prm", FP_F32, 0, "prm-f32");
+    convert_and_compare(FX "tiny-prm", FP_BF16, 0, "prm-bf16");
+    convert_and_compare(FX "tiny-prm", FP_F16, 0, "prm-f16");
+    convert_and_compare(FX "tiny-prm", FP_Q8_0, 0, "prm-q8_0");
+    convert_and_compare(FX "tiny-prm", FP_Q4_0, 0, "prm-q4_0");
+    convert_and_compare(FX "tiny-prm", FP_Q8_0, FP_GGUF_TRUNK_ONLY, "prm-trunk");
+    /* head names in the file */
+    char out[512];
+    snprintf(out, sizeof out, "%s/prm-f32.gguf", th_tmpdir());
+    fp_gguf *g = NULL;
+    CHECK_OK(fp_gguf_open(&g, out));
+    if (!g) return 1;
+    int seen = 0;
+    for (size_t i = 0; i < fp_gguf_tensor_count(g); i++) {
+        fp_gguf_str nm = fp_gguf_tensor_at(g, i)->name;
+        const char *want[] = {"cls.weight", "cls.bias", "cls.output.weight", "cls.output.bias", "fluxprm.reward_head.weight",
+                              "fluxprm.reward_head.bias", "token_embd.weight", "blk.0.attn_q.bias"};
+        for (int k = 0; k < 8; k++)
+            if (nm.len == strlen(want[k]) && !memcmp(nm.s, want[k], nm.len)) seen++;
+    }
+    CHECK(seen == 8);
+    fp_gguf_str s;
+    CHECK_OK(fp_gguf_get_string(g, "fluxprm.head", &s));
+    CHECK(s.len == 4 && !memcmp(s.s, "prm2", 4));
+    CHECK(fp_gguf_find(g, "tokenizer.ggml.tokens") < 0); /* no tokenizer.json in this fixture */
+    fp_gguf_close(g);
+    return 0;
+}
+
+static int test_convert_qwen3(void) {
+    convert_and_compare(FX "tiny-qwen3", FP_F32, 0, "q3-f32");
+    convert_and_compare(FX "tiny-qwen3", FP_Q4_0, 0, "q3-q4_0");
+    fp_weights *w = NULL;
+    char out[512];
+    snprintf(out, sizeof out, "%s/q3-f32.gguf", th_tmpdir());
+    CHECK_OK(fp_weights_open_gguf(&w, NULL, out));
+    CHECK(w && fp_weights_get(w, "model.layers.1.self_attn.k_norm.weight") && fp_weights_get(w, "lm_head.weight"));
+    fp_weights_free(w);
+    return 0;
+}
+
+/* tiny-qwen2 + the real Qwen2 tokenizer files copied next to it */
+static const char *tiny_qwen2_dir(void) {
+    static char dir[512];
+    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
+    if (!tj) return NULL;
+    snprintf(dir, sizeof dir, "%s/tiny-qwen2", th_tmpdir());
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp " FX "tiny-qwen2/*.json " FX "tiny-qwen2/model.safetensors %s/ && "
+             "cp %s/data/tokenizer/qwen2/tokenizer.json %s/data/tokenizer/qwen2/tokenizer_config.json %s/",
+             dir, dir, th_shared(), th_shared(), dir);
+    return system(cmd) == 0 ? dir : NULL;
+}
+
+static int test_convert_tokenizer(void) {
+    const char *dir = tiny_qwen2_dir();
+    if (!dir) { printf("  (needs ../shared/data/tokenizer/qwen2)\n"); return TH_SKIP; }
+    convert_and_compare(dir, FP_BF16, 0, "q2-bf16");
+    char out[512];
+    snprintf(out, sizeof out, "%s/q2-bf16.gguf", th_tmpdir());
+    fp_gguf *g = NULL;
+    CHECK_OK(fp_gguf_open(&g, out));
+    if (!g) return 1;
+    fp_gguf_str *tok, *mer;
+    size_t nt, nm, ntt;
+    int64_t *tt, v;
+    CHECK_OK(fp_gguf_get_string_array(g, "tokenizer.ggml.tokens", &tok, &nt));
+    CHECK_OK(fp_gguf_get_int_array(g, "tokenizer.ggml.token_type", &tt, &ntt));
+    CHECK_OK(fp_gguf_get_string_array(g, "tokenizer.ggml.merges", &mer, &nm));
+    CHECK(nt == 151936 && ntt == nt);
+    CHECK(nt > 151645 && tok[0].len == 1 && tok[0].s[0] == '!');
+    CHECK(tok[151645].len == 10 && !memcmp(tok[151645].s, "<|im_end|>", 10) && tt[151645] == 3);
+    CHECK(tt[0] == 1 && tt[151935] == 5 && !memcmp(tok[151935].s, "[PAD151935]", 11));
+    CHECK(nm > 150000 && mer[0].len == 5 && !memcmp(mer[0].s, "\xc4\xa0 \xc4\xa0", 5));
+    CHECK_OK(fp_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v));
+    CHECK(v == 151645);
+    CHECK_OK(fp_gguf_get_int(g, "tokenizer.ggml.padding_token_id", &v));
+    CHECK(v == 151643);
+    fp_gguf_str s;
+    CHECK_OK(fp_gguf_get_string(g, "tokenizer.chat_template", &s));
+    CHECK(s.len > 100);
+    CHECK_OK(fp_gguf_get_string(g, "tokenizer.ggml.pre", &s));
+    CHECK(s.len == 5 && !memcmp(s.s, "qwen2", 5));
+    free(tok);
+    free(mer);
+    free(tt);
+    fp_gguf_close(g);
+    return 0;
+}
+
+/* Debian's llama.cpp (pyref chroot) loads and runs what we write. */
+static int test_llama_cpp_loads(void) {
+    const char *root = getenv("PYREF_ROOT") ? getenv("PYREF_ROOT") : "/var/cache/pyref-sid";
+    char bench[512], pyref[512];
+    snprintf(bench, sizeof bench, "%s/usr/bin/llama-bench", root);
+    snprintf(pyref, sizeof pyref, "%s/tools/pyref", th_shared() ? th_shared() : "../shared");
+    if (access(bench, X_OK) || access(pyref, X_OK) || geteuid() != 0) {
+        printf("  (needs the pyref chroot with llama.cpp-tools at %s and root: run pyref setup)\n", root);
+        return TH_SKIP;
+    }
+    const char *dir = tiny_qwen2_dir();
+    if (!dir) { printf("  (needs ../shared/data/tokenizer/qwen2)\n"); return TH_SKIP; }
+    const char *types[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+    for (int i = 0; i < 5; i++) {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "%s convert %s %s/llama-%s.gguf --type %s --quiet && %s exec llama-bench -m %s/llama-%s.gguf "
+                 "-p 16 -n 0 -r 1 -t 1 >%s/llama-%s.log 2>&1", th_bin(), dir, th_tmpdir(), types[i], types[i], pyref,
+                 th_tmpdir(), types[i], th_tmpdir(), types[i]);
+        int rc = system(cmd);
+        CHECK_MSG(rc == 0, "llama-bench on our %s file failed (see %s/llama-%s.log)", types[i], th_tmpdir(), types[i]);
+        if (rc) {
+            snprintf(cmd, sizeof cmd, "tail -5 %s/llama-%s.log >&2", th_tmpdir(), types[i]);
+            if (system(cmd)) {}
+        }
+    }
+    return 0;
+}
+
+/* llama.cpp's own writer and quantiser (llama-quantize --pure) on our f32 file: our reader reads its output,
+ * and its Q8_0/Q4_0 blocks equal ours for the same weights. */
+static int test_llama_quantize_agrees(void) {
+    const char *root = getenv("PYREF_ROOT") ? getenv("PYREF_ROOT") : "/var/cache/pyref-sid";
+    char q[512], pyref[512];
+    snprintf(q, sizeof q, "%s/usr/bin/llama-quantize", root);
+    snprintf(pyref, sizeof pyref, "%s/tools/pyref", th_shared() ? th_shared() : "../shared");
+    if (access(q, X_OK) || access(pyref, X_OK) || geteuid() != 0) {
+        printf("  (needs the pyref chroot with llama.cpp-tools at %s and root: run pyref setup)\n", root);
+        return TH_SKIP;
+    }
+    const char *dir = tiny_qwen2_dir();
+    if (!dir) { printf("  (needs ../shared/data/tokenizer/qwen2)\n"); return TH_SKIP; }
+    char f32[512], cmd[2048];
+    snprintf(f32, sizeof f32, "%s/lq-f32.gguf", th_tmpdir());
+    CHECK_OK(fp_gguf_convert_hf(dir, f32, FP_F32, 0, NULL));
+    fp_weights *src = NULL;
+    CHECK_OK(fp_weights_open_gguf(&src, NULL, f32));
+    if (!src) return 1;
+    const char *types[] = {"Q8_0", "Q4_0"};
+    for (int k = 0; k < 2; k++) {
+        fp_dtype dt = k == 0 ? FP_Q8_0 : FP_Q4_0;
+        snprintf(cmd, sizeof cmd, "%s exec llama-quantize --pure %s %s/lq-%s.gguf %s >%s/lq-%s.log 2>&1", pyref, f32,
+                 th_tmpdir(), types[k], types[k], th_tmpdir(), types[k]);
+        CHECK_MSG(system(cmd) == 0, "llama-quantize %s failed (%s/lq-%s.log)", types[k], th_tmpdir(), types[k]);
+        snprintf(cmd, sizeof cmd, "%s/lq-%s.gguf", th_tmpdir(), types[k]);
+        fp_weights *lq = NULL;
+        fp_model_config cfg;
+        CHECK_OK(fp_weights_open_gguf(&lq, &cfg, cmd));
+        if (!lq) continue;
+        CHECK(cfg.hidden_size == 32 && cfg.num_layers == 2 && cfg.vocab_size == 151936 && cfg.num_kv_heads == 1);
+        CHECK(fp_weights_count(lq) == fp_weights_count(src));
+        int quantised = 0;
+        for (size_t i = 0; i < fp_weights_count(src); i++) {
+            const fp_tensor *s = fp_weights_at(src, i), *t = fp_weights_get(lq, s->name);
+            CHECK_MSG(t != NULL, "%s missing in llama-quantize output", s->name);
+            if (!t) continue;
+            if (s->ndim < 2) { CHECK(t->dtype == FP_F32 && !memcmp(t->data, s->data, s->nbytes)); continue; }
+            CHECK_MSG(t->dtype == dt, "%s: llama.cpp wrote %s", s->name, fp_dtype_name(t->dtype));
+            if (t->dtype != dt) continue;
+            int64_t ne0 = s->shape[1], rows = s->shape[0];
+            size_t rb = fp_dtype_row_bytes(dt, ne0);
+            unsigned char *mine = malloc(rb);
+            int bad = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                fp_quantize_row(mine, (const float *)s->data + r * ne0, dt, ne0);
+                if (memcmp(mine, (const unsigned char *)t->data + r * rb, rb)) bad++;
+            }
+            CHECK_MSG(bad == 0, "%s %s: %d of %lld rows differ from llama-quantize", types[k], s->name, bad, (long long)rows);
+            free(mine);
+            quantised++;
+        }
+        CHECK(quantised == 15); /* embedding + 7 matrices x 2 layers */
+        fp_weights_free(lq);
+    }
+    fp_weights_free(src);
+    return 0;
+}
+
+static int test_cli_usage(void) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s convert >/dev/null 2>&1", th_bin());
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "%s convert " FX "tiny-prm %s/x.gguf --type q5_k >/dev/null 2>&1", th_bin(), th_tmpdir());
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "%s convert %s/no-such-dir %s/x.gguf 2>/dev/null", th_bin(), th_tmpdir(), th_tmpdir());
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    snprintf(cmd, sizeof cmd, "%s/x.gguf", th_tmpdir());
+    CHECK(access(cmd, F_OK) != 0); /* nothing left behind */
+    return 0;
+}
+
+int main(void) {
+    RUN(test_quant_matches_numpy);
+    RUN(test_writer_reader_roundtrip);
+    RUN(test_unsupported_type);
+    RUN(test_damaged_files);
+    RUN(test_convert_prm);
+    RUN(test_convert_qwen3);
+    RUN(test_convert_tokenizer);
+    RUN(test_llama_cpp_loads);
+    RUN(test_llama_quantize_agrees);
+    RUN(test_cli_usage);
+    return th_finish();
+}

@@ -1,0 +1,441 @@
+/* Model exactness tests: tiny random-weight checkpoints built by tests/ref/model/make_fixtures.py with the real
+ * HF transformers classes; expected outputs are HF float32 results stored in each fixture's expected.json.
+ * Tolerances: final hidden states max|ours - ref| <= 1e-4 * max|ref|; step probabilities within 1e-5 (f32
+ * weights; also for bf16 weights, whose reference runs HF in f32 on the same bf16-rounded values);
+ * pooled embeddings within 1e-5; rotary inv_freq bit-exact. */
+#include "fluxprm.h"
+#include "harness.h"
+#include "model/gguf.h"
+#include "model/model.h"
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
+#include <jansson.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#define FIX "tests/ref/model/"
+
+static json_t *load_expected(const char *dir) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/expected.json", dir);
+    json_error_t e;
+    json_t *j = json_load_file(p, 0, &e);
+    if (!j) fprintf(stderr, "  cannot read %s: %s\n", p, e.text);
+    return j;
+}
+
+static int32_t *ids_of(json_t *c, int *T) {
+    json_t *a = json_object_get(c, "ids");
+    *T = (int)json_array_size(a);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)*T);
+    for (int i = 0; i < *T; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
+    return ids;
+}
+static int *ints_of(json_t *a, int *n) {
+    *n = (int)json_array_size(a);
+    int *v = malloc(sizeof(int) * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = (int)json_integer_value(json_array_get(a, (size_t)i));
+    return v;
+}
+static double num(json_t *a, size_t i) { return json_number_value(json_array_get(a, i)); }
+
+/* Compares every output the fixture records; prob_tol for step probabilities. */
+static void check_fixture_any(const char *model_path, const char *dir, double prob_tol, double hid_tol, double emb_tol,
+                              int check_hidden_all) {
+    json_t *ex = load_expected(dir);
+    CHECK(ex != NULL);
+    if (!ex) return;
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, model_path));
+    if (!m) { json_decref(ex); return; }
+    fp_model_info info;
+    fp_model_get_info(m, &info);
+    int H = info.hidden_size;
+
+    /* rotary inv_freq: bit-exact with HF */
+    json_t *inv = json_object_get(ex, "inv_freq");
+    CHECK((int)json_array_size(inv) == info.head_dim / 2);
+    int inv_bad = 0;
+    for (int i = 0; i < info.head_dim / 2 && i < (int)json_array_size(inv); i++)
+        if (m->inv_freq[i] != (float)num(inv, (size_t)i)) inv_bad++;
+    CHECK_MSG(inv_bad == 0, "%s: %d inv_freq values differ from HF", dir, inv_bad);
+
+    json_t *cases = json_object_get(ex, "cases");
+    for (size_t ci = 0; ci < json_array_size(cases); ci++) {
+        json_t *c = json_array_get(cases, ci);
+        int T, nh, np;
+        int32_t *ids = ids_of(c, &T);
+        int *hp = ints_of(json_object_get(c, "hidden_positions"), &nh);
+        int *pos = ints_of(json_object_get(c, "positions"), &np);
+        json_t *hid = json_object_get(c, "hidden");
+
+        /* hidden states at the recorded positions (a subset forward: last layer only those rows) */
+        float *h = malloc(sizeof(float) * (size_t)nh * H);
+        CHECK_OK(fp_model_hidden_states(m, ids, T, hp, nh, h));
+        double maxref = 0, maxdiff = 0;
+        for (int i = 0; i < nh; i++)
+            for (int j = 0; j < H; j++) {
+                double r = num(json_array_get(hid, (size_t)i), (size_t)j);
+                if (fabs(r) > maxref) maxref = fabs(r);
+                double dd = fabs(r - h[(size_t)i * H + j]);
+                if (dd > maxdiff || dd != dd) maxdiff = dd;
+            }
+        CHECK_MSG(maxdiff <= hid_tol * maxref, "%s case %zu: hidden max diff %g (max|ref| %g)", dir, ci, maxdiff, maxref);
+        printf("  %s case %zu (T=%d): hidden max diff %.3g of max|ref| %.3g\n", dir, ci, T, maxdiff, maxref);
+
+        if (check_hidden_all && nh == T) { /* the all-rows path gives the same numbers */
+            float *all = malloc(sizeof(float) * (size_t)T * H);
+            CHECK_OK(fp_model_hidden_states(m, ids, T, NULL, 0, all));
+            double dd = 0;
+            for (size_t i = 0; i < (size_t)T * H; i++) dd = fmax(dd, fabs(all[i] - h[i]));
+            CHECK_MSG(dd <= 1e-5 * maxref, "all-rows vs subset forward differ by %g", dd);
+            free(all);
+        }
+
+        /* pooled embeddings (short sequences: each is another full forward) */
+        float *e = malloc(sizeof(float) * (size_t)H);
+        const char *pools[2] = {"embed_last", "embed_mean"};
+        for (int p = 0; p < 2 && T <= 4096; p++) {
+            CHECK_OK(fp_model_embed(m, ids, T, p == 0 ? FP_POOL_LAST : FP_POOL_MEAN, e));
+            json_t *re = json_object_get(c, pools[p]);
+            double md = 0;
+            for (int j = 0; j < H; j++) md = fmax(md, fabs(e[j] - num(re, (size_t)j)));
+            CHECK_MSG(md <= emb_tol, "%s case %zu: %s max diff %g", dir, ci, pools[p], md);
+        }
+        free(e);
+
+        /* head outputs */
+        json_t *probs = json_object_get(c, "probs");
+        if (probs) {
+            CHECK(info.head != FP_HEAD_NONE);
+            float *pr = malloc(sizeof(float) * (size_t)np);
+            float *lg = malloc(sizeof(float) * (size_t)np * (info.num_labels > 0 ? info.num_labels : 1));
+            if (T <= 4096) {
+                CHECK_OK(fp_model_head_logits(m, ids, T, pos, np, lg));
+                CHECK_OK(fp_model_score_positions(m, ids, T, pos, np, pr));
+            } else { /* long: the head on the hidden rows already computed (step positions are among them) */
+                for (int i = 0; i < np; i++) {
+                    int r = 0;
+                    while (r < nh && hp[r] != pos[i]) r++;
+                    CHECK(r < nh);
+                    if (r == nh) r = 0;
+                    CHECK_OK(fp_model_apply_head(m, h + (size_t)r * H, 1, lg + (size_t)i * info.num_labels));
+                    pr[i] = 1.0f / (1.0f + expf(lg[2 * i] - lg[2 * i + 1])); /* softmax(2 logits)[1] */
+                }
+            }
+            double md = 0, ml = 0;
+            json_t *rl = json_object_get(c, "logits");
+            for (int i = 0; i < np; i++) {
+                md = fmax(md, fabs(pr[i] - num(probs, (size_t)i)));
+                for (int j = 0; j < info.num_labels; j++)
+                    ml = fmax(ml, fabs(lg[(size_t)i * info.num_labels + j] - num(json_array_get(rl, (size_t)i), (size_t)j)));
+            }
+            CHECK_MSG(md <= prob_tol, "%s case %zu: step probability max diff %g > %g", dir, ci, md, prob_tol);
+            printf("  %s case %zu: %d scores, max prob diff %.3g, max logit diff %.3g\n", dir, ci, np, md, ml);
+            free(pr);
+            free(lg);
+        } else {
+            float p;
+            CHECK(fp_model_score_last(m, ids, T, &p) == FP_ESTATE); /* trunk only: no head */
+        }
+        free(h);
+        free(hp);
+        free(pos);
+        free(ids);
+    }
+    fp_model_free(m);
+    json_decref(ex);
+}
+
+static void check_fixture_tol(const char *dir, double prob_tol, double hid_tol, double emb_tol, int check_hidden_all) {
+    check_fixture_any(dir, dir, prob_tol, hid_tol, emb_tol, check_hidden_all);
+}
+static void check_fixture_path(const char *model_path, const char *dir, double prob_tol, double hid_tol, double emb_tol) {
+    check_fixture_any(model_path, dir, prob_tol, hid_tol, emb_tol, 0);
+}
+static void check_fixture(const char *dir, double prob_tol, int check_hidden_all) {
+    check_fixture_tol(dir, prob_tol, 1e-4, 1e-5, check_hidden_all);
+}
+
+static int test_config(void) {
+    fp_model_config c;
+    CHECK_OK(fp_model_config_load(&c, FIX "qwen2_prm"));
+    CHECK(!strcmp(c.model_type, "qwen2"));
+    CHECK(!strcmp(c.architecture, "Qwen2ForProcessRewardModel"));
+    CHECK(c.hidden_size == 112 && c.intermediate_size == 160 && c.num_layers == 2);
+    CHECK(c.num_heads == 14 && c.num_kv_heads == 2 && c.head_dim == 8);
+    CHECK(c.rope_theta == 1e4 && c.rms_norm_eps == 1e-5 && !c.tie_word_embeddings);
+    CHECK(c.attention_bias && !c.qk_norm && c.vocab_size == 4096);
+    CHECK(c.bos_token_id == 4000 && c.eos_token_id == 4001 && c.pad_token_id == -1);
+    CHECK_OK(fp_model_config_load(&c, FIX "qwen3/config.json"));
+    CHECK(!strcmp(c.model_type, "qwen3") && c.head_dim == 32 && c.qk_norm && !c.attention_bias);
+    CHECK(c.rope_theta == 1e6);
+    CHECK_OK(fp_model_config_load(&c, FIX "qwen2_prm_bf16"));
+    CHECK(c.torch_dtype == FP_BF16);
+    CHECK(fp_model_config_load(&c, FIX "nonexistent") == FP_EIO);
+    return 0;
+}
+
+static int test_tied(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_tied"));
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(i.head == FP_HEAD_NONE && i.tie_word_embeddings && i.has_lm_head && !strcmp(i.weight_dtype, "F32"));
+        fp_model_free(m);
+    }
+    check_fixture(FIX "qwen2_tied", 0, 1);
+    return 0;
+}
+
+static int test_prm_sharded(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_prm"));
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(i.head == FP_HEAD_PRM && i.num_labels == 2 && !i.has_lm_head);
+        fp_model_free(m);
+    }
+    check_fixture(FIX "qwen2_prm", 1e-5, 1);
+    return 0;
+}
+
+static int test_prm_bf16(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_prm_bf16"));
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(!strcmp(i.weight_dtype, "BF16"));
+        fp_model_free(m);
+    }
+    /* Exactness of the forward pass: matmul with f32 activations (AVX2 or the scalar reference). */
+    fp_kernel_force(fp_cpu_max_kernel() >= FP_KERN_AVX2 ? FP_KERN_AVX2 : FP_KERN_REF);
+    check_fixture(FIX "qwen2_prm_bf16", 1e-5, 0);
+    fp_kernel_force(-1);
+    /* The default dispatch: on AVX512-BF16 CPUs the BF16 GEMM rounds activations to bf16 (vdpbf16ps), so the
+     * tolerance is the bf16 one (step rewards 1e-2, hidden states 2e-2 relative, embeddings 5e-3). */
+    printf("  default kernel level %d:\n", fp_kernel_level());
+    check_fixture_tol(FIX "qwen2_prm_bf16", 1e-2, 2e-2, 5e-3, 0);
+    return 0;
+}
+
+static int test_qwen3(void) {
+    check_fixture(FIX "qwen3", 0, 1);
+    return 0;
+}
+
+static int test_seqcls(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_seqcls"));
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(i.head == FP_HEAD_SEQ_CLS && i.num_labels == 3);
+        fp_model_free(m);
+    }
+    check_fixture(FIX "qwen2_seqcls", 1e-5, 0);
+    return 0;
+}
+
+static int test_tokcls(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_tokcls"));
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(i.head == FP_HEAD_TOKEN_CLS && i.num_labels == 2);
+        fp_model_free(m);
+    }
+    check_fixture(FIX "qwen2_tokcls", 1e-5, 1);
+    return 0;
+}
+
+/* 1.5B style: real vocabulary size, tied embeddings, reward_head.safetensors (and reward_head.pt). */
+static int test_scalar_head(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_scalar"));
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(i.head == FP_HEAD_SCALAR && i.num_labels == 1 && i.vocab_size == 151936);
+        fp_model_free(m);
+    }
+    check_fixture(FIX "qwen2_scalar", 1e-5, 0);
+
+    /* The same model with only reward_head.pt next to it (torch zip reader). */
+    char dir[512], cmd[4096], cwd[1024];
+    snprintf(dir, sizeof dir, "%s/scalar_pt", th_tmpdir());
+    if (!getcwd(cwd, sizeof cwd)) return 1;
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && for f in config.json model.safetensors expected.json reward_head.pt; do "
+             "ln -sf %s/" FIX "qwen2_scalar/$f %s/$f; done",
+             dir, cwd, dir);
+    CHECK(system(cmd) == 0);
+    int rc = fp_model_load(&m, dir);
+    if (rc == FP_EUNSUPPORTED) {
+        printf("  (reward_head.pt: torch zip reader not available: %s)\n", fp_last_error());
+        return TH_SKIP;
+    }
+    CHECK_OK(rc);
+    if (m) {
+        fp_model_info i;
+        fp_model_get_info(m, &i);
+        CHECK(i.head == FP_HEAD_SCALAR);
+        fp_model_free(m);
+    }
+    check_fixture(dir, 1e-5, 0);
+    return 0;
+}
+
+/* GGUF files written by the converter (src/model/gguf_convert.c) from the fixtures load through
+ * fp_model_load(path.gguf) and give the same outputs: F32 exactly (HF tolerances), Q8_0 approximately. */
+static int test_gguf(void) {
+    const char *fx[3] = {"qwen2_prm", "qwen2_scalar", "qwen3"};
+    for (int i = 0; i < 3; i++) {
+        char src[256], out[1024], expdir[512], cmd[4096], cwd[1024];
+        snprintf(src, sizeof src, FIX "%s", fx[i]);
+        snprintf(expdir, sizeof expdir, "%s/gguf_%s", th_tmpdir(), fx[i]);
+        snprintf(out, sizeof out, "%s/model.gguf", expdir);
+        if (!getcwd(cwd, sizeof cwd)) return 1;
+        snprintf(cmd, sizeof cmd, "mkdir -p %s && ln -sf %s/%s/expected.json %s/expected.json", expdir, cwd, src, expdir);
+        CHECK(system(cmd) == 0);
+        fp_gguf_convert_info ci;
+        CHECK_OK(fp_gguf_convert_hf(src, out, FP_F32, 0, &ci));
+        fp_model *m = NULL;
+        CHECK_OK(fp_model_load(&m, out));
+        if (!m) continue;
+        fp_model_info info, ref;
+        fp_model_get_info(m, &info);
+        fp_model_free(m);
+        CHECK_OK(fp_model_load(&m, src));
+        if (!m) continue;
+        fp_model_get_info(m, &ref);
+        fp_model_free(m);
+        CHECK(info.head == ref.head && info.num_labels == ref.num_labels && info.num_layers == ref.num_layers);
+        /* GGUF stores rope theta and eps as f32; the forward uses them as f32 too (like HF) */
+        CHECK((float)info.rope_theta == (float)ref.rope_theta && (float)info.rms_norm_eps == (float)ref.rms_norm_eps);
+        CHECK(info.head_dim == ref.head_dim && info.vocab_size == ref.vocab_size);
+        /* check_fixture reads expected.json next to the model path's directory: point it at the GGUF file */
+        json_t *ex = load_expected(expdir);
+        if (!ex) continue;
+        json_decref(ex);
+        check_fixture_path(out, expdir, 1e-5, 1e-4, 1e-5);
+    }
+    /* Q8_0: weights quantised, so only approximately equal */
+    char out[512];
+    snprintf(out, sizeof out, "%s/gguf_qwen2_prm/model_q8.gguf", th_tmpdir());
+    fp_gguf_convert_info ci;
+    CHECK_OK(fp_gguf_convert_hf(FIX "qwen2_prm", out, FP_Q8_0, 0, &ci));
+    char expdir[512];
+    snprintf(expdir, sizeof expdir, "%s/gguf_qwen2_prm", th_tmpdir());
+    printf("  Q8_0 (%d of %d tensors fell back to F16):\n", ci.fallback, ci.tensors);
+    check_fixture_path(out, expdir, 0.05, 0.05, 0.02);
+    return 0;
+}
+
+/* Batch API and thread count give the same numbers as single calls. */
+static int test_batch_threads(void) {
+    json_t *ex = load_expected(FIX "qwen2_prm");
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_prm"));
+    if (!m || !ex) { fp_model_free(m); json_decref(ex); return 1; }
+    json_t *cases = json_object_get(ex, "cases");
+    int n = (int)json_array_size(cases);
+    fp_model_seq seqs[8];
+    int32_t *ids[8];
+    int *pos[8];
+    float *out[8], last[8];
+    for (int i = 0; i < n && i < 8; i++) {
+        json_t *c = json_array_get(cases, (size_t)i);
+        ids[i] = ids_of(c, &seqs[i].T);
+        pos[i] = ints_of(json_object_get(c, "positions"), &seqs[i].npos);
+        seqs[i].ids = ids[i];
+        seqs[i].positions = pos[i];
+        out[i] = calloc((size_t)seqs[i].npos, sizeof(float));
+        seqs[i].out_probs = out[i];
+    }
+    fp_model_set_threads(m, 1);
+    CHECK_OK(fp_model_score_batch(m, seqs, n));
+    fp_model_set_threads(m, 0);
+    for (int i = 0; i < n; i++) {
+        json_t *probs = json_object_get(json_array_get(cases, (size_t)i), "probs");
+        for (int j = 0; j < seqs[i].npos; j++) CHECK_NEAR(out[i][j], num(probs, (size_t)j), 1e-5);
+        CHECK_OK(fp_model_score_last(m, ids[i], seqs[i].T, &last[i]));
+        CHECK_NEAR(last[i], out[i][seqs[i].npos - 1], 1e-6); /* the last position is a step position */
+        free(out[i]);
+        free(ids[i]);
+        free(pos[i]);
+    }
+    /* bad arguments: clear errors, no crash */
+    int32_t bad[3] = {1, 5000, 2};
+    int p = 1;
+    float r;
+    CHECK(fp_model_score_positions(m, bad, 3, &p, 1, &r) == FP_EINVAL);
+    CHECK(strstr(fp_last_error(), "5000") != NULL);
+    p = 3;
+    bad[1] = 5;
+    CHECK(fp_model_score_positions(m, bad, 3, &p, 1, &r) == FP_EINVAL);
+    CHECK(fp_model_score_positions(m, bad, 0, &p, 1, &r) == FP_EINVAL);
+    fp_model_free(m);
+    json_decref(ex);
+    return 0;
+}
+
+/* The tiled online-softmax attention against the plain two-pass reference, including query subsets. */
+static int test_attention_kernel(void) {
+    int T = 150, nh = 6, nkv = 2, d = 16;
+    float *q = malloc(sizeof(float) * T * nh * d), *k = malloc(sizeof(float) * T * nkv * d),
+          *v = malloc(sizeof(float) * T * nkv * d), *o1 = malloc(sizeof(float) * T * nh * d),
+          *o2 = malloc(sizeof(float) * T * nh * d);
+    srand(7);
+    for (int i = 0; i < T * nh * d; i++) q[i] = (float)rand() / RAND_MAX * 6 - 3;
+    for (int i = 0; i < T * nkv * d; i++) k[i] = (float)rand() / RAND_MAX * 6 - 3, v[i] = (float)rand() / RAND_MAX - 0.5f;
+    fp_attention_forward(o1, q, k, v, NULL, T, T, nh, nkv, d);
+    fp_attention_forward_ref(o2, q, k, v, NULL, T, T, nh, nkv, d);
+    double md = 0;
+    for (int i = 0; i < T * nh * d; i++) md = fmax(md, fabs(o1[i] - o2[i]));
+    CHECK_MSG(md < 2e-6, "attention max diff %g", md);
+    int qpos[4] = {0, 63, 64, 149};
+    float *qs = malloc(sizeof(float) * 4 * nh * d);
+    for (int i = 0; i < 4; i++) memcpy(qs + i * nh * d, q + qpos[i] * nh * d, sizeof(float) * nh * d);
+    fp_attention_forward(o1, qs, k, v, qpos, 4, T, nh, nkv, d);
+    md = 0;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < nh * d; j++) md = fmax(md, fabs(o1[i * nh * d + j] - o2[qpos[i] * nh * d + j]));
+    CHECK_MSG(md < 2e-6, "attention (query subset) max diff %g", md);
+    free(q); free(k); free(v); free(o1); free(o2); free(qs);
+    return 0;
+}
+
+/* 20k tokens through a tiny PRM (HF sdpa reference): hidden states and step rewards at 62 positions.
+ * One 20k-token forward: about 5 s on 2 idle cores, so it always runs. */
+static int test_long_context(void) {
+    struct stat st;
+    if (stat(FIX "qwen2_long/expected.json", &st) != 0) {
+        printf("  (no fixture: run make_fixtures.py --long)\n");
+        return TH_SKIP;
+    }
+    double t0 = fp_now();
+    check_fixture(FIX "qwen2_long", 1e-5, 0);
+    printf("  long-context checks took %.1f s\n", fp_now() - t0);
+    return 0;
+}
+
+int main(void) {
+    RUN(test_config);
+    RUN(test_attention_kernel);
+    RUN(test_tied);
+    RUN(test_prm_sharded);
+    RUN(test_prm_bf16);
+    RUN(test_qwen3);
+    RUN(test_seqcls);
+    RUN(test_tokcls);
+    RUN(test_scalar_head);
+    RUN(test_gguf);
+    RUN(test_batch_threads);
+    RUN(test_long_context);
+    return th_finish();
+}

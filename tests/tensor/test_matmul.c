@@ -1,0 +1,237 @@
+/* fp_matmul_forward: every kernel level this CPU has (ref, avx2, avx512), every weight dtype, odd shapes
+ * and tails, with and without bias, against fp_matmul_forward_ref and a double-precision emulation.
+ *
+ * Tolerances.  Let S = sum_k |x~_k w_k| + |bias| for one output, x~ the activations as the path sees them,
+ * u = 2^-24 (f32 unit roundoff).
+ *  - Emulation check (all paths): the kernel's output vs the exact double sum over x~ must be within
+ *    8 sqrt(K) u S + 1e-30: f32 accumulation error grows like sqrt(K) u S for random data (the worst case
+ *    is K u S); 8 sigma of margin.  A single missing or doubled term (~S/K) is well above this for K <= 4864.
+ *  - vs fp_matmul_forward_ref (f32 activations): the same plus the activation rounding bound:
+ *      f32 paths:    nothing more (x~ = x);
+ *      BF16 path:    x~ = bf16(x), |x~ - x| <= 2^-8 |x|, so + 2^-8 sum|x w|;
+ *      AMX path for Q8_0/Q4_0 weights: x~ = bf16(x) and w~ = bf16(d q) (weights dequantised to bf16), so
+ *                    + (2^-7 + 2^-16) sum|x w|;
+ *      Q8/Q4 path:   x~ = d_b q (per block b of 32: d_b = amax_b/127, |q| <= 127), |x~ - x| <= d_b/2,
+ *                    so + sum_b d_b/2 sum_{k in b} |w_k|. */
+#include "harness.h"
+#include "fluxprm.h"
+#include "tensor/kernels.h"
+#include "tensor/tensor.h"
+#include <stdint.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static float frand(void) { return (float)((rnd() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); } /* [-1, 1) */
+
+/* Random weights [N][K] in dtype wt; also returns their exact f32 values in wf. */
+static void *make_weights(fp_dtype wt, int N, int K, float *wf) {
+    size_t rb = fp_dtype_row_bytes(wt, K);
+    uint8_t *w = malloc(rb * (size_t)N);
+    for (int n = 0; n < N; n++) {
+        uint8_t *row = w + rb * (size_t)n;
+        for (int k = 0; k < K; k++) {
+            float v = frand() * 0.5f;
+            if (wt == FP_F32) memcpy(row + 4 * (size_t)k, &v, 4);
+            else if (wt == FP_F16) { uint16_t h = fp_f32_to_f16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
+            else if (wt == FP_BF16) { uint16_t h = fp_f32_to_bf16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
+        }
+        if (wt == FP_Q8_0 || wt == FP_Q4_0) {
+            size_t bs = wt == FP_Q8_0 ? 34 : 18;
+            for (int b = 0; b < K / 32; b++) {
+                uint8_t *blk = row + bs * (size_t)b;
+                uint16_t d = fp_f32_to_f16(0.001f + 0.02f * (float)(rnd() % 1000) / 1000.0f * (rnd() & 1 ? 1 : -1));
+                memcpy(blk, &d, 2);
+                for (size_t j = 2; j < bs; j++) blk[j] = (uint8_t)rnd();
+            }
+        }
+        fp_row_to_f32(wf + (size_t)n * K, row, wt, K);
+    }
+    return w;
+}
+
+enum { NUM_F32, NUM_BF16, NUM_Q8 };
+static int numerics(const char *name) {
+    if (strstr(name, "bf16dp") || strstr(name, "amx")) return NUM_BF16;
+    if (strstr(name, "vnni")) return NUM_Q8;
+    return NUM_F32;
+}
+
+/* The activations as the path sees them; err[t*K/32+b] gets the per-block rounding bound for Q8. */
+static void path_activations(int num, const float *x, float *xt, float *qerr, int T, int K) {
+    for (int t = 0; t < T; t++) {
+        const float *r = x + (size_t)t * K;
+        float *o = xt + (size_t)t * K;
+        if (num == NUM_F32) memcpy(o, r, sizeof(float) * (size_t)K);
+        else if (num == NUM_BF16)
+            for (int k = 0; k < K; k++) o[k] = fp_bf16_to_f32(fp_f32_to_bf16(r[k]));
+        else
+            for (int b = 0; b < K / 32; b++) {
+                float amax = 0.0f;
+                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(r[32 * b + j]));
+                float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+                for (int j = 0; j < 32; j++) {
+                    float q = nearbyintf(r[32 * b + j] * id);
+                    if (q > 127.0f) q = 127.0f;
+                    if (q < -127.0f) q = -127.0f;
+                    o[32 * b + j] = q; /* scaled below in double */
+                }
+                qerr[(size_t)t * (K / 32) + b] = d;
+            }
+    }
+}
+
+/* Variants: the three levels through fp_matmul_forward_level, plus the AVX-512 entry with its optional
+ * kernels forced on (vdpbf16ps for BF16, VNNI for Q8_0/Q4_0) or off (f32 FMA for every dtype). */
+enum { V_AVX512_DP_VNNI = 10, V_AVX512_F32 = 11, V_AVX512_AMX = 12 };
+static const char *variant_name(int v, fp_dtype wt) {
+    if (v == V_AVX512_DP_VNNI) return fp_matmul_avx512_name(wt, FP_BF16_DP, 1);
+    if (v == V_AVX512_F32) return fp_matmul_avx512_name(wt, FP_BF16_FMA, 0);
+    if (v == V_AVX512_AMX) return fp_matmul_avx512_name(wt, FP_BF16_AMX, 1);
+    return fp_matmul_kernel_name_level(v, wt);
+}
+static void variant_run(int v, float *out, const float *x, const void *w, fp_dtype wt, const float *bias, int T,
+                        int K, int N) {
+    if (v >= V_AVX512_DP_VNNI) {
+        int bk = v == V_AVX512_DP_VNNI ? FP_BF16_DP : v == V_AVX512_AMX ? FP_BF16_AMX : FP_BF16_FMA;
+        if (fp_matmul_avx512(out, x, w, wt, bias, T, K, N, bk, v != V_AVX512_F32) != 0)
+            CHECK_MSG(0, "fp_matmul_avx512 failed");
+    } else
+        fp_matmul_forward_level(v, out, x, w, wt, bias, T, K, N);
+}
+
+static int check_case(int level, fp_dtype wt, int T, int K, int N, int with_bias) {
+    float *x = malloc(sizeof(float) * (size_t)T * K), *xt = malloc(sizeof(float) * (size_t)T * K);
+    float *wf = malloc(sizeof(float) * (size_t)N * K), *bias = with_bias ? malloc(sizeof(float) * (size_t)N) : NULL;
+    float *qd = malloc(sizeof(float) * ((size_t)T * (K / 32) + 1));
+    float *out = malloc(sizeof(float) * (size_t)T * N), *ref = malloc(sizeof(float) * (size_t)T * N);
+    for (size_t i = 0; i < (size_t)T * K; i++) x[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
+    for (int n = 0; with_bias && n < N; n++) bias[n] = frand();
+    void *w = make_weights(wt, N, K, wf);
+    for (size_t i = 0; i < (size_t)T * N; i++) out[i] = NAN; /* every element must be written */
+
+    const char *name = variant_name(level, wt);
+    int num = numerics(name);
+    path_activations(num, x, xt, qd, T, K);
+    int wround = strstr(name, "amx-bf16-q") != NULL; /* weights rounded to bf16 by the kernel */
+    float *we = malloc(sizeof(float) * (size_t)N * K);
+    for (size_t i = 0; i < (size_t)N * K; i++) we[i] = wround ? fp_bf16_to_f32(fp_f32_to_bf16(wf[i])) : wf[i];
+    variant_run(level, out, x, w, wt, bias, T, K, N);
+    fp_matmul_forward_ref(ref, x, w, wt, bias, T, K, N);
+
+    int bad = 0;
+    double worst = 0.0;
+    const double u = 1.0 / 16777216.0;
+    for (int t = 0; t < T; t++) {
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)t * K, *xq = xt + (size_t)t * K, *wr = wf + (size_t)n * K;
+            const float *wq = we + (size_t)n * K;
+            double exact = bias ? bias[n] : 0.0, S = bias ? fabs(bias[n]) : 0.0, Sx = 0.0, qb = 0.0;
+            for (int k = 0; k < K; k++) {
+                double xv = xq[k];
+                if (num == NUM_Q8) xv *= qd[(size_t)t * (K / 32) + k / 32];
+                exact += xv * wq[k];
+                S += fabs(xv * wq[k]);
+                Sx += fabs((double)xr[k] * wr[k]);
+                if (num == NUM_Q8) qb += qd[(size_t)t * (K / 32) + k / 32] * 0.5 * fabs(wr[k]);
+            }
+            double tol = 8.0 * sqrt((double)K) * u * (S > Sx ? S : Sx) + 1e-30;
+            double tol_ref = 2.0 * tol + (num == NUM_BF16 ? Sx / (wround ? 127.0 : 256.0) : num == NUM_Q8 ? qb * 1.0001 : 0.0);
+            double o = out[(size_t)t * N + n], e1 = fabs(o - exact), e2 = fabs(o - ref[(size_t)t * N + n]);
+            if (!(e1 <= tol) || !(e2 <= tol_ref)) {
+                if (bad++ < 3)
+                    fprintf(stderr, "  %s %s T=%d K=%d N=%d bias=%d [%d,%d]: got %.9g exact %.9g (tol %.3g) ref %.9g (tol %.3g)\n",
+                            name, fp_dtype_name(wt), T, K, N, with_bias, t, n, o, exact, tol,
+                            ref[(size_t)t * N + n], tol_ref);
+            }
+            if (S > 0 && e1 / S > worst) worst = e1 / S;
+        }
+    }
+    CHECK_MSG(bad == 0, "%s %s T=%d K=%d N=%d: %d bad outputs", name, fp_dtype_name(wt), T, K, N, bad);
+    free(we); free(x); free(xt); free(wf); free(bias); free(qd); free(out); free(ref); free(w);
+    return bad;
+}
+
+static const int shapes[][3] = { /* T, K, N */
+    {1, 32, 1},    {3, 64, 17},   {1, 1, 5},     {2, 3, 3},     {7, 33, 65},   {5, 96, 130},
+    {16, 896, 128}, {13, 131, 70}, {100, 256, 17}, {19, 4864, 40}, {33, 1000, 96}, {31, 512, 64},
+    {6, 257, 64},  {12, 896, 31},  {130, 96, 96},
+};
+
+static int run_level(int level) {
+    int need = level >= V_AVX512_DP_VNNI ? FP_KERN_AVX512 : level;
+    if (fp_cpu_max_kernel() < need) {
+        printf("  (CPU lacks %s)\n", fp_kernel_level_name(need));
+        return TH_SKIP;
+    }
+    if (level == V_AVX512_DP_VNNI && !(fp_cpu_has_avx512bf16() && fp_cpu_has_avx512vnni())) {
+        printf("  (CPU lacks AVX512-BF16 or AVX512-VNNI)\n");
+        return TH_SKIP;
+    }
+    if (level == V_AVX512_AMX && !fp_cpu_has_amx_bf16()) {
+        printf("  (no AMX-BF16 on this CPU/OS)\n");
+        return TH_SKIP;
+    }
+    const fp_dtype dts[] = {FP_F32, FP_F16, FP_BF16, FP_Q8_0, FP_Q4_0};
+    for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int T = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+            if (dts[d] == FP_Q8_0 || dts[d] == FP_Q4_0) K = (K + 31) / 32 * 32;
+            check_case(level, dts[d], T, K, N, (int)(s & 1));
+            if (s % 5 == 0) check_case(level, dts[d], T, K, N, !(s & 1));
+        }
+        printf("  %-6s %-5s -> %s\n", level >= V_AVX512_DP_VNNI ? "forced" : fp_kernel_level_name(level),
+               fp_dtype_name(dts[d]), variant_name(level, dts[d]));
+    }
+    return 0;
+}
+
+static int test_level_ref(void) { return run_level(FP_KERN_REF); }
+static int test_level_avx2(void) { return run_level(FP_KERN_AVX2); }
+static int test_level_avx512(void) { return run_level(FP_KERN_AVX512); }
+static int test_avx512_bf16dp_vnni(void) { return run_level(V_AVX512_DP_VNNI); }
+static int test_avx512_f32_all(void) { return run_level(V_AVX512_F32); }
+static int test_amx_bf16(void) { return run_level(V_AVX512_AMX); }
+
+/* The public entry honours fp_kernel_force / FLUXPRM_KERNEL and reports the kernel it runs. */
+static int test_dispatch(void) {
+    int max = fp_cpu_max_kernel();
+    fp_kernel_force(FP_KERN_REF);
+    CHECK(fp_kernel_level() == FP_KERN_REF);
+    CHECK(!strcmp(fp_matmul_kernel_name(FP_BF16), "ref"));
+    fp_kernel_force(FP_KERN_AVX512);
+    CHECK(fp_kernel_level() == max);
+    fp_kernel_force(-1);
+    const char *e = getenv("FLUXPRM_KERNEL");
+    if (!e) CHECK(fp_kernel_level() == max);
+    printf("  default: level %s, BF16 -> %s, Q8_0 -> %s\n", fp_kernel_level_name(fp_kernel_level()),
+           fp_matmul_kernel_name(FP_BF16), fp_matmul_kernel_name(FP_Q8_0));
+    /* one call through the public entry */
+    int T = 9, K = 64, N = 20;
+    float *wf = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * T * K);
+    float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
+    for (int i = 0; i < T * K; i++) x[i] = frand();
+    void *w = make_weights(FP_F32, N, K, wf);
+    fp_matmul_forward(o1, x, w, FP_F32, NULL, T, K, N);
+    fp_matmul_forward_ref(o2, x, w, FP_F32, NULL, T, K, N);
+    for (int i = 0; i < T * N; i++) CHECK_NEAR(o1[i], o2[i], 1e-4);
+    free(wf); free(x); free(o1); free(o2); free(w);
+    fp_matmul_scratch_release();
+    return 0;
+}
+
+int main(void) {
+    RUN(test_dispatch);
+    RUN(test_level_ref);
+    RUN(test_level_avx2);
+    RUN(test_level_avx512);
+    RUN(test_avx512_bf16dp_vnni);
+    RUN(test_avx512_f32_all);
+    RUN(test_amx_bf16);
+    fp_matmul_scratch_release();
+    return th_finish();
+}
