@@ -5,9 +5,10 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 DEPS    := jansson libpcre2-8 libutf8proc libcurl libmicrohttpd
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Iinclude -Isrc \
+# Project flags live apart from CFLAGS so that `make CFLAGS=...` (e.g. make asan) keeps them.
+FP_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags $(DEPS))
-LDLIBS  += $(shell pkg-config --libs $(DEPS)) -lm -lpthread -fopenmp
+FP_LDLIBS := $(shell pkg-config --libs $(DEPS)) -lm -lpthread -fopenmp
 VERSION := 0.1.0
 
 # Every .c under src/<subsystem>/ is library code, except the CLI (src/cli) and fuzz targets.
@@ -26,21 +27,21 @@ all: $(BUILD)/libfluxprm.a $(BUILD)/libfluxprm.so $(BUILD)/fluxprm $(BUILD)/flux
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(FP_CFLAGS) $(EXTRA_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libfluxprm.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/libfluxprm.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) -shared -o $@ $^ $(LDFLAGS) $(FP_LDLIBS)
 
 $(BUILD)/fluxprm: $(CLI_OBJ) $(BUILD)/libfluxprm.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libfluxprm.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(FP_CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libfluxprm.a tests/harness.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(FP_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
 
 $(BUILD)/fluxprm.pc: Makefile
 	@mkdir -p $(BUILD)

@@ -1,7 +1,9 @@
 /* fluxprm bestofn: Best-of-N selection (PRM, majority vote, PRM-weighted vote) with accuracy and N-curve. */
 #include "apps/bestofn.h"
+#include "apps/prm_sources.h"
 #include "base/json.h"
 #include "cli/cli.h"
+#include "cli/prm_opts.h"
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +16,8 @@ static void usage(FILE *f) {
           "record is the input record plus a \"bestofn\" object: per-candidate scores, answers, clusters and\n"
           "correctness, and the choice of each method (prm, majority, prm_vote).\n"
           "\n"
+          "Scores come from a PRM (--model) or from a field of precomputed scores (--scores-field).\n"
+          "\n"
           "  --responses-field F  list of N candidate responses (default \"responses\")\n"
           "  --scores-field F     list of N scores: numbers, step-reward lists, or {\"steps\",\"final\"}\n"
           "                       objects (default \"scores\"); r = aggregate(steps) + alpha*final\n"
@@ -24,6 +28,9 @@ static void usage(FILE *f) {
           "  --gold-field F       gold answer (default \"gold\"; optional per record)\n"
           "  --correct-field F    list of N correctness labels (true/false/0/1) used instead of gold\n"
           "  --question-field F   question text (default: question|problem|prompt when present)\n"
+          "model options (score each candidate as {question, response} with a PRM):\n"
+          CLI_PRM_HELP
+          "\n"
           "  -o, --output FILE    write records to FILE (atomically) instead of stdout\n"
           "  --report FILE        JSON summary: accuracies of prm, majority, prm_vote, pass_at_n, curve\n"
           "  --curve FILE.svg     accuracy vs N line chart (N = 1, 2, 4, ..., max N)\n"
@@ -62,7 +69,10 @@ int cmd_bestofn(int argc, char **argv) {
         {"aggregate", 1, 0, O_AGG}, {"alpha", 1, 0, O_ALPHA}, {"answers-field", 1, 0, O_ANS},
         {"gold-field", 1, 0, O_GOLD}, {"correct-field", 1, 0, O_CORRECT}, {"question-field", 1, 0, O_QUESTION},
         {"output", 1, 0, 'o'}, {"report", 1, 0, O_REPORT}, {"curve", 1, 0, O_CURVE}, {"skip-bad", 0, 0, O_SKIP},
-        {"quiet", 0, 0, O_QUIET}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"quiet", 0, 0, O_QUIET}, {"help", 0, 0, 'h'}, CLI_PRM_LONG_OPTIONS, {0, 0, 0, 0}};
+    fp_prm_opts po;
+    fp_prm_opts_default(&po);
+    int scores_field_given = 0;
     fp_bestofn_opts o;
     fp_bestofn_opts_default(&o);
     fp_field_scorer fs = {"scores", NULL, FP_AGG_MEAN, 1.0};
@@ -71,11 +81,14 @@ int cmd_bestofn(int argc, char **argv) {
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+        int handled = cli_prm_option("bestofn", c, optarg, &po);
+        if (handled < 0) return EXIT_USAGE;
+        if (handled) continue;
         switch (c) {
         case 'h': usage(stdout); return EXIT_OK;
         case 'o': out_path = optarg; break;
         case O_RESP: o.responses_field = optarg; break;
-        case O_SCORES: fs.field = optarg; break;
+        case O_SCORES: fs.field = optarg; scores_field_given = 1; break;
         case O_FINAL: fs.final_field = optarg; break;
         case O_AGG: {
             int a = fp_aggregate_parse(optarg);
@@ -102,17 +115,28 @@ int cmd_bestofn(int argc, char **argv) {
     }
     if (optind != argc - 1) return cli_usage_error("bestofn", optind >= argc ? "missing input file" : "exactly one input file expected");
     const char *in_path = argv[optind];
-    o.scorer = fp_field_scorer_make(&fs);
+    if (po.model_path && (scores_field_given || fs.final_field))
+        return cli_usage_error("bestofn", "--model and --scores-field/--final-field are alternatives: give one");
+    fp_prm *prm = NULL;
+    if (po.model_path) {
+        po.aggregate = fs.agg;
+        po.alpha = fs.alpha;
+        if (fp_prm_open(&prm, &po)) return cli_fail("bestofn");
+        o.scorer = (fp_candidate_scorer){fp_prm_candidate_score, prm, po.model_path};
+    } else {
+        o.scorer = fp_field_scorer_make(&fs);
+    }
     o.on_skip = print_skip;
 
     /* Every output goes to a temporary file; all are renamed into place only when everything succeeded. */
     fp_outfile *of = NULL, *side[2] = {NULL, NULL};
     const char *side_path[2] = {report, curve};
-    if (fp_outfile_open(&of, out_path, 0)) return cli_fail("");
+    if (fp_outfile_open(&of, out_path, 0)) { fp_prm_free(prm); return cli_fail(""); }
     for (int k = 0; k < 2; k++)
         if (side_path[k] && fp_outfile_open(&side[k], side_path[k], 0)) {
             fp_outfile_abort(of);
             if (k) fp_outfile_abort(side[0]);
+            fp_prm_free(prm);
             return cli_fail("");
         }
     fp_bestofn_report *rep = calloc(1, sizeof *rep);
@@ -133,6 +157,7 @@ int cmd_bestofn(int argc, char **argv) {
         fp_outfile_abort(of);
         for (int k = 0; k < 2; k++) fp_outfile_abort(side[k]);
         free(rep);
+        fp_prm_free(prm);
         return ret;
     }
     if (fp_outfile_commit(of)) ret = cli_fail("");
@@ -158,5 +183,6 @@ int cmd_bestofn(int argc, char **argv) {
                     rep->n_questions - rep->n_evaluated);
     }
     free(rep);
+    fp_prm_free(prm);
     return ret;
 }

@@ -2,6 +2,7 @@
 #include "apps/prm.h"
 #include "base/json.h"
 #include "cli/cli.h"
+#include "cli/prm_opts.h"
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -22,18 +23,9 @@ static void score_help(FILE *f) {
 "<think>...</think> in a response separates thinking from the answer.  A \"system\" field overrides --system.\n"
 "\n"
 "options:\n"
-"  --model P            HF checkpoint directory (config.json + safetensors) or a GGUF file (required)\n"
-"  --tokenizer P        tokenizer.json or its directory (default: the model directory)\n"
-"  --system TEXT        system prompt (default: the one the checkpoint's chat template injects)\n"
-"  --no-system          no system turn at all\n"
-"  --step-token S       step separator token (default <extra_0>)\n"
-"  --step-token-id N    use id N for the step token even if the tokenizer names it otherwise\n"
+CLI_PRM_HELP
 "  --aggregate A        mean | min | last | prod (default mean)\n"
 "  --alpha A            weight of the final reward in the score (default 1.0)\n"
-"  --final F            last-token (P(class 1) at the last token, default) | last-step | none\n"
-"  --steps S            for thinking + response records: both (default) | thinking | response\n"
-"  --max-tokens N       refuse records longer than N tokens (default 32768)\n"
-"  --threads N          compute threads (default: all cores)\n"
 "  -o, --output FILE    write here (atomically: FILE.partial, renamed when done) instead of stdout\n"
 "  --resume             continue an interrupted run of the same -o FILE without rescoring its records\n"
 "  --skip-bad           write {..., \"error\": \"...\"} for a bad record and go on (default: stop, exit 1)\n"
@@ -43,8 +35,7 @@ static void score_help(FILE *f) {
 "Exit status: 0 ok, 1 runtime error (bad model or record; earlier output is kept for --resume), 2 usage.\n");
 }
 
-enum { OPT_MODEL = 256, OPT_TOKENIZER, OPT_SYSTEM, OPT_NO_SYSTEM, OPT_STEP_TOKEN, OPT_STEP_ID, OPT_AGG, OPT_ALPHA,
-       OPT_FINAL, OPT_STEPS, OPT_MAX_TOKENS, OPT_THREADS, OPT_RESUME, OPT_SKIP_BAD };
+enum { OPT_AGG = 256, OPT_ALPHA, OPT_RESUME, OPT_SKIP_BAD };
 
 static long count_records(const char *path) {
     struct stat st;
@@ -77,12 +68,7 @@ static json_t *result_fields(const fp_prm_result *r, int has_steps) {
 
 int cmd_score(int argc, char **argv) {
     static const struct option lopts[] = {
-        {"model", required_argument, 0, OPT_MODEL}, {"tokenizer", required_argument, 0, OPT_TOKENIZER},
-        {"system", required_argument, 0, OPT_SYSTEM}, {"no-system", no_argument, 0, OPT_NO_SYSTEM},
-        {"step-token", required_argument, 0, OPT_STEP_TOKEN}, {"step-token-id", required_argument, 0, OPT_STEP_ID},
-        {"aggregate", required_argument, 0, OPT_AGG}, {"alpha", required_argument, 0, OPT_ALPHA},
-        {"final", required_argument, 0, OPT_FINAL}, {"steps", required_argument, 0, OPT_STEPS},
-        {"max-tokens", required_argument, 0, OPT_MAX_TOKENS}, {"threads", required_argument, 0, OPT_THREADS},
+        CLI_PRM_LONG_OPTIONS, {"aggregate", required_argument, 0, OPT_AGG}, {"alpha", required_argument, 0, OPT_ALPHA},
         {"output", required_argument, 0, 'o'}, {"resume", no_argument, 0, OPT_RESUME},
         {"skip-bad", no_argument, 0, OPT_SKIP_BAD}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -90,24 +76,14 @@ int cmd_score(int argc, char **argv) {
     fp_prm_opts_default(&po);
     const char *out_path = NULL;
     int resume = 0, skip_bad = 0, quiet = 0, c;
-    long v;
     double d;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:qh", lopts, NULL)) != -1) {
+        int handled = cli_prm_option("score", c, optarg, &po);
+        if (handled < 0) return EXIT_USAGE;
+        if (handled) continue;
         switch (c) {
-        case OPT_MODEL: po.model_path = optarg; break;
-        case OPT_TOKENIZER: po.tokenizer_path = optarg; break;
-        case OPT_SYSTEM: po.system_mode = FP_SYSTEM_TEXT; po.system = optarg; break;
-        case OPT_NO_SYSTEM: po.system_mode = FP_SYSTEM_NONE; break;
-        case OPT_STEP_TOKEN:
-            if (!*optarg) return cli_usage_error("score", "--step-token needs a non-empty token");
-            po.step_token = optarg;
-            break;
-        case OPT_STEP_ID:
-            if (cli_parse_long(optarg, &v) || v < 0 || v > INT32_MAX) return cli_usage_error("score", "--step-token-id needs a token id, got '%s'", optarg);
-            po.step_token_id = (int32_t)v;
-            break;
         case OPT_AGG:
             if ((c = fp_aggregate_parse(optarg)) < 0) return cli_usage_error("score", "--aggregate must be mean, min, last or prod, got '%s'", optarg);
             po.aggregate = (fp_aggregate)c;
@@ -115,26 +91,6 @@ int cmd_score(int argc, char **argv) {
         case OPT_ALPHA:
             if (cli_parse_double(optarg, &d) || !isfinite(d)) return cli_usage_error("score", "--alpha needs a number, got '%s'", optarg);
             po.alpha = d;
-            break;
-        case OPT_FINAL:
-            if (!strcmp(optarg, "last-token")) po.final_mode = FP_FINAL_LAST_TOKEN;
-            else if (!strcmp(optarg, "last-step")) po.final_mode = FP_FINAL_LAST_STEP;
-            else if (!strcmp(optarg, "none")) po.final_mode = FP_FINAL_NONE;
-            else return cli_usage_error("score", "--final must be last-token, last-step or none, got '%s'", optarg);
-            break;
-        case OPT_STEPS:
-            if (!strcmp(optarg, "both")) po.steps_from = FP_STEPS_BOTH;
-            else if (!strcmp(optarg, "thinking")) po.steps_from = FP_STEPS_THINKING;
-            else if (!strcmp(optarg, "response")) po.steps_from = FP_STEPS_RESPONSE;
-            else return cli_usage_error("score", "--steps must be both, thinking or response, got '%s'", optarg);
-            break;
-        case OPT_MAX_TOKENS:
-            if (cli_parse_long(optarg, &v) || v < 1 || v > INT32_MAX) return cli_usage_error("score", "--max-tokens needs a positive integer, got '%s'", optarg);
-            po.max_tokens = (int)v;
-            break;
-        case OPT_THREADS:
-            if (cli_parse_long(optarg, &v) || v < 1 || v > 4096) return cli_usage_error("score", "--threads needs a positive integer, got '%s'", optarg);
-            po.threads = (int)v;
             break;
         case 'o': out_path = optarg; break;
         case OPT_RESUME: resume = 1; break;

@@ -1,7 +1,9 @@
 /* fluxprm select: keep the top-K records of a pool by r̂ = aggregate(steps) + α·final, in O(K) memory. */
+#include "apps/prm_sources.h"
 #include "apps/select.h"
 #include "base/json.h"
 #include "cli/cli.h"
+#include "cli/prm_opts.h"
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@ static void usage(FILE *f) {
           "is streamed (memory O(K): only scores and byte offsets are kept) and must be a regular file: the\n"
           "kept records are re-read by offset and copied verbatim.  Ties: the earlier record wins.\n"
           "\n"
+          "Scores come from a PRM (--model: every record scored as `fluxprm score` does) or from a field.\n"
+          "\n"
           "  --scores-field F   per-record score: a number (r itself), a list of step rewards, or\n"
           "                     {\"steps\": [...], \"final\": f} (default \"score\")\n"
           "  --final-field F    record-level final score added as alpha*final to step-reward lists\n"
@@ -24,6 +28,9 @@ static void usage(FILE *f) {
           "  --top-frac F       keep ceil(F * records) records, 0 < F <= 1 (records = non-blank lines)\n"
           "  --order O          input (default: kept records in pool order) | score (best first)\n"
           "  --annotate         add \"select\": {\"score\", \"rank\"} to each kept record\n"
+          "model options (score each pool record with a PRM):\n"
+          CLI_PRM_HELP
+          "\n"
           "  -o, --output FILE  output JSONL (written atomically; default stdout)\n"
           "  --summary FILE     JSON summary: counts, score statistics, histogram, input/params fingerprint\n"
           "  --histogram FILE   SVG histogram of all scores with the kept ones highlighted\n"
@@ -51,13 +58,15 @@ static int write_json_pretty(FILE *f, json_t *j) {
     return bad ? fp_errorf(FP_EIO, "write failed") : FP_OK;
 }
 
-int cmd_select(int argc, char **argv) {
+static fp_prm *select_prm; /* the model source, when --model is given (freed by cmd_select) */
+
+static int select_main(int argc, char **argv) {
     enum { O_SCORES = 256, O_FINAL, O_AGG, O_ALPHA, O_TOPK, O_FRAC, O_ORDER, O_ANNOTATE, O_SUMMARY, O_HIST, O_BINS,
            O_RESUME, O_SKIP, O_QUIET };
     static const struct option lo[] = {
         {"scores-field", 1, 0, O_SCORES}, {"final-field", 1, 0, O_FINAL}, {"aggregate", 1, 0, O_AGG},
         {"alpha", 1, 0, O_ALPHA}, {"top-k", 1, 0, O_TOPK}, {"top-frac", 1, 0, O_FRAC}, {"order", 1, 0, O_ORDER},
-        {"annotate", 0, 0, O_ANNOTATE}, {"output", 1, 0, 'o'}, {"summary", 1, 0, O_SUMMARY},
+        {"annotate", 0, 0, O_ANNOTATE}, {"output", 1, 0, 'o'}, {"summary", 1, 0, O_SUMMARY}, CLI_PRM_LONG_OPTIONS,
         {"histogram", 1, 0, O_HIST}, {"bins", 1, 0, O_BINS}, {"resume", 0, 0, O_RESUME}, {"skip-bad", 0, 0, O_SKIP},
         {"quiet", 0, 0, O_QUIET}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     fp_select_opts o;
@@ -67,12 +76,18 @@ int cmd_select(int argc, char **argv) {
     long v;
     optind = 1;
     opterr = 0;
+    fp_prm_opts po;
+    fp_prm_opts_default(&po);
+    int field_given = 0;
     while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+        int handled = cli_prm_option("select", c, optarg, &po);
+        if (handled < 0) return EXIT_USAGE;
+        if (handled) continue;
         switch (c) {
         case 'h': usage(stdout); return EXIT_OK;
         case 'o': out_path = optarg; break;
-        case O_SCORES: o.scores_field = optarg; break;
-        case O_FINAL: o.final_field = optarg; break;
+        case O_SCORES: o.scores_field = optarg; field_given = 1; break;
+        case O_FINAL: o.final_field = optarg; field_given = 1; break;
         case O_AGG: {
             int a = fp_aggregate_parse(optarg);
             if (a < 0) return cli_usage_error("select", "--aggregate must be mean, min, last or prod (got '%s')", optarg);
@@ -115,8 +130,16 @@ int cmd_select(int argc, char **argv) {
         }
     }
     if (optind != argc - 1) return cli_usage_error("select", optind >= argc ? "missing pool file" : "exactly one pool file expected");
+    if (po.model_path && field_given)
+        return cli_usage_error("select", "--model and --scores-field/--final-field are alternatives: give one");
     if (have_k == have_frac) return cli_usage_error("select", "give exactly one of --top-k and --top-frac");
     if (resume && (!out_path || !strcmp(out_path, "-"))) return cli_usage_error("select", "--resume needs -o FILE");
+    if (po.model_path) {
+        po.aggregate = o.agg;
+        po.alpha = o.alpha;
+        if (fp_prm_open(&select_prm, &po)) return cli_fail("select");
+        o.scorer = (fp_record_scorer){fp_prm_record_score, select_prm, po.model_path};
+    }
     const char *in_path = argv[optind];
     o.on_skip = print_skip;
 
@@ -178,4 +201,11 @@ int cmd_select(int argc, char **argv) {
     fp_select_stats_free(&st);
     free(auto_summary);
     return ret;
+}
+
+int cmd_select(int argc, char **argv) {
+    int rc = select_main(argc, argv);
+    fp_prm_free(select_prm);
+    select_prm = NULL;
+    return rc;
 }

@@ -413,6 +413,22 @@ static int test_choose_rules(void) {
     CHECK_OK(fp_bon_cluster(a4, 2, streq, NULL, cl));
     fp_bon_choose(s4, cl, 2, &c);
     CHECK(c.index[FP_BON_MAJORITY] == 0 && c.index[FP_BON_PRM_VOTE] == 1 && c.cluster[FP_BON_MAJORITY] == -1);
+    /* N = 100 with 70 clusters (answer i % 70): clusters 0..29 have members {c, c+70}, 30..69 one member.
+     * Scores i/100: prm → 99; majority: 2-vote tie among 0..29 → cluster 0, first member 0;
+     * prm_vote: cluster c < 30 weighs (2c + 70)/100, the largest is c = 29 (1.28) → its best member 99. */
+    char *a5[100], bufs[100][8];
+    double s5[100];
+    int cl5[100];
+    for (int i = 0; i < 100; i++) {
+        snprintf(bufs[i], sizeof bufs[i], "%d", i % 70);
+        a5[i] = bufs[i];
+        s5[i] = i / 100.0;
+    }
+    CHECK_OK(fp_bon_cluster(a5, 100, streq, NULL, cl5));
+    CHECK(cl5[99] == 29 && cl5[69] == 69);
+    fp_bon_choose(s5, cl5, 100, &c);
+    CHECK(c.index[FP_BON_PRM] == 99 && c.index[FP_BON_MAJORITY] == 0 && c.votes == 2);
+    CHECK(c.index[FP_BON_PRM_VOTE] == 99 && c.cluster[FP_BON_PRM_VOTE] == 29 && fabs(c.weight - 1.28) < 1e-12);
     return 0;
 }
 
@@ -515,7 +531,7 @@ static int test_bad_input(void) {
     CHECK(run_cli("--help >/dev/null", err) == 0);
     /* no temp files left behind */
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "ls %s | grep -q '\\.tmp\\.'", d);
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q -e '\\.tmp\\.' -e '\\.partial$'", d);
     CHECK(system(cmd) != 0);
     return 0;
 }

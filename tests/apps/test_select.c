@@ -216,6 +216,43 @@ static int test_topk_cli(void) {
     return 0;
 }
 
+/* ---- re-weighting `fluxprm score` output: step_rewards + final_reward fields with another alpha/aggregate */
+static int test_score_output_fields(void) {
+    const char *d = th_tmpdir();
+    char pool[512], out[512], err[512], args[4096];
+    snprintf(pool, sizeof pool, "%s/scored.jsonl", d);
+    snprintf(out, sizeof out, "%s/scored_sel.jsonl", d);
+    snprintf(err, sizeof err, "%s/scored_err.txt", d);
+    FILE *f = fopen(pool, "w");
+    uint64_t seed = 99;
+    ref_item mean_items[200], min_items[200];
+    for (long i = 0; i < 200; i++) {
+        double a = (double)(sm(&seed) % 100) / 100, b = (double)(sm(&seed) % 100) / 100, c = (double)(sm(&seed) % 100) / 100;
+        int has_final = i % 5 != 0;
+        double fin = (double)(sm(&seed) % 10) / 10;
+        fprintf(f, "{\"id\":%ld,\"step_rewards\":[%.17g,%.17g,%.17g],\"final_reward\":", i, a, b, c);
+        if (has_final) fprintf(f, "%.17g,\"score\":0}\n", fin);
+        else fputs("null,\"score\":0}\n", f);
+        double mean = (0.0 + a + b + c) / 3.0, mn = fmin(a, fmin(b, c));
+        mean_items[i].s = has_final ? mean + 0.8 * fin : mean;
+        min_items[i].s = has_final ? mn + 0.8 * fin : mn;
+        mean_items[i].idx = min_items[i].idx = i;
+    }
+    fclose(f);
+    qsort(mean_items, 200, sizeof mean_items[0], ref_cmp);
+    qsort(min_items, 200, sizeof min_items[0], ref_cmp);
+    long ids[32];
+    snprintf(args, sizeof args, "--scores-field step_rewards --final-field final_reward --alpha 0.8 --top-k 25 --order score --quiet -o %s %s", out, pool);
+    CHECK(run_cli(args, err) == 0);
+    CHECK(read_ids(out, ids, 32) == 25);
+    for (int i = 0; i < 25; i++) CHECK(ids[i] == mean_items[i].idx);
+    snprintf(args, sizeof args, "--scores-field step_rewards --final-field final_reward --aggregate min --alpha 0.8 --top-k 25 --order score --quiet -o %s %s", out, pool);
+    CHECK(run_cli(args, err) == 0);
+    CHECK(read_ids(out, ids, 32) == 25);
+    for (int i = 0; i < 25; i++) CHECK(ids[i] == min_items[i].idx);
+    return 0;
+}
+
 /* ---- memory bound: K = 10 over 200k records through the library; the heap never holds more than K */
 static int test_memory_bound(void) {
     const char *d = th_tmpdir();
@@ -379,7 +416,7 @@ static int test_bad_input(void) {
     }
     /* no temp files are left next to the output */
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "ls %s | grep -q '\\.tmp\\.'", d);
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q -e '\\.tmp\\.' -e '\\.partial$'", d);
     CHECK(system(cmd) != 0);
     /* usage errors */
     snprintf(args, sizeof args, "-o %s %s", out, pool);
@@ -456,6 +493,7 @@ static int test_resume(void) {
 int main(void) {
     RUN(test_topk_heap);
     RUN(test_topk_cli);
+    RUN(test_score_output_fields);
     RUN(test_memory_bound);
     RUN(test_histogram_svg);
     RUN(test_bad_input);
