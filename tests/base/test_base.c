@@ -63,6 +63,27 @@ static int test_jsonl_lines(void) {
     return 0;
 }
 
+static int test_jsonl_array_file(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/arr.json", th_tmpdir());
+    const char *d = "\n [ {\"a\": 1},\n {\"b\": [2, 3]} ]\n";
+    write_file(path, d, strlen(d));
+    fp_jsonl_reader *r;
+    CHECK_OK(fp_jsonl_open(&r, path));
+    const char *line;
+    size_t len;
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(!strcmp(line, "{\"a\":1}") && fp_jsonl_line_number(r) == 1);
+    CHECK_OK(fp_jsonl_next_line(r, &line, &len));
+    CHECK(!strcmp(line, "{\"b\":[2,3]}") && fp_jsonl_line_number(r) == 2);
+    CHECK(fp_jsonl_next_line(r, &line, &len) == FP_ERANGE);
+    fp_jsonl_close(r);
+    d = "[ {\"a\": 1},";
+    write_file(path, d, strlen(d));
+    CHECK(fp_jsonl_open(&r, path) == FP_EPARSE && strstr(fp_last_error(), "arr.json:"));
+    return 0;
+}
+
 static int test_jsonl_50mb_record(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/big.jsonl", th_tmpdir());
@@ -179,6 +200,7 @@ int main(void) {
     RUN(test_buf);
     RUN(test_utf8_validation);
     RUN(test_jsonl_lines);
+    RUN(test_jsonl_array_file);
     RUN(test_jsonl_50mb_record);
     RUN(test_outfile_atomic);
     RUN(test_mmap);
