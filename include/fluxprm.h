@@ -34,7 +34,9 @@ const char *fp_status_name(int status);
 const char *fp_version(void);
 
 /* ---------------------------------------------------------------- JSONL streaming */
-/* Reads a JSONL file (or stdin) one record at a time in constant memory (plus the longest line). */
+/* Reads a JSONL file (or stdin) one record at a time in constant memory (plus the longest line).  A file
+ * that starts with '[' is read as a JSON array of records instead (loaded whole); then "line numbers" are
+ * 1-based element numbers. */
 typedef struct fp_jsonl_reader fp_jsonl_reader;
 /* path "-" or NULL reads stdin. */
 int fp_jsonl_open(fp_jsonl_reader **out, const char *path);
@@ -300,6 +302,22 @@ int fp_judge_step_scores(fp_judge *j, const fp_judge_traj *trajs, size_t n, fp_j
 /* Trajectory-level reasoning templates: out[i] gets a malloc'd template (NULL on failure), status[i] (may be
  * NULL) its status.  Returns FP_OK when all succeeded. */
 int fp_judge_templates(fp_judge *j, const fp_judge_traj *trajs, size_t n, char **out, int *status);
+/* Template-guided rollouts (spec §2.2 step 2): n answers per question from a policy model given the judge's
+ * template.  Rollout j is sent with seed + j, so each is a distinct request with its own cache entry. */
+typedef struct {
+    const char *model;                  /* policy model name (required) */
+    const char *prompt_path;            /* default "prompts/rollout.txt" ({question}, {template}) */
+    int n;                              /* rollouts per question (default 4) */
+    double temperature;                 /* default 0.7 */
+    long max_tokens;                    /* default 2048 */
+    int64_t seed;                       /* default 0; must be >= 0 */
+} fp_rollout_opts;
+void fp_rollout_opts_default(fp_rollout_opts *o);
+/* out[i * n + j] gets a malloc'd answer (NULL on failure), status[i * n + j] (may be NULL) its status.
+ * Returns FP_OK when all succeeded, else the first failure's status.  Correctness (r_final) is the
+ * caller's: check each answer, then fp_reward_final. */
+int fp_template_rollouts(fp_openai_client *c, const fp_rollout_opts *o, const char *const *questions,
+                         const char *const *templates, size_t n_questions, char **out, int *status);
 /* The format actually in use after any fallback (FP_JUDGE_FORMAT_*). */
 int fp_judge_format(const fp_judge *j);
 void fp_judge_score_clear(fp_judge_score *s);
@@ -336,6 +354,24 @@ double fp_reward_mix(const double *c, size_t k);
 void fp_reward_step(double cos_align, double coh_log_prob, double qual_score, fp_step_reward *out);
 /* r_final = fraction of n rollouts that are correct (correct[i] != 0); NAN when n == 0. */
 double fp_reward_final(const int *correct, size_t n);
+
+/* All step targets of one trajectory (what `curate` needs once Φ exists).  The pool holds the embeddings of
+ * every thinking step of every trajectory, pool_n rows of dim floats, grouped by trajectory; this trajectory's
+ * T steps are rows [lo, lo + T) and its index in the input is `record` (seeds the negatives).
+ *   question: Φ(x) (prev of step 1); response: Φ(a_1..a_M), n_resp rows (alignment is by index: steps with
+ *   t >= n_resp get NAN alignment); qual: T judge scores in [0, 10] (NULL or NAN entries = missing).
+ * out[t] receives the normalised components and the mix; raw_align / raw_coh (each may be NULL) the cosine and
+ * the InfoNCE log-probability.  FP_ERANGE when the pool has fewer than k_neg rows outside the trajectory. */
+typedef struct {
+    const float *pool;
+    size_t pool_n, dim;
+    double tau;          /* InfoNCE temperature (> 0) */
+    size_t k_neg;        /* negatives per step */
+    uint64_t seed;       /* negatives seed */
+} fp_step_pool;
+int fp_reward_trajectory(const fp_step_pool *p, uint64_t record, size_t lo, size_t n_steps, const float *question,
+                         const float *response, size_t n_resp, const double *qual, fp_step_reward *out,
+                         double *raw_align, double *raw_coh);
 
 #ifdef __cplusplus
 }

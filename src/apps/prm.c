@@ -100,6 +100,9 @@ void fp_prm_free(fp_prm *p) {
 
 const fp_format_opts *fp_prm_format_opts(const fp_prm *p) { return &p->fmt; }
 int fp_prm_has_steps(const fp_prm *p) { return p->steps; }
+fp_model *fp_prm_model(fp_prm *p) { return p->model; }
+const fp_tokenizer *fp_prm_tokenizer(const fp_prm *p) { return p->tok; }
+int32_t fp_prm_step_id(const fp_prm *p) { return p->steps ? p->step_id : -1; }
 
 void fp_prm_result_free(fp_prm_result *r) {
     free(r->step_rewards);

@@ -36,6 +36,11 @@ void fp_prm_free(fp_prm *p);
 const fp_format_opts *fp_prm_format_opts(const fp_prm *p);
 /* 1 when the model reads per-step rewards (2-class PRM / token classification); 0 for scalar heads. */
 int fp_prm_has_steps(const fp_prm *p);
+/* The loaded model, tokenizer and step-token id (owned by p; -1 id for scalar heads), for callers that run
+ * their own read-outs on one owner thread (serve).  The tokenizer is immutable and thread-safe. */
+fp_model *fp_prm_model(fp_prm *p);
+const fp_tokenizer *fp_prm_tokenizer(const fp_prm *p);
+int32_t fp_prm_step_id(const fp_prm *p);
 
 typedef struct {
     double *step_rewards; /* [n_steps] (malloc'd; NULL for scalar-head models) */

@@ -27,6 +27,7 @@ int cli_parse_double(const char *s, double *out);
     X(judge, "LLM-judge step-quality scores (0-10) and reasoning templates via an OpenAI-compatible API") \
     X(score, "per-step and trajectory rewards for JSONL records with a PRM checkpoint") \
     X(select, "keep the top-K records of a scored pool (O(K) memory), with score histogram") \
+    X(serve, "HTTP reward server for online RL (OpenRLHF /get_reward, vLLM /pooling, rerank, GRPO advantages)") \
     X(tokenize, "text JSONL to token ids (or back with --decode), byte-exact with HF tokenizers") \
     X(verify, "check final answers in JSONL against gold answers") \
     X(version, "print the version")

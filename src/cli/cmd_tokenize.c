@@ -61,16 +61,21 @@ static void put_json_string(FILE *o, const char *s, size_t n) {
 }
 
 static void put_ids(FILE *o, const int32_t *ids, size_t n) {
-    char buf[16];
-    fputs("{\"ids\":[", o);
+    char buf[4096];
+    size_t k = 0;
+    memcpy(buf, "{\"ids\":[", 8);
+    k = 8;
     for (size_t i = 0; i < n; i++) {
-        int k = sizeof buf;
+        if (k > sizeof buf - 16) { fwrite(buf, 1, k, o); k = 0; }
+        if (i) buf[k++] = ',';
+        char tmp[12];
+        int m = 0;
         uint32_t v = (uint32_t)ids[i];
-        do buf[--k] = (char)('0' + v % 10); while ((v /= 10));
-        if (i) putc(',', o);
-        fwrite(buf + k, 1, sizeof buf - (size_t)k, o);
+        do tmp[m++] = (char)('0' + v % 10); while ((v /= 10));
+        while (m) buf[k++] = tmp[--m];
     }
-    fputs("]}\n", o);
+    memcpy(buf + k, "]}\n", 3);
+    fwrite(buf, 1, k + 3, o);
 }
 
 int cmd_tokenize(int argc, char **argv) {

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MLP_CHUNK_FLOATS (8u << 20) /* gate+up chunk budget: 32 MB */
+#define MLP_CHUNK_FLOATS (16u << 20) /* gate+up chunk budget: 64 MB */
 
 typedef struct {
-    float *x, *xn, *q, *k, *v, *att, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs;
+    float *x, *xn, *q, *k, *v, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs;
 } fwd_bufs;
 
 static void matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
@@ -77,10 +77,9 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
     size_t tT = (size_t)T;
     b.x = fp_malloc(sizeof(float) * tT * H);
     b.xn = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
-    b.q = fp_malloc(sizeof(float) * tT * qd);
+    b.q = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
     b.k = fp_malloc(sizeof(float) * tT * kvd);
     b.v = fp_malloc(sizeof(float) * tT * kvd);
-    b.att = fp_malloc(sizeof(float) * tT * qd);
     b.gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
     b.up = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
     b.cos_t = fp_malloc(sizeof(float) * tT * half);
@@ -91,7 +90,7 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
         b.xs = fp_malloc(sizeof(float) * (size_t)npos * H);
     }
     int rc = FP_OK;
-    if (!b.x || !b.xn || !b.q || !b.k || !b.v || !b.att || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
+    if (!b.x || !b.xn || !b.q || !b.k || !b.v || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
         (positions && (!b.qcos || !b.qsin || !b.xs))) {
         rc = fp_errorf(FP_ENOMEM, "model forward: out of memory for %d tokens", T);
         goto done;
@@ -134,18 +133,19 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
         }
         fp_rope_forward(b.q, sub ? b.qcos : b.cos_t, sub ? b.qsin : b.sin_t, nq, nh, d);
         fp_rope_forward(b.k, b.cos_t, b.sin_t, T, nkv, d);
-        if (fp_attention_forward(b.att, b.q, b.k, b.v, sub ? positions : NULL, nq, T, nh, nkv, d)) { /* [nq,qd] */
+        /* xn is free once q, k, v exist: attention output -> xn, o_proj -> q (q is free after attention) */
+        if (fp_attention_forward(b.xn, b.q, b.k, b.v, sub ? positions : NULL, nq, T, nh, nkv, d)) { /* [nq,qd] */
             rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
             break;
         }
-        matmul(b.xn, b.att, y->o_w, NULL, nq);                                                /* [nq,H] */
+        matmul(b.q, b.xn, y->o_w, NULL, nq); /* [nq,H] */
         float *x = b.x;
         if (sub) { /* residual rows of the requested positions */
             for (int i = 0; i < npos; i++)
                 memcpy(b.xs + (size_t)i * H, b.x + (size_t)positions[i] * H, sizeof(float) * H);
             x = b.xs;
         }
-        for (size_t i = 0; i < (size_t)nq * H; i++) x[i] += b.xn[i];
+        for (size_t i = 0; i < (size_t)nq * H; i++) x[i] += b.q[i];
         /* MLP block */
         mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);
         if (sub) { /* final norm of the requested rows */
@@ -155,7 +155,7 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
     if (!rc && !positions) fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H);
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
 done:
-    free(b.x); free(b.xn); free(b.q); free(b.k); free(b.v); free(b.att); free(b.gate); free(b.up);
+    free(b.x); free(b.xn); free(b.q); free(b.k); free(b.v); free(b.gate); free(b.up);
     free(b.cos_t); free(b.sin_t); free(b.qcos); free(b.qsin); free(b.xs);
     return rc;
 }

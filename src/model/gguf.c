@@ -13,7 +13,14 @@ typedef struct {
     size_t off;      /* value (for arrays: first element) */
 } kv_entry;
 
+/* Duplicate detection in O(n): open addressing over string views. */
+typedef struct {
+    const fp_gguf_str **slot;
+    size_t cap;
+} strset;
+
 struct fp_gguf {
+    strset seen; /* during parsing */
     char *name;
     const uint8_t *buf;
     size_t size;
@@ -124,12 +131,6 @@ static int skip_value(cursor *c, int type, int depth, const char *key) {
 
 static int str_eq(fp_gguf_str s, const char *z) { return strlen(z) == s.len && !memcmp(s.s, z, s.len); }
 
-/* Duplicate detection in O(n): open addressing over string views. */
-typedef struct {
-    const fp_gguf_str **slot;
-    size_t cap;
-} strset;
-
 static int strset_init(strset *h, size_t n) {
     h->cap = 16;
     while (h->cap < 2 * n + 2) h->cap *= 2;
@@ -167,8 +168,7 @@ static int parse(fp_gguf *g) {
     g->t = fp_calloc(nt ? nt : 1, sizeof *g->t);
     if (!g->kv || !g->t) return FP_ENOMEM;
     g->alignment = FP_GGUF_DEFAULT_ALIGNMENT;
-    strset seen;
-    if (strset_init(&seen, (size_t)nkv)) return FP_ENOMEM;
+    if (strset_init(&g->seen, (size_t)nkv)) return FP_ENOMEM;
     for (uint64_t i = 0; i < nkv; i++) {
         kv_entry *e = &g->kv[i];
         char what[48];
@@ -176,8 +176,8 @@ static int parse(fp_gguf *g) {
         if ((rc = read_str(&c, &e->key, what))) return rc;
         char key[256];
         snprintf(key, sizeof key, "%.*s", (int)(e->key.len < 200 ? e->key.len : 200), e->key.s);
-        if (strset_add(&seen, &e->key)) { free(seen.slot); return fp_errorf(FP_EPARSE, "%s: duplicate metadata key %s", g->name, key); }
-        if ((rc = need(&c, 4, key))) { free(seen.slot); return rc; }
+        if (strset_add(&g->seen, &e->key)) return fp_errorf(FP_EPARSE, "%s: duplicate metadata key %s", g->name, key);
+        if ((rc = need(&c, 4, key))) return rc;
         e->type = (int)rd32(g->buf + c.pos);
         c.pos += 4;
         if (e->type == FP_GGUF_ARRAY) {
@@ -187,20 +187,18 @@ static int parse(fp_gguf *g) {
             e->off = c.pos + 12;
         } else e->off = c.pos;
         g->nkv++;
-        if ((rc = skip_value(&c, e->type, 0, key))) { free(seen.slot); return rc; }
+        if ((rc = skip_value(&c, e->type, 0, key))) return rc;
         if (str_eq(e->key, "general.alignment")) {
             uint32_t a = e->type == FP_GGUF_U32 ? rd32(g->buf + e->off) : 0;
-            if (a == 0 || (a & (a - 1)) || a > (1u << 16)) {
-                free(seen.slot);
+            if (a == 0 || (a & (a - 1)) || a > (1u << 16))
                 return fp_errorf(FP_EPARSE, "%s: general.alignment must be a u32 power of two (at most 65536)", g->name);
-            }
             g->alignment = a;
         }
     }
-    free(seen.slot);
-    if (strset_init(&seen, (size_t)nt)) return FP_ENOMEM;
+    free(g->seen.slot);
+    if (strset_init(&g->seen, (size_t)nt)) return FP_ENOMEM;
     uint64_t *offs = fp_calloc(nt ? nt : 1, sizeof *offs);
-    if (!offs) { free(seen.slot); return FP_ENOMEM; }
+    if (!offs) return FP_ENOMEM;
     for (uint64_t i = 0; i < nt; i++) {
         fp_gguf_tensor *t = &g->t[i];
         char what[48];
@@ -227,7 +225,7 @@ static int parse(fp_gguf *g) {
         t->type = rd32(g->buf + c.pos);
         offs[i] = rd64(g->buf + c.pos + 4);
         c.pos += 12;
-        if (strset_add(&seen, &t->name)) { rc = fp_errorf(FP_EPARSE, "%s: duplicate tensor name %s", g->name, nm); break; }
+        if (strset_add(&g->seen, &t->name)) { rc = fp_errorf(FP_EPARSE, "%s: duplicate tensor name %s", g->name, nm); break; }
         g->nt++;
         int dt = fp_dtype_from_ggml(t->type);
         if (dt < 0) continue; /* sized later by no one: fp_weights_from_gguf reports it */
@@ -258,7 +256,8 @@ static int parse(fp_gguf *g) {
         }
     }
     free(offs);
-    free(seen.slot);
+    free(g->seen.slot);
+    g->seen.slot = NULL;
     return rc;
 }
 
@@ -296,6 +295,7 @@ int fp_gguf_open(fp_gguf **out, const char *path) {
 void fp_gguf_close(fp_gguf *g) {
     if (!g) return;
     fp_mmap_close(&g->map);
+    free(g->seen.slot);
     free(g->kv);
     free(g->t);
     free(g->name);

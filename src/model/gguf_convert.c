@@ -197,8 +197,12 @@ int fp_gguf_convert_hf(const char *dir, const char *out_path, fp_dtype type, int
     if (!head && file_exists(p) && (rc = fp_weights_open_safetensors(&head, p))) goto done;
     gw = fp_gguf_writer_new();
     if (!gw) { rc = FP_ENOMEM; goto done; }
-    const char *name = strrchr(dir, '/');
-    name = name && name[1] ? name + 1 : dir;
+    char name[256];
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    size_t ds = dl;
+    while (ds > 0 && dir[ds - 1] != '/') ds--;
+    snprintf(name, sizeof name, "%.*s", (int)(dl - ds), dir + ds);
     int prm2 = fp_weights_get(w, "score.0.weight") != NULL, lin = !prm2 && fp_weights_get(w, "score.weight") != NULL;
     int trunk = (flags & FP_GGUF_TRUNK_ONLY) != 0;
     const char *head_kind = trunk ? "none" : prm2 ? "prm2" : lin ? "linear" : head ? "reward_head" : "none";

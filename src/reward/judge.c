@@ -72,7 +72,8 @@ static int load_prompt(prompt_file *pf, const char *path, const char *const *req
     if (rc) return fp_error_prefix("judge prompt: ");
     const char *body = data;
     while (*body == '\n' || *body == '\r' || *body == ' ') body++;
-    if (find_tag_line(body, "[system]") == body) {
+    int has_system = find_tag_line(body, "[system]") == body;
+    if (has_system) {
         const char *sys = strchr(body, '\n');
         const char *user = sys ? find_tag_line(sys + 1, "[user]") : NULL;
         if (!user) { free(data); return fp_errorf(FP_EPARSE, "%s: has [system] but no [user] line", path); }
@@ -83,7 +84,7 @@ static int load_prompt(prompt_file *pf, const char *path, const char *const *req
         pf->user = trimmed_dup(body, strlen(body));
     }
     free(data);
-    if (!pf->user || (find_tag_line(body, "[system]") == body && !pf->system)) return FP_ENOMEM;
+    if (!pf->user || (has_system && !pf->system)) return fp_errorf(FP_ENOMEM, "out of memory");
     if (!*pf->user) return fp_errorf(FP_EPARSE, "%s: the user message is empty", path);
     for (size_t i = 0; i < n_required; i++) {
         char ph[64];
@@ -421,5 +422,76 @@ done:
     if (bm) for (size_t i = 0; i < n; i++) built_free(&bm[i]);
     if (resp) for (size_t i = 0; i < n; i++) fp_chat_response_clear(&resp[i]);
     free(bm); free(reqs); free(resp);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ template-guided rollouts */
+
+static const char *const ROLL_VARS[] = {"question", "template"};
+
+void fp_rollout_opts_default(fp_rollout_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->prompt_path = "prompts/rollout.txt";
+    o->n = 4;
+    o->temperature = 0.7;
+    o->max_tokens = 2048;
+    o->seed = 0;
+}
+
+int fp_template_rollouts(fp_openai_client *c, const fp_rollout_opts *o, const char *const *questions,
+                         const char *const *templates, size_t n_questions, char **out, int *status) {
+    if (!c || !o || (n_questions && (!questions || !templates || !out)))
+        return fp_errorf(FP_EINVAL, "rollouts: NULL argument");
+    if (!o->model || !*o->model) return fp_errorf(FP_EINVAL, "rollouts: no model name");
+    if (o->n < 1) return fp_errorf(FP_EINVAL, "rollouts: n must be >= 1 (got %d)", o->n);
+    if (o->seed < 0) return fp_errorf(FP_EINVAL, "rollouts: the seed must be >= 0");
+    size_t total = n_questions * (size_t)o->n;
+    for (size_t k = 0; k < total; k++) {
+        out[k] = NULL;
+        if (status) status[k] = FP_ESTATE;
+    }
+    if (!total) return FP_OK;
+    prompt_file pf = {0};
+    int rc = load_prompt(&pf, o->prompt_path ? o->prompt_path : "prompts/rollout.txt", ROLL_VARS, 2);
+    if (rc) { free(pf.system); free(pf.user); return rc; }
+    built_msg *bm = fp_calloc(n_questions, sizeof *bm);
+    fp_chat_request *reqs = fp_calloc(total, sizeof *reqs);
+    fp_chat_response *resp = fp_calloc(total, sizeof *resp);
+    if (!bm || !reqs || !resp) { rc = fp_errorf(FP_ENOMEM, "rollouts: out of memory"); goto done; }
+    for (size_t i = 0; i < n_questions; i++) {
+        if (!questions[i] || !templates[i]) { rc = fp_errorf(FP_EINVAL, "rollouts: question %zu has no text or template", i); goto done; }
+        const char *vals[] = {questions[i], templates[i]};
+        size_t nm;
+        if ((rc = build_messages(&pf, ROLL_VARS, vals, 2, &bm[i], &nm))) goto done;
+        for (int r = 0; r < o->n; r++) {
+            fp_chat_request *q = &reqs[i * (size_t)o->n + (size_t)r];
+            fp_chat_request_init(q);
+            q->model = o->model;
+            q->messages = bm[i].msgs;
+            q->n_messages = nm;
+            q->temperature = o->temperature;
+            q->max_tokens = o->max_tokens;
+            q->seed = o->seed + r;
+        }
+    }
+    fp_openai_chat_batch(c, reqs, total, resp);
+    long first_bad = -1;
+    for (size_t k = 0; k < total; k++) {
+        int st = resp[k].status;
+        if (st == FP_OK) {
+            out[k] = resp[k].content;
+            resp[k].content = NULL;
+        }
+        if (status) status[k] = st;
+        if (st != FP_OK && first_bad < 0) first_bad = (long)k;
+    }
+    if (first_bad >= 0)
+        rc = fp_errorf(resp[first_bad].status, "question %zu rollout %zu: %s", (size_t)first_bad / (size_t)o->n,
+                       (size_t)first_bad % (size_t)o->n, resp[first_bad].error ? resp[first_bad].error : "failed");
+done:
+    if (bm) for (size_t i = 0; i < n_questions; i++) built_free(&bm[i]);
+    if (resp) for (size_t k = 0; k < total; k++) fp_chat_response_clear(&resp[k]);
+    free(bm); free(reqs); free(resp);
+    free(pf.system); free(pf.user);
     return rc;
 }

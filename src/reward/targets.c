@@ -2,6 +2,8 @@
  * softmax-weighted mixing and the rollout fraction.  Pure functions; formulas in docs/reward.md. */
 #include "base/base.h"
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 double fp_cosine(const float *a, const float *b, size_t dim) {
     double dot = 0, na = 0, nb = 0;
@@ -102,4 +104,37 @@ double fp_reward_final(const int *correct, size_t n) {
     size_t ok = 0;
     for (size_t i = 0; i < n; i++) ok += correct[i] != 0;
     return (double)ok / (double)n;
+}
+
+int fp_reward_trajectory(const fp_step_pool *p, uint64_t record, size_t lo, size_t n_steps, const float *question,
+                         const float *response, size_t n_resp, const double *qual, fp_step_reward *out,
+                         double *raw_align, double *raw_coh) {
+    if (!p || !p->pool || !question || (n_resp && !response) || (n_steps && !out))
+        return fp_errorf(FP_EINVAL, "reward: NULL argument");
+    if (lo + n_steps > p->pool_n || lo + n_steps < lo)
+        return fp_errorf(FP_EINVAL, "reward: trajectory rows [%zu, %zu) outside a pool of %zu", lo, lo + n_steps, p->pool_n);
+    size_t d = p->dim;
+    size_t *idx = p->k_neg ? fp_malloc(p->k_neg * sizeof *idx) : NULL;
+    float *negs = p->k_neg ? fp_malloc(p->k_neg * d * sizeof *negs) : NULL;
+    if (p->k_neg && (!idx || !negs)) { free(idx); free(negs); return FP_ENOMEM; }
+    int rc = FP_OK;
+    for (size_t t = 0; t < n_steps; t++) {
+        const float *st = p->pool + (lo + t) * d;
+        const float *prev = t ? p->pool + (lo + t - 1) * d : question;
+        double align = t < n_resp ? fp_cosine(st, response + t * d, d) : NAN;
+        rc = fp_reward_sample_negatives(p->seed, record, t + 1, p->pool_n, lo, lo + n_steps, p->k_neg, idx);
+        if (rc) break;
+        for (size_t j = 0; j < p->k_neg; j++) memcpy(negs + j * d, p->pool + idx[j] * d, d * sizeof *negs);
+        double coh;
+        rc = fp_reward_coherence(prev, st, negs, p->k_neg, d, p->tau, &coh);
+        if (rc) break;
+        double q = qual ? qual[t] : NAN;
+        fp_reward_step(align, coh, q, &out[t]);
+        if (raw_align) raw_align[t] = align;
+        if (raw_coh) raw_coh[t] = coh;
+    }
+    free(idx);
+    free(negs);
+    if (rc) return fp_error_prefix("trajectory %llu: ", (unsigned long long)record);
+    return FP_OK;
 }

@@ -124,6 +124,7 @@ int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, con
     int npanels = (N + A2_NR - 1) / A2_NR;
     int tb = 1;
     while (npanels * tb < 4 * nth && T / (tb * 2) >= 4 * A2_MR) tb *= 2;
+    if ((T + tb - 1) / tb > 256) tb = (T + 255) / 256; /* activation blocks stay in L2 across panels */
     int rows = (T + tb - 1) / tb;
     rows = (rows + A2_MR - 1) / A2_MR * A2_MR;
     int njobs = npanels * tb;
@@ -133,8 +134,8 @@ int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, con
         float *tmp = panel + (size_t)A2_KC * A2_NR;
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++) {
-            int t0 = MIN(T, (j % tb) * rows), t1 = MIN(T, t0 + rows);
-            if (t0 < t1) job(&a, (j / tb) * A2_NR, t0, t1, panel, tmp);
+            int t0 = MIN(T, (j / npanels) * rows), t1 = MIN(T, t0 + rows); /* block-major order */
+            if (t0 < t1) job(&a, (j % npanels) * A2_NR, t0, t1, panel, tmp);
         }
     }
     return 0;

@@ -14,6 +14,7 @@
  */
 #include "tensor/kernels.h"
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,10 +24,13 @@
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* Splits T into tb blocks (multiples of mr rows) so that there are enough jobs for nth threads. */
-static int t_blocks(int T, int npanels, int mr, int nth) {
+/* Splits T into tb blocks (multiples of mr rows) so that there are enough jobs for nth threads and, when
+ * mc > 0, no block has more than about mc rows (jobs are ordered block-major, so the threads sweep the
+ * panels of one block of activations while it is in cache; each block re-packs the weights). */
+static int t_blocks(int T, int npanels, int mr, int nth, int mc) {
     int tb = 1;
     while (npanels * tb < 4 * nth && T / (tb * 2) >= 4 * mr) tb *= 2;
+    if (mc > 0 && (T + tb - 1) / tb > mc) tb = (T + mc - 1) / mc;
     return tb;
 }
 static void t_range(int T, int tb, int mr, int j, int *t0, int *t1) {
@@ -141,10 +145,11 @@ AI __m512i load32_bf16(const void *w, fp_dtype wt, size_t row_bytes, int row, in
                                         load16_f32(w, wt, row_bytes, row, K, k));
 }
 
-/* Packs W rows [n0, n0+nvalid) x k [k0, k0+kc) (kc even) as bf16 pairs: panel[p][c] = dword
- * (w[c][k0+2p], w[c][k0+2p+1]), 64 columns (zero for c >= nvalid or k >= K). */
+/* Packs W rows [n0, n0+nvalid) x k [k0, k0+kc) (kc even) as bf16 pairs, 64 columns (zero for c >= nvalid
+ * or k >= K).  Plain layout: panel[p][c] = dword (w[c][k0+2p], w[c][k0+2p+1]).  Tiled layout (AMX; kc a
+ * multiple of 32): 1 KiB tiles of 16 pairs x 16 columns, tile (p/16, c/16) at ((p/16)*4 + c/16) * 256. */
 static void pack_bf16(uint32_t *panel, const void *w, fp_dtype wt, size_t row_bytes, int K, int n0, int nvalid,
-                      int k0, int kc) {
+                      int k0, int kc, int tiled) {
     int np = kc / 2;
     for (int c0 = 0; c0 < BF_NR; c0 += 16) {
         for (int p0 = 0; p0 < np; p0 += 16) {
@@ -155,7 +160,11 @@ static void pack_bf16(uint32_t *panel, const void *w, fp_dtype wt, size_t row_by
             }
             transpose16(r);
             int cnt = MIN(16, np - p0);
-            for (int i = 0; i < cnt; i++) _mm512_store_si512(panel + (size_t)(p0 + i) * BF_NR + c0, r[i]);
+            if (tiled)
+                for (int i = 0; i < cnt; i++)
+                    _mm512_store_si512(panel + ((size_t)(p0 / 16) * 4 + c0 / 16) * 256 + 16 * i, r[i]);
+            else
+                for (int i = 0; i < cnt; i++) _mm512_store_si512(panel + (size_t)(p0 + i) * BF_NR + c0, r[i]);
         }
     }
 }
@@ -214,7 +223,7 @@ static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel)
     const float *bias = a->bias ? a->bias + n0 : NULL;
     for (int k0 = 0; k0 < Kp; k0 += BF_KC) {
         int kc = MIN(BF_KC, Kp - k0), np = kc / 2;
-        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
+        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc, 0);
         for (int t = t0; t < t1; t += BF_MR) {
             const uint32_t *At = A + (size_t)t * a->lda + k0 / 2;
             float *C = a->out + (size_t)t * a->N + n0;
@@ -232,9 +241,34 @@ static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel)
 
 
 /* ================================================================ BF16 x BF16 on AMX tiles (tdpbf16ps) */
+/* Activations f32 [T][K] -> bf16 A tiles: rows padded to Tp (multiple of 16), k to Kp (multiple of 32),
+ * zeros; the tile of rows 16i.. and k 32j.. is 1 KiB at (i * Kp/32 + j) * 512 elements, row r at +32 r. */
+static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int Kp, int Tp) {
+    int nkb = Kp / 32;
+#pragma omp for schedule(static)
+    for (int t = 0; t < Tp; t++) {
+        const float *x = inp + (size_t)(t < T ? t : 0) * K; /* rows >= T are padding: all-zero masks */
+        uint16_t *y = dst + (size_t)(t / 16) * nkb * 512 + (size_t)(t % 16) * 32;
+        for (int j = 0; j < nkb; j++) {
+            int rem = t < T ? K - 32 * j : 0;
+            __m512i v;
+            if (rem >= 32)
+                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 32 * j + 16), _mm512_loadu_ps(x + 32 * j));
+            else {
+                __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : rem <= 0 ? 0 : (1u << rem) - 1);
+                __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
+                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 32 * j + 16),
+                                                 _mm512_maskz_loadu_ps(m0, x + 32 * j));
+            }
+            _mm512_store_si512(y + (size_t)j * 512, v);
+        }
+    }
+}
+
 /* Tiles: tmm0-3 = C (2 x 2 blocks of 16 rows x 16 f32), tmm4-5 = A (16 rows x 32 bf16), tmm6-7 = B
- * (16 k-pairs x 16 cols x 2 bf16: a 16-column slice of the bf16 panel above, row stride 256 bytes).
- * The activations are padded to a multiple of 32 rows and of 32 k (zeros), the panel to 32 k. */
+ * (16 k-pairs x 16 cols x 2 bf16), all loaded from contiguous 1 KiB tiles (row stride 64 bytes): the
+ * activations in act_to_bf16_tiles' layout (padded to 32 rows and 32 k), the panel in pack_bf16's tiled
+ * layout. */
 #define AMX_MR 32
 #define AMX_KC 4096 /* panel = 2048 pairs * 64 cols * 4 B = 512 KiB (L2) */
 
@@ -251,25 +285,25 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                                                                    uint32_t *panel, float *ctmp) {
     int nvalid = MIN(BF_NR, a->N - n0), Kp = (a->K + 31) & ~31, N = a->N;
     const uint16_t *A = a->act;
-    size_t lda_b = a->lda * 4; /* bytes per activation row */
+    int nkb = Kp / 32;
     _tile_loadconfig(&amx_config);
     for (int k0 = 0; k0 < Kp; k0 += AMX_KC) {
         int kc = MIN(AMX_KC, Kp - k0);
-        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
+        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc, 1);
         __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
         for (int t = t0; t < t1; t += AMX_MR) {
-            const uint8_t *At = (const uint8_t *)(A + (size_t)t * a->lda * 2 + k0);
+            const uint16_t *A0 = A + ((size_t)(t / 16) * nkb + k0 / 32) * 512, *A1 = A0 + (size_t)nkb * 512;
             for (int cg = 0; cg < nvalid; cg += 32) {
-                const uint32_t *Bp = panel + cg;
+                const uint32_t *Bp = panel + (cg / 16) * 256;
                 _tile_zero(0);
                 _tile_zero(1);
                 _tile_zero(2);
                 _tile_zero(3);
-                for (int kb = 0; kb < kc; kb += 32) {
-                    _tile_loadd(4, At + 2 * (size_t)kb, lda_b);
-                    _tile_loadd(5, At + 16 * lda_b + 2 * (size_t)kb, lda_b);
-                    _tile_loadd(6, Bp + (size_t)(kb / 2) * BF_NR, BF_NR * 4);
-                    _tile_loadd(7, Bp + (size_t)(kb / 2) * BF_NR + 16, BF_NR * 4);
+                for (int kb = 0; kb < kc / 32; kb++) {
+                    _tile_loadd(4, A0 + (size_t)kb * 512, 64);
+                    _tile_loadd(5, A1 + (size_t)kb * 512, 64);
+                    _tile_loadd(6, Bp + (size_t)kb * 1024, 64);
+                    _tile_loadd(7, Bp + (size_t)kb * 1024 + 256, 64);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_dpbf16ps(1, 4, 7);
                     _tile_dpbf16ps(2, 5, 6);
@@ -398,6 +432,8 @@ static void act_to_q8(int8_t *q, float *d, int32_t *corr, const float *inp, int 
         for (int b = 0; b < nb; b++) {
             __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
             float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+            if (_mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(x1, x1, _CMP_UNORD_Q))
+                amax = NAN; /* a NaN activation makes the block scale NaN, so the outputs are NaN */
             float id = amax > 0.0f ? 127.0f / amax : 0.0f;
             __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, _mm512_set1_ps(id)));
             __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, _mm512_set1_ps(id)));
@@ -571,23 +607,22 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
         a.ac = (const int32_t *)(scratch + ac_off);
     }
     int npanels = (N + nr - 1) / nr;
-    int tb = t_blocks(T, npanels, mr, nth);
+    /* activation blocks of ~256 rows for the f32 and VNNI kernels (f32/int8 rows re-streamed per panel
+     * otherwise); none for AMX and vdpbf16ps, whose packing per block would cost more than it saves */
+    int tb = t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? 256 : 0);
     int njobs = npanels * tb;
 #pragma omp parallel num_threads(nth)
     {
-        if (kind == K_BF16 || kind == K_AMX) act_to_bf16((uint16_t *)scratch, inp, T, K, Kp);
-        if (kind == K_AMX && Tp > T) {
-#pragma omp single
-            memset(scratch + (size_t)T * Kp * 2, 0, (size_t)(Tp - T) * Kp * 2);
-        }
+        if (kind == K_BF16) act_to_bf16((uint16_t *)scratch, inp, T, K, Kp);
+        else if (kind == K_AMX) act_to_bf16_tiles((uint16_t *)scratch, inp, T, K, Kp, Tp);
         else if (kind == K_Q) act_to_q8((int8_t *)scratch, (float *)(scratch + ad_off), (int32_t *)(scratch + ac_off),
                                         inp, T, K);
         /* (the omp for above ends with a barrier) */
         void *panel = scratch + act_bytes + (size_t)omp_get_thread_num() * panel_bytes;
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++) {
-            int n0 = (j / tb) * nr, t0, t1;
-            t_range(T, tb, mr, j % tb, &t0, &t1);
+            int n0 = (j % npanels) * nr, t0, t1;
+            t_range(T, tb, mr, j / npanels, &t0, &t1);
             if (t0 >= t1) continue;
             if (kind == K_AMX) amx_job(&a, n0, t0, t1, panel, (float *)((uint8_t *)panel + (size_t)(AMX_KC / 2) * BF_NR * 4));
             else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);

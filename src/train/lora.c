@@ -24,12 +24,14 @@ int fpt_lora_parse_targets(const char *list, unsigned *mask) {
         if (n == 3 && !strncmp(p, "all", 3)) { *mask |= FPT_LORA_ALL; found = 1; }
         for (int i = 0; i < 7 && !found; i++) {
             size_t sl = strchr(target_name[i], '_') - target_name[i]; /* "q" of "q_proj" */
-            if ((n == sl && !strncmp(p, target_name[i], sl)) || (n == strlen(target_name[i]) && !strncmp(p, target_name[i], n))) {
+            size_t fl = strlen(target_name[i]);
+            if ((n == sl && !strncmp(p, target_name[i], sl)) || (n == fl && !strncmp(p, target_name[i], n))) {
                 *mask |= 1u << i;
                 found = 1;
             }
         }
-        if (!found) return fp_errorf(FP_EINVAL, "lora: unknown target \"%.*s\" (q,k,v,o,gate,up,down or all)", (int)n, p);
+        if (!found)
+            return fp_errorf(FP_EINVAL, "lora: unknown target \"%.*s\" (q,k,v,o,gate,up,down or all)", (int)n, p);
         if (!e) break;
         p = e + 1;
     }
@@ -65,7 +67,8 @@ static int mkdir_p(const char *dir) {
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/') continue;
         *p = 0;
-        if (mkdir(tmp, 0777) && errno != EEXIST) return fp_errorf(FP_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        if (mkdir(tmp, 0777) && errno != EEXIST)
+            return fp_errorf(FP_EIO, "%s: cannot create: %s", tmp, strerror(errno));
         *p = '/';
     }
     if (mkdir(tmp, 0777) && errno != EEXIST) return fp_errorf(FP_EIO, "%s: cannot create: %s", tmp, strerror(errno));
@@ -89,7 +92,10 @@ int fpt_lora_save(const fpt_model *m, const char *dir, const char *base_model) {
         /* PEFT strips the adapter name and "modules_to_save." from saved keys: score.0.weight is saved as
          * base_model.model.score.0.weight */
         if (p->is_lora) snprintf(names[nt], sizeof names[nt], "%s", p->name);
-        else { snprintf(names[nt], sizeof names[nt], "base_model.model.%s", p->name); heads |= p->name[0] == 's' ? 1 : 2; }
+        else {
+            snprintf(names[nt], sizeof names[nt], "base_model.model.%s", p->name);
+            heads |= p->name[0] == 's' ? 1 : 2;
+        }
         t[nt] = (fpt_st_tensor){.name = names[nt], .dtype = FP_F32, .ndim = p->ndim,
                                 .shape = {p->shape[0], p->shape[1]}, .data = P + p->offset};
         nt++;

@@ -81,31 +81,30 @@ static int add_param(fpt_model *m, int *cap, const char *name, int ndim, int64_t
     return FP_OK;
 }
 
-static int g_trainable_only; /* bind_view filter (set only around bind_view calls) */
-
-static float *pv(float *base, const fpt_model *m, const char *name) {
+/* Pointer to parameter `name` inside base (NULL when absent, or frozen and only_trainable is set). */
+static float *pv(float *base, const fpt_model *m, const char *name, int only_trainable) {
     const fpt_param *p = fpt_model_find(m, name);
-    if (p && g_trainable_only && !p->trainable) return NULL;
-    return p ? base + p->offset : NULL;
+    if (!p || (only_trainable && !p->trainable)) return NULL;
+    return base + p->offset;
 }
 
-static int bind_view_impl(model_view *v, float *base, const fpt_model *m) {
+static int bind_view(model_view *v, float *base, const fpt_model *m, int tr) {
     const fpt_config *c = &m->cfg;
     if (!v->layer) v->layer = fp_calloc((size_t)c->layers, sizeof *v->layer);
     if (!v->layer) return FP_ENOMEM;
-    v->embed = pv(base, m, "model.embed_tokens.weight");
-    v->norm = pv(base, m, "model.norm.weight");
-    v->lm_head = c->tie_embeddings ? v->embed : pv(base, m, "lm_head.weight");
-    v->s0w = pv(base, m, "score.0.weight");
-    v->s0b = pv(base, m, "score.0.bias");
-    v->s2w = pv(base, m, "score.2.weight");
-    v->s2b = pv(base, m, "score.2.bias");
-    v->rw = pv(base, m, "reward_head.weight");
-    v->rb = pv(base, m, "reward_head.bias");
+    v->embed = pv(base, m, "model.embed_tokens.weight", tr);
+    v->norm = pv(base, m, "model.norm.weight", tr);
+    v->lm_head = c->tie_embeddings ? v->embed : pv(base, m, "lm_head.weight", tr);
+    v->s0w = pv(base, m, "score.0.weight", tr);
+    v->s0b = pv(base, m, "score.0.bias", tr);
+    v->s2w = pv(base, m, "score.2.weight", tr);
+    v->s2b = pv(base, m, "score.2.bias", tr);
+    v->rw = pv(base, m, "reward_head.weight", tr);
+    v->rb = pv(base, m, "reward_head.bias", tr);
     char nm[128];
     for (int l = 0; l < c->layers; l++) {
         layer_view *L = &v->layer[l];
-#define LV(field, suffix) snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix); L->field = pv(base, m, nm)
+#define LV(field, suffix) snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix); L->field = pv(base, m, nm, tr)
         LV(ln1, "input_layernorm.weight");
         LV(wq, "self_attn.q_proj.weight");
         LV(bq, "self_attn.q_proj.bias");
@@ -121,19 +120,12 @@ static int bind_view_impl(model_view *v, float *base, const fpt_model *m) {
 #undef LV
         for (int i = 0; i < 7; i++) {
             snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_A.weight", l, lora_module[i]);
-            L->la[i] = pv(base, m, nm);
+            L->la[i] = pv(base, m, nm, tr);
             snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.lora_B.weight", l, lora_module[i]);
-            L->lb[i] = pv(base, m, nm);
+            L->lb[i] = pv(base, m, nm, tr);
         }
     }
     return FP_OK;
-}
-
-static int bind_view(model_view *v, float *base, const fpt_model *m, int trainable_only) {
-    g_trainable_only = trainable_only;
-    int rc = bind_view_impl(v, base, m);
-    g_trainable_only = 0;
-    return rc;
 }
 
 void fpt_config_from_model(fpt_config *c, const fp_model_config *mc) {
@@ -168,7 +160,9 @@ int fpt_model_new(fpt_model **out, const fpt_config *cfg) {
     rc |= add_param(m, &cap, "model.embed_tokens.weight", 2, c->vocab, C);
     char nm[128];
     for (int l = 0; l < c->layers && !rc; l++) {
-#define AP(suffix, nd, a, b) snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix); rc |= add_param(m, &cap, nm, nd, a, b)
+#define AP(suffix, nd, a, b) \
+    snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix); \
+    rc |= add_param(m, &cap, nm, nd, a, b)
         AP("input_layernorm.weight", 1, C, 0);
         AP("self_attn.q_proj.weight", 2, QD, C);
         AP("self_attn.q_proj.bias", 1, QD, 0);
@@ -257,7 +251,8 @@ static int ensure_acts(fpt_model *m, int T) {
            KD = (size_t)c->kv_heads * c->head_dim, NH = c->heads, V = c->vocab, t = (size_t)T;
     if (!m->acts && !(m->acts = fp_calloc((size_t)c->layers, sizeof *m->acts))) return FP_ENOMEM;
     int bad = 0;
-#define AL(ptr, n) do { size_t al_n = (n); (ptr) = fp_malloc(sizeof(float) * (al_n ? al_n : 1)); if (!(ptr)) bad = 1; } while (0)
+#define AL(ptr, n) do { size_t al_n = (n); (ptr) = fp_malloc(sizeof(float) * (al_n ? al_n : 1)); \
+        if (!(ptr)) bad = 1; } while (0)
     for (int l = 0; l < c->layers; l++) {
         layer_acts *a = &m->acts[l];
         AL(a->x, t * C); AL(a->ln1, t * C); AL(a->rstd1, t); AL(a->q, t * QD); AL(a->k, t * KD);
@@ -293,7 +288,12 @@ const fpt_param *fpt_model_find(const fpt_model *m, const char *name) {
 float *fpt_model_params(fpt_model *m) { return m->data; }
 float *fpt_model_grads(fpt_model *m) { return m->grad; }
 const float *fpt_model_score_logits(const fpt_model *m) { return m->ran_score ? m->logits2 : NULL; }
-void fpt_model_zero_grad(fpt_model *m) { memset(m->grad, 0, m->numel * sizeof(float)); }
+/* Only trainable ranges: frozen gradients stay zero, and their (calloc'd) pages are never touched, so a frozen
+ * 7B trunk costs no gradient memory in LoRA / head-only mode. */
+void fpt_model_zero_grad(fpt_model *m) {
+    for (int i = 0; i < m->nparams; i++)
+        if (m->params[i].trainable) memset(m->grad + m->params[i].offset, 0, m->params[i].numel * sizeof(float));
+}
 
 void fpt_model_set_mode(fpt_model *m, int mode) {
     m->mode = mode;

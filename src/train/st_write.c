@@ -44,15 +44,20 @@ int fpt_st_write(const char *path, const fpt_st_tensor *t, int n, const char *co
     for (int i = 0; i < n && !rc; i++) {
         size_t es;
         const char *dt = st_dtype(t[i].dtype, &es);
-        if (!dt) { fp_buf_free(&h); return fp_errorf(FP_EUNSUPPORTED, "safetensors: %s: dtype not writable", t[i].name); }
-        if (t[i].ndim < 0 || t[i].ndim > FP_MAX_DIMS) { fp_buf_free(&h); return fp_errorf(FP_EINVAL, "safetensors: %s: bad ndim", t[i].name); }
+        const char *bad = NULL;
+        if (!dt) bad = "dtype not writable (F32, F16, BF16)";
+        else if (t[i].ndim < 0 || t[i].ndim > FP_MAX_DIMS) bad = "bad ndim";
         size_t numel = 1;
-        for (int d = 0; d < t[i].ndim; d++) {
-            if (t[i].shape[d] < 0) { fp_buf_free(&h); return fp_errorf(FP_EINVAL, "safetensors: %s: negative dim", t[i].name); }
+        for (int d = 0; !bad && d < t[i].ndim; d++) {
+            if (t[i].shape[d] < 0) bad = "negative dimension";
             numel *= (size_t)t[i].shape[d];
         }
-        for (int j = 0; j < i; j++)
-            if (!strcmp(t[j].name, t[i].name)) { fp_buf_free(&h); return fp_errorf(FP_EINVAL, "safetensors: duplicate tensor %s", t[i].name); }
+        for (int j = 0; !bad && j < i; j++)
+            if (!strcmp(t[j].name, t[i].name)) bad = "duplicate tensor name";
+        if (bad) {
+            fp_buf_free(&h);
+            return fp_errorf(dt ? FP_EINVAL : FP_EUNSUPPORTED, "safetensors: %s: %s", t[i].name, bad);
+        }
         if (!first) rc |= fp_buf_append(&h, ",", 1);
         first = 0;
         rc |= json_str(&h, t[i].name);

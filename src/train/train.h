@@ -142,7 +142,7 @@ float *fpt_model_params(fpt_model *m); /* all parameters, contiguous */
 float *fpt_model_grads(fpt_model *m);  /* all gradients, same layout */
 /* FULL: everything trainable.  HEAD_ONLY: only score / reward_head trainable, trunk frozen (backward stops at
  * the final norm output).  LORA: the LoRA matrices and the heads (PEFT modules_to_save) trainable, base frozen.
- * Frozen parameters get no gradient and no update. */
+ * Frozen parameters get no gradient and no update.  Set the mode before accumulating gradients. */
 void fpt_model_set_mode(fpt_model *m, int mode);
 
 /* Tensor source for loading: returns the tensor named `name` or NULL. */

@@ -5,7 +5,12 @@
 #include "base/base.h"
 #include "model/gguf.h"
 #include "model/weights.h"
+#include <curl/curl.h>
+#include <jansson.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FX "tests/ref/formats/data/"
@@ -502,6 +507,160 @@ static int test_llama_quantize_agrees(void) {
     return 0;
 }
 
+/* fp_model (the engine) on our GGUF file gives the same outputs as on the HF directory it came from. */
+static int compare_model(const char *dir, const char *gguf, int use_head, double tol) {
+    fp_model *a = NULL, *b = NULL;
+    CHECK_OK(fp_model_load(&a, dir));
+    CHECK_OK(fp_model_load(&b, gguf));
+    if (!a || !b) { fp_model_free(a); fp_model_free(b); return 1; }
+    fp_model_info ia, ib;
+    fp_model_get_info(a, &ia);
+    fp_model_get_info(b, &ib);
+    CHECK_MSG(ia.head == ib.head && ia.num_labels == ib.num_labels, "%s: head %d/%d vs %d/%d", gguf, ia.head,
+              ia.num_labels, ib.head, ib.num_labels);
+    int32_t ids[7] = {1, 5, 9, 2, 33, 17, 4};
+    int T = 7, n = use_head ? ia.num_labels : ia.hidden_size;
+    float *x = calloc((size_t)(T * (n > 0 ? n : 1)), sizeof(float)), *y = calloc((size_t)(T * (n > 0 ? n : 1)), sizeof(float));
+    if (use_head) {
+        CHECK_OK(fp_model_head_logits(a, ids, T, NULL, T, x));
+        CHECK_OK(fp_model_head_logits(b, ids, T, NULL, T, y));
+    } else {
+        CHECK_OK(fp_model_hidden_states(a, ids, T, NULL, T, x));
+        CHECK_OK(fp_model_hidden_states(b, ids, T, NULL, T, y));
+    }
+    double maxd = 0, maxa = 0;
+    for (int i = 0; i < T * n; i++) { maxd = fmax(maxd, fabs(x[i] - y[i])); maxa = fmax(maxa, fabs(x[i])); }
+    CHECK_MSG(maxd <= tol * (1 + maxa), "%s: max |HF - GGUF| = %g (max |x| %g)", gguf, maxd, maxa);
+    free(x);
+    free(y);
+    fp_model_free(a);
+    fp_model_free(b);
+    return 0;
+}
+
+static int test_engine_loads_our_gguf(void) {
+    char out[512];
+    const char *cases[][2] = {{"prm-f32", "1"}, {"prm-bf16", "0"}, {"q3-f32", "0"}};
+    const char *dirs[] = {FX "tiny-prm", FX "tiny-prm", FX "tiny-qwen3"};
+    fp_dtype types[] = {FP_F32, FP_BF16, FP_F32};
+    for (int i = 0; i < 3; i++) {
+        snprintf(out, sizeof out, "%s/%s.gguf", th_tmpdir(), cases[i][0]);
+        CHECK_OK(fp_gguf_convert_hf(dirs[i], out, types[i], 0, NULL));
+        /* f32 and same-dtype files hold the very same weights: equal up to float rounding */
+        compare_model(dirs[i], out, cases[i][1][0] == '1', types[i] == FP_F32 ? 1e-5 : 2e-2);
+        if (cases[i][1][0] == '1') compare_model(dirs[i], out, 0, 1e-5);
+    }
+    return 0;
+}
+
+/* llama.cpp's forward on our GGUF (llama-server --embedding --pooling none: final hidden states per token)
+ * against fp_model on the HF directory. */
+typedef struct { char *data; size_t len; } curlbuf;
+static size_t curl_sink(char *p, size_t sz, size_t n, void *ud) {
+    curlbuf *b = ud;
+    char *d = realloc(b->data, b->len + sz * n + 1);
+    if (!d) return 0;
+    memcpy(d + b->len, p, sz * n);
+    b->data = d;
+    b->len += sz * n;
+    d[b->len] = 0;
+    return sz * n;
+}
+static long http_post(const char *url, const char *body, curlbuf *out) {
+    CURL *c = curl_easy_init();
+    long code = 0;
+    if (!c) return 0;
+    out->data = NULL;
+    out->len = 0;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    return code;
+}
+
+static int test_llama_cpp_hidden_states(void) {
+    const char *root = getenv("PYREF_ROOT") ? getenv("PYREF_ROOT") : "/var/cache/pyref-sid";
+    char srv[512], pyref[512];
+    snprintf(srv, sizeof srv, "%s/usr/bin/llama-server", root);
+    snprintf(pyref, sizeof pyref, "%s/tools/pyref", th_shared() ? th_shared() : "../shared");
+    if (access(srv, X_OK) || access(pyref, X_OK) || geteuid() != 0) {
+        printf("  (needs the pyref chroot with llama.cpp-tools at %s and root: run pyref setup)\n", root);
+        return TH_SKIP;
+    }
+    const char *dir = tiny_qwen2_dir();
+    if (!dir) { printf("  (needs ../shared/data/tokenizer/qwen2)\n"); return TH_SKIP; }
+    char gguf[512], logp[512], portbuf[16];
+    snprintf(gguf, sizeof gguf, "%s/hs-f32.gguf", th_tmpdir());
+    snprintf(logp, sizeof logp, "%s/llama-server.log", th_tmpdir());
+    CHECK_OK(fp_gguf_convert_hf(dir, gguf, FP_F32, 0, NULL));
+    int port = 20000 + (int)(getpid() % 20000);
+    snprintf(portbuf, sizeof portbuf, "%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        FILE *f = freopen(logp, "w", stdout);
+        if (f) dup2(fileno(stdout), 2);
+        execl("/bin/sh", "sh", pyref, "exec", "llama-server", "-m", gguf, "--host", "127.0.0.1", "--port", portbuf,
+              "--embedding", "--pooling", "none", "-t", "1", "-c", "256", "--no-webui", "-ctk", "f32", "-ctv", "f32", "-fa", "off",
+              (char *)NULL);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    char url[128];
+    curlbuf r = {0};
+    int ready = 0;
+    for (int i = 0; i < 120 && !ready; i++) { /* up to 60 s */
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/health", port);
+        ready = http_post(url, NULL, &r) == 200;
+        free(r.data);
+        if (!ready) { struct timespec ts = {0, 500000000}; nanosleep(&ts, NULL); }
+    }
+    CHECK_MSG(ready, "llama-server did not come up (see %s)", logp);
+    int32_t ids[] = {9707, 11, 1879, 0, 151645, 220, 17, 10, 18};
+    int T = 9, H = 32;
+    if (ready) {
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/embedding", port);
+        char body[256] = "{\"content\": [";
+        for (int i = 0; i < T; i++) snprintf(body + strlen(body), sizeof body - strlen(body), "%s%d", i ? "," : "", ids[i]);
+        strcat(body, "]}");
+        long code = http_post(url, body, &r);
+        CHECK_MSG(code == 200, "POST /embedding: HTTP %ld: %.300s", code, r.data ? r.data : "");
+        json_error_t jerr;
+        json_t *j = r.data ? json_loads(r.data, 0, &jerr) : NULL;
+        json_t *emb = json_object_get(json_array_get(j, 0), "embedding");
+        CHECK_MSG(json_array_size(emb) == (size_t)T, "unexpected reply: %.300s", r.data ? r.data : "");
+        fp_model *m = NULL;
+        CHECK_OK(fp_model_load(&m, dir));
+        float *ours = calloc((size_t)(T * H), sizeof(float));
+        if (m) CHECK_OK(fp_model_hidden_states(m, ids, T, NULL, T, ours));
+        double maxd = 0, maxa = 0;
+        for (int t = 0; t < T && json_array_size(emb) == (size_t)T; t++) {
+            json_t *row = json_array_get(emb, (size_t)t);
+            CHECK(json_array_size(row) == (size_t)H);
+            for (int k = 0; k < H && k < (int)json_array_size(row); k++) {
+                double v = json_number_value(json_array_get(row, (size_t)k));
+                maxd = fmax(maxd, fabs(v - ours[t * H + k]));
+                maxa = fmax(maxa, fabs(v));
+            }
+        }
+        printf("  llama.cpp vs fluxprm final hidden states: max |diff| %.3g (max |h| %.3g)\n", maxd, maxa);
+        CHECK_MSG(maxd <= 1e-3 * (1 + maxa), "llama.cpp and fluxprm disagree: %g", maxd);
+        free(ours);
+        fp_model_free(m);
+        json_decref(j);
+        free(r.data);
+    }
+    kill(-pid, SIGTERM);
+    int st;
+    for (int i = 0; i < 50 && waitpid(pid, &st, WNOHANG) == 0; i++) { struct timespec ts = {0, 100000000}; nanosleep(&ts, NULL); }
+    if (waitpid(pid, &st, WNOHANG) == 0) { kill(-pid, SIGKILL); waitpid(pid, &st, 0); }
+    return 0;
+}
+
 static int test_cli_usage(void) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s convert >/dev/null 2>&1", th_bin());
@@ -528,6 +687,14 @@ int main(void) {
     RUN(test_convert_tokenizer);
     RUN(test_llama_cpp_loads);
     RUN(test_llama_quantize_agrees);
+    RUN(test_engine_loads_our_gguf);
+    RUN(test_llama_cpp_hidden_states);
     RUN(test_cli_usage);
-    return th_finish();
+    int rc = th_finish();
+    if (!rc && !getenv("FLUXPRM_KEEP_TMP") && strncmp(th_tmpdir(), "tests/tmp/", 10) == 0) { /* ~60 MB of files */
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", th_tmpdir());
+        if (system(cmd)) {}
+    }
+    return rc;
 }

@@ -173,6 +173,24 @@ static int test_config(void) {
     CHECK_OK(fp_model_config_load(&c, FIX "qwen2_prm_bf16"));
     CHECK(c.torch_dtype == FP_BF16);
     CHECK(fp_model_config_load(&c, FIX "nonexistent") == FP_EIO);
+
+    /* transformers 4.x style (the Qwen2.5-Math-PRM-7B config.json keys): top-level rope_theta, torch_dtype,
+     * rope_scaling null, sliding_window set but disabled, eos as a list */
+    char p[600];
+    snprintf(p, sizeof p, "%s/config4.json", th_tmpdir());
+    FILE *f = fopen(p, "w");
+    fputs("{\"architectures\":[\"Qwen2ForProcessRewardModel\"],\"auto_map\":{\"AutoModel\":\"modeling_qwen2_rm."
+          "Qwen2ForProcessRewardModel\"},\"bos_token_id\":151643,\"eos_token_id\":[151645,151643],"
+          "\"hidden_act\":\"silu\",\"hidden_size\":3584,\"intermediate_size\":18944,\"max_position_embeddings\":4096,"
+          "\"max_window_layers\":28,\"model_type\":\"qwen2\",\"num_attention_heads\":28,\"num_hidden_layers\":28,"
+          "\"num_key_value_heads\":4,\"rms_norm_eps\":1e-05,\"rope_scaling\":null,\"rope_theta\":10000.0,"
+          "\"sliding_window\":4096,\"tie_word_embeddings\":false,\"torch_dtype\":\"bfloat16\",\"use_cache\":true,"
+          "\"use_sliding_window\":false,\"vocab_size\":152064}", f);
+    fclose(f);
+    CHECK_OK(fp_model_config_load(&c, p));
+    CHECK(c.hidden_size == 3584 && c.num_layers == 28 && c.num_kv_heads == 4 && c.head_dim == 128);
+    CHECK(c.rope_theta == 10000.0 && c.rms_norm_eps == 1e-5 && c.torch_dtype == FP_BF16 && c.vocab_size == 152064);
+    CHECK(c.eos_token_id == 151645 && c.bos_token_id == 151643 && c.pad_token_id == -1 && c.max_position_embeddings == 4096);
     return 0;
 }
 
@@ -386,27 +404,32 @@ static int test_batch_threads(void) {
 
 /* The tiled online-softmax attention against the plain two-pass reference, including query subsets. */
 static int test_attention_kernel(void) {
-    int T = 150, nh = 6, nkv = 2, d = 16;
-    float *q = malloc(sizeof(float) * T * nh * d), *k = malloc(sizeof(float) * T * nkv * d),
-          *v = malloc(sizeof(float) * T * nkv * d), *o1 = malloc(sizeof(float) * T * nh * d),
-          *o2 = malloc(sizeof(float) * T * nh * d);
-    srand(7);
-    for (int i = 0; i < T * nh * d; i++) q[i] = (float)rand() / RAND_MAX * 6 - 3;
-    for (int i = 0; i < T * nkv * d; i++) k[i] = (float)rand() / RAND_MAX * 6 - 3, v[i] = (float)rand() / RAND_MAX - 0.5f;
-    fp_attention_forward(o1, q, k, v, NULL, T, T, nh, nkv, d);
-    fp_attention_forward_ref(o2, q, k, v, NULL, T, T, nh, nkv, d);
-    double md = 0;
-    for (int i = 0; i < T * nh * d; i++) md = fmax(md, fabs(o1[i] - o2[i]));
-    CHECK_MSG(md < 2e-6, "attention max diff %g", md);
-    int qpos[4] = {0, 63, 64, 149};
-    float *qs = malloc(sizeof(float) * 4 * nh * d);
-    for (int i = 0; i < 4; i++) memcpy(qs + i * nh * d, q + qpos[i] * nh * d, sizeof(float) * nh * d);
-    fp_attention_forward(o1, qs, k, v, qpos, 4, T, nh, nkv, d);
-    md = 0;
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < nh * d; j++) md = fmax(md, fabs(o1[i * nh * d + j] - o2[qpos[i] * nh * d + j]));
-    CHECK_MSG(md < 2e-6, "attention (query subset) max diff %g", md);
-    free(q); free(k); free(v); free(o1); free(o2); free(qs);
+    const int dims[5] = {8, 16, 24, 64, 128}; /* scalar (d % 16 != 0) and 16-wide paths, 1..2 chunks of 64 */
+    for (int di = 0; di < 5; di++) {
+        int T = 150, nh = 6, nkv = 2, d = dims[di];
+        float *q = malloc(sizeof(float) * T * nh * d), *k = malloc(sizeof(float) * T * nkv * d),
+              *v = malloc(sizeof(float) * T * nkv * d), *o1 = malloc(sizeof(float) * T * nh * d),
+              *o2 = malloc(sizeof(float) * T * nh * d);
+        srand(7 + di);
+        for (int i = 0; i < T * nh * d; i++) q[i] = (float)rand() / RAND_MAX * 6 - 3;
+        for (int i = 0; i < T * nkv * d; i++)
+            k[i] = (float)rand() / RAND_MAX * 6 - 3, v[i] = (float)rand() / RAND_MAX - 0.5f;
+        CHECK(fp_attention_forward(o1, q, k, v, NULL, T, T, nh, nkv, d) == 0);
+        fp_attention_forward_ref(o2, q, k, v, NULL, T, T, nh, nkv, d);
+        double md = 0;
+        for (int i = 0; i < T * nh * d; i++) md = fmax(md, fabs(o1[i] - o2[i]));
+        CHECK_MSG(md < 2e-6, "d=%d: attention max diff %g", d, md);
+        int qpos[4] = {0, 63, 64, 149};
+        float *qs = malloc(sizeof(float) * 4 * nh * d);
+        for (int i = 0; i < 4; i++) memcpy(qs + i * nh * d, q + qpos[i] * nh * d, sizeof(float) * nh * d);
+        CHECK(fp_attention_forward(o1, qs, k, v, qpos, 4, T, nh, nkv, d) == 0);
+        double md2 = 0;
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < nh * d; j++) md2 = fmax(md2, fabs(o1[i * nh * d + j] - o2[qpos[i] * nh * d + j]));
+        CHECK_MSG(md2 < 2e-6, "d=%d: attention (query subset) max diff %g", d, md2);
+        printf("  d=%d: max diff vs f64 reference %.3g (all rows), %.3g (subset)\n", d, md, md2);
+        free(q); free(k); free(v); free(o1); free(o2); free(qs);
+    }
     return 0;
 }
 

@@ -3,14 +3,14 @@
  * inside counts, else the whole body.  Directives (first match wins):
  *   @429        first attempt of this exact body: 429 with "Retry-After: 1"
  *   @500x2      first two attempts: 500
- *   @slow       first attempt: sleep 1 s before answering (client timeout shorter)
+ *   @slow       first attempt: sleep 1.5 s before answering (client timeout shorter)
  *   @hold       sleep 0.3 s (lets concurrent requests overlap)
  *   @always500  always 500;   @400  always 400 with an error message;  @garbage200  200 with a non-JSON body
  *   @401echo    401 whose error message echoes the Authorization header (tests redaction)
  *   @auth       replies "auth-ok" when the Authorization header is "Bearer sk-test-secret-42", else "auth-missing"
  *   @noschema   400 when the request has a json_schema response_format
  *   @noformat   400 when the request has any response_format
- *   @reply=X    the assistant content: 7 -> {"score": 7}, 11 -> {"score": 11}, str -> {"score": "7"},
+ *   @reply=X    the assistant content (template first, then the order below): 7 -> {"score": 7}, 11 -> {"score": 11}, str -> {"score": "7"},
  *               bad -> not json, nokey -> {"grade": 5}, prose -> text with a ```json fence {"score": 6.5},
  *               template -> a two-line numbered list
  *   otherwise   {"score": 5}
@@ -144,16 +144,16 @@ static enum MHD_Result mock_handle(void *cls, struct MHD_Connection *conn, const
     else if (strstr(scope, "@noformat") && strstr(body, "\"response_format\""))
         ret = mock_send(conn, 400, "{\"error\":{\"message\":\"response_format is not supported\"}}", NULL);
     else {
-        if (strstr(scope, "@slow") && attempt == 1) usleep(1000000);
+        if (strstr(scope, "@slow") && attempt == 1) usleep(1500000);
         const char *content = "{\"score\": 5}";
         if (strstr(scope, "@auth")) content = auth && !strcmp(auth, "Bearer sk-test-secret-42") ? "auth-ok" : "auth-missing";
+        else if (strstr(scope, "@reply=template")) content = "1. Set up the equation.\n2. Solve and check.";
         else if (strstr(scope, "@reply=7")) content = "{\"score\": 7}";
         else if (strstr(scope, "@reply=11")) content = "{\"score\": 11}";
         else if (strstr(scope, "@reply=str")) content = "{\"score\": \"7\"}";
         else if (strstr(scope, "@reply=bad")) content = "I think it is good";
         else if (strstr(scope, "@reply=nokey")) content = "{\"grade\": 5}";
         else if (strstr(scope, "@reply=prose")) content = "Sure.\n```json\n{\"score\": 6.5}\n```";
-        else if (strstr(scope, "@reply=template")) content = "1. Set up the equation.\n2. Solve and check.";
         ret = mock_reply(conn, content);
     }
     atomic_fetch_sub(&m->inflight, 1);

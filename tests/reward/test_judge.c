@@ -193,6 +193,38 @@ static int test_templates(void) {
     return 0;
 }
 
+static int test_rollouts(void) {
+    fp_openai_opts o;
+    fp_openai_opts_default(&o);
+    o.base_url = url;
+    o.cache_dir = NULL;
+    o.max_retries = 0;
+    fp_openai_client *c;
+    CHECK_OK(fp_openai_client_new(&c, &o));
+    fp_rollout_opts ro;
+    fp_rollout_opts_default(&ro);
+    ro.model = "policy";
+    ro.n = 3;
+    const char *qs[2] = {"Q1 @reply=template", "Q2 @400"}, *tm[2] = {"1. think", "2. think"};
+    char *out[6];
+    int st[6];
+    int before = atomic_load(&srv.requests);
+    CHECK(fp_template_rollouts(c, &ro, qs, tm, 2, out, st) == FP_EINVAL);
+    CHECK(atomic_load(&srv.requests) - before == 6); /* seeds 0, 1, 2: three distinct requests per question */
+    for (int k = 0; k < 3; k++) CHECK(st[k] == FP_OK && out[k] && strstr(out[k], "Solve and check"));
+    for (int k = 3; k < 6; k++) CHECK(st[k] == FP_EINVAL && !out[k]);
+    CHECK_MSG(strstr(fp_last_error(), "question 1 rollout 0: HTTP 400") != NULL, "%s", fp_last_error());
+    for (int k = 0; k < 6; k++) free(out[k]);
+    ro.n = 0;
+    CHECK(fp_template_rollouts(c, &ro, qs, tm, 2, out, st) == FP_EINVAL);
+    ro.n = 1;
+    ro.prompt_path = write_file("roll_bad.txt", "only {question}");
+    CHECK(fp_template_rollouts(c, &ro, qs, tm, 2, out, st) == FP_EPARSE);
+    CHECK(strstr(fp_last_error(), "{template}") != NULL);
+    fp_openai_client_free(c);
+    return 0;
+}
+
 int main(void) {
     if (mock_start(&srv) != 0) { printf("cannot start the mock server\n"); return 1; }
     mock_url(&srv, url, sizeof url);
@@ -202,6 +234,7 @@ int main(void) {
     RUN(test_step_scores);
     RUN(test_fallback);
     RUN(test_templates);
+    RUN(test_rollouts);
     mock_stop(&srv);
     return th_finish();
 }

@@ -264,6 +264,7 @@ static int test_llama_server(void) {
     for (int i = 0; i < 2; i++) fp_judge_score_clear(&outa[i]);
     fp_judge_free(j);
     fp_openai_client_free(c);
+    unlink(model_rel); /* 45 MB */
     return 0;
 }
 

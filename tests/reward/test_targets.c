@@ -148,11 +148,36 @@ static int test_fixture(void) {
     return 0;
 }
 
+static int test_trajectory(void) {
+    /* trajectory 0 = rows 0-1, trajectory 1 = rows 2-3; k = 2 takes every outside row, so the draw order
+     * does not matter and the values are computable by hand */
+    float pool[8] = {1, 0, 0, 1, -1, 0, 0, -1}, q[2] = {1, 0}, resp[2] = {1, 0};
+    fp_step_pool p = {pool, 4, 2, 1.0, 2, 99};
+    double qual[2] = {8, NAN}, ra[2], rc[2];
+    fp_step_reward out[2];
+    CHECK_OK(fp_reward_trajectory(&p, 0, 0, 2, q, resp, 1, qual, out, ra, rc));
+    double e = exp(1.0);
+    CHECK_NEAR(ra[0], 1.0, 1e-12);
+    CHECK(isnan(ra[1]) && isnan(out[1].align)); /* only one response step */
+    CHECK_NEAR(rc[0], 1.0 - log(e + 1.0 / e + 1.0), 1e-12); /* prev = question: cos 1; negatives -1, 0 */
+    CHECK_NEAR(rc[1], 0.0 - log(1.0 + 1.0 / e + 1.0), 1e-12); /* prev = step 1: cos 0; negatives -1, 0 */
+    double c0[3] = {1.0, e / (e + 1.0 / e + 1.0), 0.8};
+    CHECK_NEAR(out[0].mixed, fp_reward_mix(c0, 3), 1e-12);
+    CHECK_NEAR(out[1].mixed, 1.0 / (2.0 + 1.0 / e), 1e-12); /* coherence alone */
+    p.k_neg = 3;
+    CHECK(fp_reward_trajectory(&p, 0, 0, 2, q, resp, 1, qual, out, NULL, NULL) == FP_ERANGE);
+    CHECK(strstr(fp_last_error(), "trajectory 0:") != NULL);
+    p.k_neg = 2;
+    CHECK(fp_reward_trajectory(&p, 1, 3, 2, q, resp, 1, NULL, out, NULL, NULL) == FP_EINVAL);
+    return 0;
+}
+
 int main(void) {
     RUN(test_cosine);
     RUN(test_coherence_by_hand);
     RUN(test_mix_and_step);
     RUN(test_rng_and_negatives);
     RUN(test_fixture);
+    RUN(test_trajectory);
     return th_finish();
 }

@@ -224,6 +224,33 @@ static int test_dispatch(void) {
     return 0;
 }
 
+/* A NaN activation makes its output row NaN (and only that row) on every path. */
+static int test_nan_row(void) {
+    const int variants[] = {FP_KERN_REF, FP_KERN_AVX2, FP_KERN_AVX512, V_AVX512_DP_VNNI, V_AVX512_F32, V_AVX512_AMX};
+    const fp_dtype dts[] = {FP_F32, FP_BF16, FP_Q8_0};
+    int T = 3, K = 64, N = 40;
+    float *x = malloc(sizeof(float) * T * K), *out = malloc(sizeof(float) * T * N), *wf = malloc(sizeof(float) * N * K);
+    for (int i = 0; i < T * K; i++) x[i] = frand();
+    x[K + 5] = NAN;
+    for (size_t d = 0; d < 3; d++) {
+        void *w = make_weights(dts[d], N, K, wf);
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+            int lv = variants[v];
+            if (fp_cpu_max_kernel() < (lv >= V_AVX512_DP_VNNI ? FP_KERN_AVX512 : lv)) continue;
+            if (lv == V_AVX512_DP_VNNI && !(fp_cpu_has_avx512bf16() && fp_cpu_has_avx512vnni())) continue;
+            if (lv == V_AVX512_AMX && !fp_cpu_has_amx_bf16()) continue;
+            variant_run(lv, out, x, w, dts[d], NULL, T, K, N);
+            int bad = 0;
+            for (int t = 0; t < T; t++)
+                for (int n = 0; n < N; n++) bad += (t == 1) != (isnan(out[t * N + n]) != 0);
+            CHECK_MSG(bad == 0, "%s %s: %d outputs with wrong NaN-ness", variant_name(lv, dts[d]), fp_dtype_name(dts[d]), bad);
+        }
+        free(w);
+    }
+    free(x); free(out); free(wf);
+    return 0;
+}
+
 int main(void) {
     RUN(test_dispatch);
     RUN(test_level_ref);
@@ -232,6 +259,7 @@ int main(void) {
     RUN(test_avx512_bf16dp_vnni);
     RUN(test_avx512_f32_all);
     RUN(test_amx_bf16);
+    RUN(test_nan_row);
     fp_matmul_scratch_release();
     return th_finish();
 }

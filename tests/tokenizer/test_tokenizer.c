@@ -428,7 +428,7 @@ static char *tiny_json(const char *pretok, const char *normalizer, const char *m
 }
 
 static int load_tiny(const char *dir, const char *name, const char *json, fp_tokenizer **t) {
-    char path[600];
+    char path[1400];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     write_file(path, json);
     return fp_tokenizer_load(t, path);
@@ -461,6 +461,37 @@ static int test_tiny_and_bad_files(void) {
         free(ids);
         free(s);
         fp_tokenizer_free(t);
+    }
+    /* tokenizer_config.json next to tokenizer.json: added_tokens_decoder entries and eos_token are read */
+    {
+        char sub[600], p2[700];
+        snprintf(sub, sizeof sub, "%s/withcfg", dir);
+        mkdir(sub, 0755);
+        snprintf(p2, sizeof p2, "%s/tokenizer_config.json", sub);
+        write_file(p2, "{\"added_tokens_decoder\": {\"261\": {\"content\": \"<extra_0>\", \"special\": true},"
+                       "\"260\": {\"content\": \"<s>\", \"special\": true}}, \"eos_token\": {\"content\": \"<s>\"}}");
+        j = tiny_json(pt, "null", "", "[]");
+        CHECK_OK(load_tiny(sub, "tokenizer.json", j, &t));
+        if (t) {
+            int32_t *ids;
+            size_t n;
+            CHECK_OK(fp_tokenizer_encode(t, "a<extra_0><s>", 13, &ids, &n));
+            CHECK(n == 3 && ids[0] == 97 && ids[1] == 261 && ids[2] == 260);
+            free(ids);
+            CHECK(!strcmp(fp_tokenizer_config_token(t, "eos_token"), "<s>"));
+            fp_tokenizer_free(t);
+        }
+        /* the directory form finds both files */
+        CHECK_OK(fp_tokenizer_load(&t, sub));
+        CHECK(t && fp_tokenizer_token_to_id(t, "<extra_0>") == 261);
+        fp_tokenizer_free(t);
+        write_file(p2, "{\"added_tokens_decoder\": {\"x\": {}}}");
+        CHECK(load_tiny(sub, "tokenizer.json", j, &t) == FP_EPARSE);
+        CHECK_MSG(strstr(fp_last_error(), "tokenizer_config.json") != NULL, "%s", fp_last_error());
+        write_file(p2, "{\"added_tokens_decoder\": ");
+        CHECK(load_tiny(sub, "tokenizer.json", j, &t) == FP_EPARSE);
+        CHECK_MSG(strstr(fp_last_error(), "tokenizer_config.json") != NULL, "%s", fp_last_error());
+        free(j);
     }
     struct {
         const char *name, *pretok, *norm, *extra, *merges, *want;

@@ -114,7 +114,8 @@ static int check_grads_rec(const char *loss, const char *rec_key, const char *lo
     double secs = fp_now() - t0;
     json_t *jw = json_object_get(exp, loss_key);
     double want = json_number_value(json_is_object(jw) ? json_object_get(jw, loss) : jw);
-    double got = !strcmp(loss, "joint") ? lo.joint : !strcmp(loss, "ce") ? lo.ce : !strcmp(loss, "lm") ? lo.lm : lo.scalar;
+    double got = !strcmp(loss, "joint") ? lo.joint : !strcmp(loss, "ce") ? lo.ce
+                 : !strcmp(loss, "lm")  ? lo.lm : lo.scalar;
     CHECK_NEAR(got, want, 1e-5 * (1 + fabs(want)));
     CHECK_NEAR(lo.total, want, 1e-5 * (1 + fabs(want)));
     if (!strcmp(rec_key, "grad_record") && !strcmp(loss, "joint")) {
@@ -355,6 +356,63 @@ done:
     return 0;
 }
 
+/* Train -> save -> serve: a trained PRM checkpoint written by fpt_model_save loads in the inference engine
+ * (fp_model_load) and gives the same score logits.  Tolerance 1e-2 absolute leaves room for reduced-precision
+ * fast paths in the engine; layout or naming mistakes give O(1) differences. */
+static int test_engine_roundtrip(void) {
+    json_t *exp = load_expected();
+    fpt_model *m = NULL;
+    fp_model *im = NULL;
+    char *cfg = NULL;
+    CHECK_OK(new_fixture_model(&m, 0));
+    if (!m || !exp) goto done;
+    rec_buf rb;
+    rec_from_json(&rb, json_object_get(exp, "long_record"));
+    fpt_adamw_cfg c = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .schedule = FPT_SCHED_CONSTANT};
+    fpt_adamw opt;
+    CHECK_OK(fpt_adamw_init(&opt, fpt_model_num_params(m)));
+    fpt_model_zero_grad(m);
+    CHECK_OK(fpt_forward_backward(m, &rb.r, loss_for("joint", exp), 1.0f, NULL));
+    CHECK_OK(fpt_model_step(m, &opt, &c, NULL, NULL));
+    fpt_adamw_free(&opt);
+    CHECK_OK(fpt_forward_backward(m, &rb.r, loss_for("joint", exp), 0.0f, NULL)); /* logits of the new weights */
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/served", th_tmpdir());
+    mkdir(dir, 0777);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_OK(fpt_model_save(m, path));
+    size_t len;
+    CHECK_OK(fp_read_file(FIX "/config.json", &cfg, &len));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && cfg && fwrite(cfg, 1, len, f) == len);
+    if (f) fclose(f);
+    CHECK_OK(fp_model_load(&im, dir));
+    if (im) {
+        int T = rb.r.T;
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
+        int *pos = malloc(sizeof(int) * (size_t)T);
+        float *lg = malloc(sizeof(float) * 2 * (size_t)T);
+        for (int t = 0; t < T; t++) ids[t] = rb.r.tokens[t], pos[t] = t;
+        CHECK_OK(fp_model_head_logits(im, ids, T, pos, T, lg));
+        const float *z = fpt_model_score_logits(m);
+        double d = 0;
+        for (int i = 0; z && i < 2 * T; i++) d = fmax(d, fabs(z[i] - lg[i]));
+        CHECK_MSG(z && d <= 1e-2, "trainer vs inference engine logits differ by %g", d);
+        printf("  T=%d: trainer vs inference engine score logits max diff %.3g\n", T, d);
+        free(ids);
+        free(pos);
+        free(lg);
+    }
+    rec_free(&rb);
+done:
+    free(cfg);
+    fp_model_free(im);
+    fpt_model_free(m);
+    json_decref(exp);
+    return 0;
+}
+
 static int test_schedules(void) {
     fpt_adamw_cfg c = {.lr = 1.0f, .schedule = FPT_SCHED_LINEAR, .warmup_steps = 4, .total_steps = 14};
     CHECK_NEAR(fpt_lr_at(&c, 0), 0.0, 1e-12);
@@ -442,7 +500,10 @@ static int test_overfit(void) {
     fpt_record rec[NREC];
     uint64_t s = 7;
     for (int i = 0; i < NREC; i++) {
-        for (int t = 0; t < T; t++) { s = s * 6364136223846793005ull + 1442695040888963407ull; tok[i][t] = 2 + (int)((s >> 33) % 30); }
+        for (int t = 0; t < T; t++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            tok[i][t] = 2 + (int)((s >> 33) % 30);
+        }
         for (int k = 0; k < NS; k++) {
             pos[i][k] = 4 + 4 * k;
             tok[i][pos[i][k]] = 1; /* step tag */
@@ -660,6 +721,7 @@ int main(void) {
     RUN(test_grad_accumulation);
     RUN(test_adamw_steps);
     RUN(test_resume);
+    RUN(test_engine_roundtrip);
     RUN(test_schedules);
     RUN(test_st_write);
     RUN(test_overfit);
