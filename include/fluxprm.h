@@ -158,13 +158,16 @@ enum { FP_POOL_LAST = 0, FP_POOL_MEAN = 1 };
 /* L2-normalised pooled final hidden state (last token or mean over all tokens): out[hidden_size]. */
 int fp_model_embed(fp_model *m, const int32_t *ids, int T, int pooling, float *out);
 
-/* Several independent sequences, each scored like fp_model_score_positions. */
+/* Several independent sequences, each scored like fp_model_score_positions.  Short sequences are packed into
+ * shared forwards of up to 4096 tokens (each attends only to itself; positions restart at 0), which keeps the
+ * matrix multiplies efficient; results equal separate calls up to f32 rounding. */
 typedef struct {
     const int32_t *ids;
     int T;
-    const int *positions; /* NULL with npos = 1: the last token */
+    const int *positions; /* NULL: the last token (npos ignored, one output) */
     int npos;
-    float *out_probs; /* [npos] */
+    float *out_probs;  /* [npos] P(class 1) or sigmoid, or NULL */
+    float *out_logits; /* [npos, num_labels] raw head logits, or NULL */
 } fp_model_seq;
 int fp_model_score_batch(fp_model *m, fp_model_seq *seqs, int nseq);
 

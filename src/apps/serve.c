@@ -84,18 +84,19 @@ static void *worker_main(void *arg) {
         s->head = last->next;
         if (!s->head) s->tail = NULL;
         last->next = NULL;
-        pthread_mutex_unlock(&s->mu);
-        for (job *j = b; j; j = j->next) {
-            j->rc = fp_model_head_logits(s->model, j->ids, j->T, j->pos, j->npos, j->logits);
-            if (j->rc) j->err = strdup(fp_last_error());
-        }
-        pthread_mutex_lock(&s->mu);
         s->st.batches++;
         s->st.sequences += nb;
         s->st.tokens += tok;
         if (nb > s->st.max_batch_seqs) s->st.max_batch_seqs = nb;
+        /* The model scores one sequence at a time, so each result is handed back as soon as it exists
+         * (a request does not wait for the rest of its batch).  The job may be freed by its waiter once
+         * released, so its successor is read first. */
         for (job *j = b, *nx; j; j = nx) {
             nx = j->next;
+            pthread_mutex_unlock(&s->mu);
+            j->rc = fp_model_head_logits(s->model, j->ids, j->T, j->pos, j->npos, j->logits);
+            if (j->rc) j->err = strdup(fp_last_error());
+            pthread_mutex_lock(&s->mu);
             if (--j->w->remaining == 0) pthread_cond_signal(&j->w->cv);
         }
     }
@@ -145,7 +146,7 @@ static int fail(req_err *e, int status, const char *fmt, ...) {
     va_end(ap);
     e->status = status;
     e->type = status == 501 ? "not_implemented_error" : status >= 500 ? "server_error"
-              : status == 404 ? "not_found_error" : "invalid_request_error";
+              : "invalid_request_error";
     return status;
 }
 

@@ -18,6 +18,7 @@
 
 typedef struct {
     float *x, *xn, *q, *k, *v, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs;
+    int *tokpos, *kst, *qkst; /* packed sequences: position in own sequence, its first row (all rows / requested) */
 } fwd_bufs;
 
 static void matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
@@ -46,6 +47,11 @@ static void mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn,
 }
 
 int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *positions, int npos, float *out) {
+    return fp_model_trunk_forward_packed(m, ids, T, NULL, 1, positions, npos, out);
+}
+
+int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const int *seg_off, int nseg,
+                                  const int *positions, int npos, float *out) {
     if (!m || !ids || !out) return fp_errorf(FP_EINVAL, "model forward: NULL argument");
     const fp_model_config *c = &m->cfg;
     if (T <= 0) return fp_errorf(FP_EINVAL, "model forward: empty sequence (T = %d)", T);
@@ -63,6 +69,12 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
                 return fp_errorf(FP_EINVAL, "model forward: position %d (index %d) outside the sequence [0, %d)",
                                  positions[i], i, T);
     } else npos = T;
+    if (seg_off) {
+        if (nseg < 1 || seg_off[0] != 0 || seg_off[nseg] != T)
+            return fp_errorf(FP_EINVAL, "model forward: bad packed sequence offsets");
+        for (int s = 0; s < nseg; s++)
+            if (seg_off[s + 1] <= seg_off[s]) return fp_errorf(FP_EINVAL, "model forward: empty packed sequence %d", s);
+    }
 
     const int H = c->hidden_size, I = c->intermediate_size, nh = c->num_heads, nkv = c->num_kv_heads,
               d = c->head_dim, half = d / 2, NL = c->num_layers;
@@ -89,8 +101,13 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
         b.qsin = fp_malloc(sizeof(float) * (size_t)npos * half);
         b.xs = fp_malloc(sizeof(float) * (size_t)npos * H);
     }
+    if (seg_off) {
+        b.tokpos = fp_malloc(sizeof(int) * tT);
+        b.kst = fp_malloc(sizeof(int) * tT);
+        if (positions) b.qkst = fp_malloc(sizeof(int) * (size_t)npos);
+    }
     int rc = FP_OK;
-    if (!b.x || !b.xn || !b.q || !b.k || !b.v || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
+    if ((seg_off && (!b.tokpos || !b.kst || (positions && !b.qkst))) || !b.x || !b.xn || !b.q || !b.k || !b.v || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
         (positions && (!b.qcos || !b.qsin || !b.xs))) {
         rc = fp_errorf(FP_ENOMEM, "model forward: out of memory for %d tokens", T);
         goto done;
@@ -105,7 +122,13 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
     for (int t = 0; t < T; t++)
         fp_row_to_f32(b.x + (size_t)t * H, (const char *)m->embed->data + (size_t)ids[t] * erow, m->embed->dtype, H);
 
-    fp_rope_tables(b.cos_t, b.sin_t, m->inv_freq, NULL, T, d);
+    if (seg_off) {
+        for (int s = 0; s < nseg; s++)
+            for (int t = seg_off[s]; t < seg_off[s + 1]; t++) b.tokpos[t] = t - seg_off[s], b.kst[t] = seg_off[s];
+        if (positions)
+            for (int i = 0; i < npos; i++) b.qkst[i] = b.kst[positions[i]];
+    }
+    fp_rope_tables(b.cos_t, b.sin_t, m->inv_freq, b.tokpos, T, d); /* positions restart in each packed sequence */
     if (positions)
         for (int i = 0; i < npos; i++) {
             memcpy(b.qcos + (size_t)i * half, b.cos_t + (size_t)positions[i] * half, sizeof(float) * half);
@@ -134,7 +157,8 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
         fp_rope_forward(b.q, sub ? b.qcos : b.cos_t, sub ? b.qsin : b.sin_t, nq, nh, d);
         fp_rope_forward(b.k, b.cos_t, b.sin_t, T, nkv, d);
         /* xn is free once q, k, v exist: attention output -> xn, o_proj -> q (q is free after attention) */
-        if (fp_attention_forward(b.xn, b.q, b.k, b.v, sub ? positions : NULL, nq, T, nh, nkv, d)) { /* [nq,qd] */
+        if (fp_attention_forward(b.xn, b.q, b.k, b.v, sub ? positions : NULL, sub ? b.qkst : b.kst, nq, T, nh, nkv,
+                                 d)) { /* [nq,qd] */
             rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
             break;
         }
@@ -157,5 +181,6 @@ int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *po
 done:
     free(b.x); free(b.xn); free(b.q); free(b.k); free(b.v); free(b.gate); free(b.up);
     free(b.cos_t); free(b.sin_t); free(b.qcos); free(b.qsin); free(b.xs);
+    free(b.tokpos); free(b.kst); free(b.qkst);
     return rc;
 }

@@ -71,6 +71,13 @@ int fp_weights_from_gguf(fp_weights **out, fp_model_config *cfg, const fp_gguf *
 int fp_gguf_name_to_hf(const char *gguf_name, int prm2_head, char *out, size_t n);
 int fp_gguf_name_from_hf(const char *hf_name, char *out, size_t n);
 
+/* Tokenizer from tokenizer.ggml.* metadata (gguf_tokenizer.c): model "gpt2" only; pre-tokenizer regex from
+ * fp_tokenizer_gguf_pre_regex(tokenizer.ggml.pre); token_type 3 (control) / 4 (user-defined) become added
+ * tokens (special / not special), 5 (unused) ids are left empty; NFC normalisation when pre is "qwen2".
+ * fp_tokenizer_load could dispatch "*.gguf" paths to fp_gguf_load_tokenizer. */
+int fp_gguf_tokenizer(fp_tokenizer **out, const fp_gguf *g, const char *source);
+int fp_gguf_load_tokenizer(fp_tokenizer **out, const char *path);
+
 /* Writer (gguf_write.c) ------------------------------------------------------------------------------ */
 typedef struct fp_gguf_writer fp_gguf_writer;
 fp_gguf_writer *fp_gguf_writer_new(void);

@@ -191,10 +191,12 @@ int fp_gguf_convert_hf(const char *dir, const char *out_path, fp_dtype type, int
         return fp_errorf(FP_EUNSUPPORTED, "%s: model_type \"%s\" (qwen2 and qwen3 are supported)", dir, arch);
     if ((rc = fp_weights_open_safetensors(&w, dir))) goto done;
     char p[4096];
-    snprintf(p, sizeof p, "%s/reward_head.pt", dir);
-    if (file_exists(p) && (rc = fp_torchzip_load_state_dict(&head, p))) goto done;
+    /* a separate scalar head (ReasonFlux-PRM-1.5B) only when the checkpoint has no score head (as fp_model_load) */
+    int has_score = fp_weights_get(w, "score.0.weight") || fp_weights_get(w, "score.weight");
     snprintf(p, sizeof p, "%s/reward_head.safetensors", dir);
-    if (!head && file_exists(p) && (rc = fp_weights_open_safetensors(&head, p))) goto done;
+    if (!has_score && file_exists(p) && (rc = fp_weights_open_safetensors(&head, p))) goto done;
+    snprintf(p, sizeof p, "%s/reward_head.pt", dir);
+    if (!has_score && !head && file_exists(p) && (rc = fp_torchzip_load_state_dict(&head, p))) goto done;
     gw = fp_gguf_writer_new();
     if (!gw) { rc = FP_ENOMEM; goto done; }
     char name[256];

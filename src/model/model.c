@@ -330,6 +330,21 @@ int fp_model_head_logits(fp_model *m, const int32_t *ids, int T, const int *posi
     return rc;
 }
 
+/* P(class 1) = softmax(z)[1] for >= 2 labels, sigmoid(z) for one output; rows of L logits. */
+static void probs_from_logits(const float *lg, int n, int L, float *out) {
+    for (int i = 0; i < n; i++) {
+        const float *z = lg + (size_t)i * L;
+        if (L == 1) {
+            out[i] = (float)(1.0 / (1.0 + exp(-(double)z[0])));
+        } else {
+            double mx = z[0], s = 0;
+            for (int j = 1; j < L; j++) mx = z[j] > mx ? z[j] : mx;
+            for (int j = 0; j < L; j++) s += exp((double)z[j] - mx);
+            out[i] = (float)(exp((double)z[1] - mx) / s);
+        }
+    }
+}
+
 int fp_model_score_positions(fp_model *m, const int32_t *ids, int T, const int *positions, int npos,
                              float *out_probs) {
     if (!m || !out_probs || !positions) return fp_errorf(FP_EINVAL, "fp_model_score_positions: NULL argument");
@@ -340,17 +355,7 @@ int fp_model_score_positions(fp_model *m, const int32_t *ids, int T, const int *
     float *lg = fp_malloc(sizeof(float) * (size_t)npos * L);
     if (!lg) return FP_ENOMEM;
     int rc = fp_model_head_logits(m, ids, T, positions, npos, lg);
-    for (int i = 0; !rc && i < npos; i++) {
-        const float *z = lg + (size_t)i * L;
-        if (L == 1) {
-            out_probs[i] = (float)(1.0 / (1.0 + exp(-(double)z[0])));
-        } else { /* softmax(z)[1] */
-            double mx = z[0], s = 0;
-            for (int j = 1; j < L; j++) mx = z[j] > mx ? z[j] : mx;
-            for (int j = 0; j < L; j++) s += exp((double)z[j] - mx);
-            out_probs[i] = (float)(exp((double)z[1] - mx) / s);
-        }
-    }
+    if (!rc) probs_from_logits(lg, npos, L, out_probs);
     free(lg);
     return rc;
 }
@@ -392,14 +397,59 @@ int fp_model_embed(fp_model *m, const int32_t *ids, int T, int pooling, float *o
     return FP_OK;
 }
 
+/* Sequences are packed (concatenated, attention kept within each) into forwards of up to this many tokens. */
+#define PACK_TOKENS 4096
+
 int fp_model_score_batch(fp_model *m, fp_model_seq *seqs, int nseq) {
     if (!m || (!seqs && nseq)) return fp_errorf(FP_EINVAL, "fp_model_score_batch: NULL argument");
-    for (int i = 0; i < nseq; i++) {
-        fp_model_seq *s = &seqs[i];
-        int rc = s->positions ? fp_model_score_positions(m, s->ids, s->T, s->positions, s->npos, s->out_probs)
-                              : fp_model_score_last(m, s->ids, s->T, s->out_probs);
-        if (rc) return fp_error_prefix("sequence %d: ", i);
+    if (m->head == FP_HEAD_NONE) return fp_errorf(FP_ESTATE, "model (%s) has no score head", m->cfg.architecture);
+    for (int i = 0; i < nseq; i++) { /* validate up front, with messages in each sequence's own terms */
+        const fp_model_seq *q = &seqs[i];
+        if (!q->ids || q->T <= 0 || (!q->out_probs && !q->out_logits))
+            return fp_errorf(FP_EINVAL, "sequence %d: empty, or no ids or outputs", i);
+        if (q->positions && q->npos <= 0) return fp_errorf(FP_EINVAL, "sequence %d: npos = %d", i, q->npos);
+        for (int t = 0; t < q->T; t++)
+            if (q->ids[t] < 0 || q->ids[t] >= m->cfg.vocab_size)
+                return fp_errorf(FP_EINVAL, "sequence %d: token id %d at position %d is outside the vocabulary [0, %d)", i,
+                                 (int)q->ids[t], t, m->cfg.vocab_size);
+        for (int k = 0; q->positions && k < q->npos; k++)
+            if (q->positions[k] < 0 || q->positions[k] >= q->T)
+                return fp_errorf(FP_EINVAL, "sequence %d: position %d outside the sequence [0, %d)", i, q->positions[k],
+                                 q->T);
     }
-    return FP_OK;
+    int H = m->cfg.hidden_size, L = m->num_labels, rc = FP_OK;
+    for (int i0 = 0; i0 < nseq && !rc;) {
+        int i1 = i0, T = 0, np = 0;
+        while (i1 < nseq && (i1 == i0 || T + seqs[i1].T <= PACK_TOKENS)) {
+            T += seqs[i1].T;
+            np += seqs[i1].positions ? seqs[i1].npos : 1;
+            i1++;
+        }
+        int32_t *ids = fp_malloc(sizeof(int32_t) * (size_t)T);
+        int *off = fp_malloc(sizeof(int) * (size_t)(i1 - i0 + 1)), *pos = fp_malloc(sizeof(int) * (size_t)np);
+        float *h = fp_malloc(sizeof(float) * (size_t)np * H), *lg = fp_malloc(sizeof(float) * (size_t)np * L);
+        if (!ids || !off || !pos || !h || !lg) rc = FP_ENOMEM;
+        for (int i = i0, t = 0, k = 0; !rc && i < i1; i++) {
+            const fp_model_seq *q = &seqs[i];
+            off[i - i0] = t;
+            memcpy(ids + t, q->ids, sizeof(int32_t) * (size_t)q->T);
+            if (q->positions)
+                for (int j = 0; j < q->npos; j++) pos[k++] = t + q->positions[j];
+            else pos[k++] = t + q->T - 1;
+            t += q->T;
+            off[i - i0 + 1] = t;
+        }
+        if (!rc) rc = fp_model_trunk_forward_packed(m, ids, T, off, i1 - i0, pos, np, h);
+        if (!rc) rc = fp_model_apply_head(m, h, np, lg);
+        for (int i = i0, k = 0; !rc && i < i1; i++) {
+            fp_model_seq *q = &seqs[i];
+            int n = q->positions ? q->npos : 1;
+            if (q->out_logits) memcpy(q->out_logits, lg + (size_t)k * L, sizeof(float) * (size_t)n * L);
+            if (q->out_probs) probs_from_logits(lg + (size_t)k * L, n, L, q->out_probs);
+            k += n;
+        }
+        free(ids); free(off); free(pos); free(h); free(lg);
+        i0 = i1;
+    }
+    return rc;
 }
-

@@ -31,6 +31,11 @@ struct fp_model {
 /* The trunk: final hidden states (after the last RMSNorm) at positions (or every row when positions is
  * NULL: npos = T) into out[npos, H]. */
 int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *positions, int npos, float *out);
+/* The same over nseg independent sequences packed into ids[T]: sequence s is rows seg_off[s] .. seg_off[s+1]-1
+ * (seg_off[0] = 0, seg_off[nseg] = T); each attends only to itself and its positions restart at 0.
+ * positions index the packed rows.  seg_off NULL: one sequence. */
+int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const int *seg_off, int nseg,
+                                  const int *positions, int npos, float *out);
 /* Head logits[n, num_labels] from final hidden states h[n, H] (requires a head). */
 int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
 

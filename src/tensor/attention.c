@@ -1,5 +1,6 @@
 /* Causal grouped-query attention as a tiled online softmax (flash-attention style, f32, no T x T buffer). */
 #include "tensor/ops.h"
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -38,7 +39,7 @@ static inline void st16(float *p, v16 x) { *(v16u *)p = x; }
 typedef struct {
     float *out;
     const float *q, *k, *v;
-    const int *qpos;
+    const int *qpos, *kstart;
     int nq, nh, nkv, d;
     float scale;
 } att_args;
@@ -51,15 +52,16 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
     const size_t qs = (size_t)A->nh * d, kvs = (size_t)A->nkv * d;
     float *acc = scratch, *bacc = acc + (size_t)ATT_BQ * d, *kt = bacc + d; /* kt: [d][ATT_BK] */
     float m[ATT_BQ], l[ATT_BQ], s[ATT_BK];
-    int pmax = 0;
+    int pmax = 0, kmin = INT_MAX;
     for (int i = i0; i < i1; i++) {
-        int p = A->qpos ? A->qpos[i] : i;
+        int p = A->qpos ? A->qpos[i] : i, ks = A->kstart ? A->kstart[i] : 0;
         if (p > pmax) pmax = p;
+        if (ks < kmin) kmin = ks;
         m[i - i0] = -INFINITY;
         l[i - i0] = 0.0f;
         for (int x = 0; x < d; x++) acc[(size_t)(i - i0) * d + x] = 0.0f;
     }
-    for (int kb = 0; kb <= pmax; kb += ATT_BK) {
+    for (int kb = kmin; kb <= pmax; kb += ATT_BK) {
         int kn = pmax - kb + 1 < ATT_BK ? pmax - kb + 1 : ATT_BK;
         /* K block transposed so that scores vectorise across keys: kt[x][j] = k[kb + j][x] */
         for (int j = 0; j < ATT_BK; j++) {
@@ -68,8 +70,10 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
         }
         for (int i = i0; i < i1; i++) {
             int p = A->qpos ? A->qpos[i] : i;
-            if (kb > p) continue;
-            int n = p - kb + 1 < ATT_BK ? p - kb + 1 : ATT_BK; /* keys kb .. kb+n-1 */
+            int ks = A->kstart ? A->kstart[i] : 0;
+            if (kb > p || kb + ATT_BK <= ks) continue;
+            int n = p - kb + 1 < ATT_BK ? p - kb + 1 : ATT_BK; /* keys kb+jlo .. kb+n-1 */
+            int jlo = ks > kb ? ks - kb : 0;
             const float *qi = A->q + (size_t)i * qs + (size_t)h * d;
             { /* s[0..64) = q . k_j: four 16-wide register accumulators, sequential over x */
                 v16 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
@@ -88,6 +92,7 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
                 st16(s + 48, s3 * sc);
             }
             for (int j = n; j < ATT_BK; j++) s[j] = -INFINITY; /* causal mask (diagonal block) */
+            for (int j = 0; j < jlo; j++) s[j] = -INFINITY;    /* keys of an earlier packed sequence */
             float bmax = -INFINITY;
 #pragma omp simd reduction(max : bmax)
             for (int j = 0; j < ATT_BK; j++) bmax = s[j] > bmax ? s[j] : bmax;
@@ -96,7 +101,7 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
             float bsum = 0.0f;
 #pragma omp simd reduction(+ : bsum)
             for (int j = 0; j < ATT_BK; j++) {
-                float e = j < n ? exp_neg(s[j] - mnew) : 0.0f;
+                float e = j < n && j >= jlo ? exp_neg(s[j] - mnew) : 0.0f;
                 s[j] = e;
                 bsum += e;
             }
@@ -107,7 +112,7 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
                 for (int x0 = 0; x0 < d; x0 += 64) {
                     int nv = (d - x0) / 16 < 4 ? (d - x0) / 16 : 4;
                     v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-                    for (int j = 0; j < n; j++) {
+                    for (int j = jlo; j < n; j++) {
                         const float *vj = vb + (size_t)j * kvs + x0;
                         float pj = s[j];
                         a0 += pj * ld16(vj);
@@ -123,7 +128,7 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
             } else {
 #pragma omp simd
                 for (int x = 0; x < d; x++) bacc[x] = 0.0f;
-                for (int j = 0; j < n; j++) {
+                for (int j = jlo; j < n; j++) {
                     const float *vj = vb + (size_t)j * kvs;
                     float pj = s[j];
 #pragma omp simd
@@ -143,10 +148,10 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
     }
 }
 
-int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos, int nq,
-                         int T, int nh, int nkv, int d) {
+int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,
+                         const int *kstart, int nq, int T, int nh, int nkv, int d) {
     (void)T;
-    att_args A = {out, q, k, v, qpos, nq, nh, nkv, d, (float)(1.0 / sqrt((double)d))};
+    att_args A = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (float)(1.0 / sqrt((double)d))};
     int ntiles = (nq + ATT_BQ - 1) / ATT_BQ;
     int nth = omp_get_max_threads();
     size_t per = (ATT_BQ + 1) * (size_t)d + (size_t)d * ATT_BK + 16;
@@ -163,7 +168,8 @@ int fp_attention_forward(float *out, const float *q, const float *k, const float
     return 0;
 }
 
-void fp_attention_forward_ref(float *out, const float *q, const float *k, const float *v, const int *qpos, int nq,
+void fp_attention_forward_ref(float *out, const float *q, const float *k, const float *v, const int *qpos,
+                              const int *kstart, int nq,
                               int T, int nh, int nkv, int d) {
     int group = nh / nkv;
     size_t qs = (size_t)nh * d, kvs = (size_t)nkv * d;
@@ -174,18 +180,19 @@ void fp_attention_forward_ref(float *out, const float *q, const float *k, const 
         for (int h = 0; h < nh; h++) {
             const float *qi = q + (size_t)i * qs + (size_t)h * d;
             double mx = -INFINITY, sum = 0;
-            for (int j = 0; j <= p; j++) {
+            int ks = kstart ? kstart[i] : 0;
+            for (int j = ks; j <= p; j++) {
                 const float *kj = k + (size_t)j * kvs + (size_t)(h / group) * d;
                 double s = 0;
                 for (int x = 0; x < d; x++) s += (double)qi[x] * kj[x];
                 w[j] = s * scale;
                 if (w[j] > mx) mx = w[j];
             }
-            for (int j = 0; j <= p; j++) sum += (w[j] = exp(w[j] - mx));
+            for (int j = ks; j <= p; j++) sum += (w[j] = exp(w[j] - mx));
             float *o = out + (size_t)i * qs + (size_t)h * d;
             for (int x = 0; x < d; x++) {
                 double a = 0;
-                for (int j = 0; j <= p; j++) a += w[j] * v[(size_t)j * kvs + (size_t)(h / group) * d + x];
+                for (int j = ks; j <= p; j++) a += w[j] * v[(size_t)j * kvs + (size_t)(h / group) * d + x];
                 o[x] = (float)(a / sum);
             }
         }

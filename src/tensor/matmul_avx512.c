@@ -286,6 +286,13 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
     int nvalid = MIN(BF_NR, a->N - n0), Kp = (a->K + 31) & ~31, N = a->N;
     const uint16_t *A = a->act;
     int nkb = Kp / 32;
+    float *brep = ctmp + 32 * 32; /* [16][64] f32: the bias of this panel in every row */
+    if (a->bias)
+        for (int v = 0; v < 4; v++) {
+            __m512 b = _mm512_maskz_loadu_ps(col_mask(nvalid, v), a->bias + n0 + 16 * v);
+            for (int r = 0; r < 16; r++) _mm512_store_ps(brep + 64 * r + 16 * v, b);
+        }
+    __asm__ volatile("" ::: "memory");
     _tile_loadconfig(&amx_config);
     for (int k0 = 0; k0 < Kp; k0 += AMX_KC) {
         int kc = MIN(AMX_KC, Kp - k0);
@@ -295,19 +302,43 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
             const uint16_t *A0 = A + ((size_t)(t / 16) * nkb + k0 / 32) * 512, *A1 = A0 + (size_t)nkb * 512;
             for (int cg = 0; cg < nvalid; cg += 32) {
                 const uint32_t *Bp = panel + (cg / 16) * 256;
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
+                /* full 32 x 32 block: the C tiles start from out (later chunks) or the replicated bias and
+                 * are stored straight into out; ragged blocks go through ctmp below */
+                int full = t + 32 <= t1 && cg + 32 <= nvalid;
+                float *cb = a->out + (size_t)t * N + n0 + cg;
+                if (full && k0 > 0) {
+                    _tile_loadd(0, cb, (size_t)N * 4);
+                    _tile_loadd(1, cb + 16, (size_t)N * 4);
+                    _tile_loadd(2, cb + (size_t)16 * N, (size_t)N * 4);
+                    _tile_loadd(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
+                } else if (full && a->bias) {
+                    _tile_loadd(0, brep + cg, 256);
+                    _tile_loadd(1, brep + cg + 16, 256);
+                    _tile_loadd(2, brep + cg, 256);
+                    _tile_loadd(3, brep + cg + 16, 256);
+                } else {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                }
                 for (int kb = 0; kb < kc / 32; kb++) {
+                    /* loads interleaved with the products so that they overlap */
                     _tile_loadd(4, A0 + (size_t)kb * 512, 64);
-                    _tile_loadd(5, A1 + (size_t)kb * 512, 64);
                     _tile_loadd(6, Bp + (size_t)kb * 1024, 64);
-                    _tile_loadd(7, Bp + (size_t)kb * 1024 + 256, 64);
                     _tile_dpbf16ps(0, 4, 6);
+                    _tile_loadd(7, Bp + (size_t)kb * 1024 + 256, 64);
                     _tile_dpbf16ps(1, 4, 7);
+                    _tile_loadd(5, A1 + (size_t)kb * 512, 64);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
+                }
+                if (full) {
+                    _tile_stored(0, cb, (size_t)N * 4);
+                    _tile_stored(1, cb + 16, (size_t)N * 4);
+                    _tile_stored(2, cb + (size_t)16 * N, (size_t)N * 4);
+                    _tile_stored(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
+                    continue;
                 }
                 _tile_stored(0, ctmp, 128);        /* ctmp is [32 rows][32 cols] f32 */
                 _tile_stored(1, ctmp + 16, 128);
@@ -583,7 +614,7 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
     int mr = kind == K_Q ? Q_MR : kind == K_BF16 ? BF_MR : kind == K_AMX ? AMX_MR : F_MR;
     size_t panel_bytes = kind == K_Q      ? (size_t)(Q_KC / 32) * Q_BLK
                          : kind == K_BF16 ? (size_t)(BF_KC / 2) * BF_NR * 4
-                         : kind == K_AMX  ? (size_t)(AMX_KC / 2) * BF_NR * 4 + 32 * 32 * 4
+                         : kind == K_AMX  ? (size_t)(AMX_KC / 2) * BF_NR * 4 + 32 * 32 * 4 + 16 * 64 * 4
                                           : (size_t)F_KC * F_NR * 4;
     int Kp = kind == K_AMX ? (K + 31) & ~31 : (K + 1) & ~1, nb = K / 32;
     int Tp = kind == K_AMX ? (T + 31) & ~31 : T;

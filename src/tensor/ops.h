@@ -19,13 +19,14 @@ void fp_rope_forward(float *x, const float *cos_t, const float *sin_t, int T, in
 void fp_swiglu_forward(float *out, const float *gate, const float *up, int T, int C);
 
 /* Causal multi-head attention with grouped K/V heads, as a tiled online softmax (no T x T buffer).
- *   q[nq, nh*d] (row i is the query at absolute position qpos[i], or i when qpos is NULL and nq == T),
- *   k, v [T, nkv*d] (keys/values for positions 0..T-1), out[nq, nh*d].
- * Query head h attends with kv head h / (nh/nkv) to keys 0..qpos[i]; scale 1/sqrt(d).  OpenMP over
- * heads x query tiles.  Returns 0, or -1 when its scratch (threads x 33 x d floats) cannot be allocated. */
-int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos, int nq,
-                          int T, int nh, int nkv, int d);
-/* Plain two-pass softmax reference of the same (for tests; O(T) scratch per row). */
-void fp_attention_forward_ref(float *out, const float *q, const float *k, const float *v, const int *qpos, int nq,
-                              int T, int nh, int nkv, int d);
+ *   q[nq, nh*d]: row i is the query at absolute position qpos[i] (qpos NULL: i, with nq == T);
+ *   k, v [T, nkv*d]: keys/values for positions 0..T-1;  out[nq, nh*d].
+ * Query row i, head h attends with kv head h / (nh/nkv) to keys kstart[i] .. qpos[i] (kstart NULL: 0; packed
+ * sequences pass the start of their own sequence).  Scale 1/sqrt(d).  OpenMP over heads x query tiles.
+ * Returns 0, or -1 when its scratch (threads x ~100 x d floats) cannot be allocated. */
+int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,
+                         const int *kstart, int nq, int T, int nh, int nkv, int d);
+/* Plain two-pass softmax reference of the same, in double (for tests; O(T) scratch). */
+void fp_attention_forward_ref(float *out, const float *q, const float *k, const float *v, const int *qpos,
+                              const int *kstart, int nq, int T, int nh, int nkv, int d);
 #endif

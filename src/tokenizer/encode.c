@@ -72,6 +72,14 @@ static int nfc_boundary(uint32_t cp) {
     return hf_inert(cp) ? 2 : 0;
 }
 
+/* 0 when s has no code point >= U+0300 (then NFC leaves it unchanged). */
+static int nfc_maybe_changes(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] >= 0xCC) return 1;
+    return 0;
+}
+
 int fp_tok_nfc_append(fp_buf *out, const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
     size_t copied = 0, i = 0, prev = 0; /* prev: start of the previous character */
@@ -168,14 +176,17 @@ typedef struct {
     int32_t rank, pos;
 } hitem;
 
+enum { SMALL_BPE = 128 }; /* pieces up to this many symbols use the flat-array BPE */
+
 typedef struct {
     const fp_tokenizer *t;
     int32_t *out;
     size_t n, cap;
     fp_buf nbuf;                 /* normalized text */
     pcre2_match_data **md;       /* one per split stage */
-    int32_t *sym, *prev, *next, *rank, *nid;
+    int32_t *sym, *prev, *next;
     size_t symcap;
+    int32_t rank[SMALL_BPE], nid[SMALL_BPE]; /* pair ranks / merged ids for bpe_small */
     hitem *heap;
     size_t heapn, heapcap;
     tcache *cache;
@@ -201,8 +212,8 @@ static int sym_reserve(ectx *c, size_t n) {
     if (n <= c->symcap) return FP_OK;
     size_t cap = c->symcap ? c->symcap : 64;
     while (cap < n) cap *= 2;
-    int32_t **arrs[5] = {&c->sym, &c->prev, &c->next, &c->rank, &c->nid};
-    for (int i = 0; i < 5; i++) {
+    int32_t **arrs[3] = {&c->sym, &c->prev, &c->next};
+    for (int i = 0; i < 3; i++) {
         int32_t *p = fp_realloc(*arrs[i], cap * sizeof(int32_t));
         if (!p) return FP_ENOMEM;
         *arrs[i] = p;
@@ -358,7 +369,7 @@ static int bpe_piece(ectx *c, const unsigned char *s, size_t n) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
         if (t->byte_id[s[i]] >= 0) c->sym[m++] = t->byte_id[s[i]];
-    if (m <= 128) m = bpe_small(c, m);
+    if (m <= SMALL_BPE) m = bpe_small(c, m);
     else if ((rc = bpe_large(c, m, &m))) return rc;
     if (slot) {
         tcache *ca = c->cache;
@@ -462,7 +473,7 @@ static int encode_segment(ectx *c, const char *s, size_t n, int flags) {
     const fp_tokenizer *t = c->t;
     if (n == 0) return FP_OK;
     int rc;
-    if (t->nfc) {
+    if (t->nfc && nfc_maybe_changes(s, n)) {
         c->nbuf.len = 0;
         if ((rc = fp_tok_nfc_append(&c->nbuf, s, n))) return rc;
         s = c->nbuf.data;
@@ -510,8 +521,6 @@ int fp_tokenizer_encode_ex(const fp_tokenizer *t, const char *text, size_t len, 
     free(c.sym);
     free(c.prev);
     free(c.next);
-    free(c.rank);
-    free(c.nid);
     free(c.heap);
     free(c.blbuf);
     if (rc) { free(c.out); return rc; }

@@ -427,6 +427,7 @@ static fp_tokenizer *tok_new(const char *source) {
     if (!t->source || !t->mctx) { free(t->source); pcre2_match_context_free(t->mctx); free(t); return NULL; }
     pcre2_set_match_limit(t->mctx, UINT32_MAX);
     pcre2_set_depth_limit(t->mctx, UINT32_MAX);
+    pcre2_set_heap_limit(t->mctx, UINT32_MAX); /* KiB; only used when JIT is unavailable */
     return t;
 }
 

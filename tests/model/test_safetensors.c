@@ -6,6 +6,7 @@
 #include "model/weights.h"
 #include <jansson.h>
 #include <stdint.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FIX "tests/ref/model/"
@@ -338,6 +339,32 @@ static int test_corrupt_headers(void) {
     return 0;
 }
 
+/* fluxprm inspect: exit 0 with the detected head for a good checkpoint, 1 with the validation message otherwise. */
+static int test_cli_inspect(void) {
+    char cmd[2048], out[8192];
+    if (access(th_bin(), X_OK) != 0) {
+        printf("  (no %s: set FLUXPRM_BIN)\n", th_bin());
+        return TH_SKIP;
+    }
+    snprintf(cmd, sizeof cmd, "%s inspect " FIX "qwen2_prm --bench 64 2>&1", th_bin());
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = 0;
+    int st = p ? pclose(p) : -1;
+    CHECK_MSG(st == 0, "%s -> %d: %s", cmd, st, out);
+    CHECK(strstr(out, "head: prm (2 outputs)") && strstr(out, "heads: 14 (kv 2, head_dim 8)") && strstr(out, "prefill: 64"));
+    const char *d = model_dir("cli_layers3", FIX "qwen2_tied", "num_hidden_layers", json_integer(3),
+                              FIX "qwen2_tied/model.safetensors");
+    snprintf(cmd, sizeof cmd, "%s inspect %s 2>&1", th_bin(), d);
+    p = popen(cmd, "r");
+    n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = 0;
+    st = p ? pclose(p) : -1;
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit %d", st);
+    CHECK_MSG(strstr(out, "missing tensor model.layers.2.input_layernorm.weight") != NULL, "%s", out);
+    return 0;
+}
+
 int main(void) {
     RUN(test_good_file);
     RUN(test_malformed);
@@ -345,5 +372,6 @@ int main(void) {
     RUN(test_model_validation);
     RUN(test_sharded_errors);
     RUN(test_corrupt_headers);
+    RUN(test_cli_inspect);
     return th_finish();
 }

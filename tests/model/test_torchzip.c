@@ -69,8 +69,8 @@ static int test_reward_head_like(void) {
     CHECK(b && b->dtype == FP_F32 && b->ndim == 1 && b->shape[0] == 1);
     CHECK(fp_weights_count(w) == 2);
     fp_weights_free(w);
-    /* the PRM fixture's reward_head.pt (Linear(64,1)) */
-    CHECK_OK(fp_torchzip_load_state_dict(&w, "tests/ref/formats/data/tiny-prm/reward_head.pt"));
+    /* the scalar-head fixture's reward_head.pt (Linear(64,1)) */
+    CHECK_OK(fp_torchzip_load_state_dict(&w, "tests/ref/formats/data/tiny-scalar/reward_head.pt"));
     wt = w ? fp_weights_get(w, "weight") : NULL;
     CHECK(wt && wt->shape[0] == 1 && wt->shape[1] == 64);
     fp_weights_free(w);

@@ -533,30 +533,71 @@ static int test_tiny_and_bad_files(void) {
     return 0;
 }
 
-/* Huge inputs: no quadratic blow-up on long pre-token pieces and whitespace runs. */
+/* Huge inputs: one long pre-token piece (heap BPE) or whitespace run per case, compared with HF through
+ * tests/ref/tokenizer/big.jsonl (id count + polynomial hash, gen_big.py).  FLUXPRM_LONG=1 adds 50 MB
+ * records (round trip and time only). */
 static int test_long_inputs(void) {
     REQUIRE_QWEN(t);
-    size_t big = getenv("FLUXPRM_LONG") ? (size_t)50 << 20 : (size_t)1 << 20;
-    char *s = malloc(big);
-    const char *fills[] = {"a", "7", " ", "\n", "x ", "ab1 ", "\xe4\xb8\xad", "!", "\xd0\xb9"};
-    for (int f = 0; f < 9; f++) {
-        size_t fl = strlen(fills[f]), n = big / fl * fl;
-        for (size_t i = 0; i < n; i += fl) memcpy(s + i, fills[f], fl);
+    fp_jsonl_reader *r;
+    CHECK_OK(fp_jsonl_open(&r, "tests/ref/tokenizer/big.jsonl"));
+    if (!r) return 1;
+    const char *line;
+    size_t len;
+    int ncase = 0;
+    while (fp_jsonl_next_line(r, &line, &len) == FP_OK) {
+        json_t *rec;
+        CHECK_OK(fp_json_parse_record(&rec, line, len, "big.jsonl", fp_jsonl_line_number(r)));
+        if (!rec) break;
+        const char *unit = json_string_value(json_object_get(rec, "unit"));
+        size_t ul = strlen(unit), count = (size_t)json_integer_value(json_object_get(rec, "count"));
+        size_t want_n = (size_t)json_integer_value(json_object_get(rec, "n_ids"));
+        unsigned long long want_h = strtoull(json_string_value(json_object_get(rec, "hash")), NULL, 10);
+        char *s = malloc(ul * count);
+        for (size_t i = 0; i < count; i++) memcpy(s + i * ul, unit, ul);
         int32_t *ids;
-        size_t nids;
+        size_t n;
         double t0 = fp_now();
-        CHECK_OK(fp_tokenizer_encode(t, s, n, &ids, &nids));
+        CHECK_OK(fp_tokenizer_encode(t, s, ul * count, &ids, &n));
         double dt = fp_now() - t0;
-        char *back;
-        size_t blen;
-        CHECK_OK(fp_tokenizer_decode(t, ids, nids, 0, &back, &blen));
-        CHECK(blen == n && !memcmp(back, s, n));
-        printf("  %zu bytes of \"%s\": %zu ids in %.3f s\n", n, fills[f][0] == '\n' ? "\\n" : fills[f], nids, dt);
-        CHECK_MSG(dt < (big > (1 << 20) ? 120.0 : 5.0), "too slow: %.2f s", dt);
-        free(back);
+        const unsigned long long M = (1ull << 61) - 1;
+        unsigned long long h = 0;
+        for (size_t i = 0; i < n; i++) h = (unsigned long long)(((unsigned __int128)h * 1000003u + (unsigned)ids[i]) % M);
+        CHECK_MSG(n == want_n && h == want_h, "\"%s\" x %zu: %zu ids (HF %zu), hash %llu (HF %llu)", unit, count, n, want_n, h, want_h);
+        if (!strstr(unit, "\xcc\x81")) { /* NFC-stable: decode gives the text back */
+            char *back;
+            size_t blen;
+            CHECK_OK(fp_tokenizer_decode(t, ids, n, 0, &back, &blen));
+            CHECK(blen == ul * count && !memcmp(back, s, blen));
+            free(back);
+        }
+        printf("  %zu bytes of \"%s\": %zu ids in %.3f s\n", ul * count, unit[0] == '\n' || unit[0] == '\t' ? "<ws>" : unit, n, dt);
+        CHECK_MSG(dt < 10.0, "too slow: %.2f s", dt);
         free(ids);
+        free(s);
+        json_decref(rec);
+        ncase++;
     }
-    free(s);
+    fp_jsonl_close(r);
+    CHECK(ncase >= 10);
+    if (getenv("FLUXPRM_LONG")) {
+        size_t big = (size_t)50 << 20;
+        char *s = malloc(big);
+        const char *fills[] = {"a", " ", "\n", "ab1 ", "\xe4\xb8\xad"};
+        for (int f = 0; f < 5; f++) {
+            size_t fl = strlen(fills[f]), n = big / fl * fl, nids, blen;
+            for (size_t i = 0; i < n; i += fl) memcpy(s + i, fills[f], fl);
+            int32_t *ids;
+            char *back;
+            double t0 = fp_now();
+            CHECK_OK(fp_tokenizer_encode(t, s, n, &ids, &nids));
+            printf("  50 MB of fill %d: %zu ids in %.1f s\n", f, nids, fp_now() - t0);
+            CHECK_OK(fp_tokenizer_decode(t, ids, nids, 0, &back, &blen));
+            CHECK(blen == n && !memcmp(back, s, n));
+            free(back);
+            free(ids);
+        }
+        free(s);
+    }
     return 0;
 }
 

@@ -141,7 +141,7 @@ with torch.no_grad():
 save_hf(m, os.path.join(OUT, "tiny-qwen2"), torch.bfloat16)
 
 # (2) tiny PRM: Qwen2 trunk (vocab 64) + score.0/score.2 head, config architectures
-#     Qwen2ForProcessRewardModel, plus a reward_head.pt (Linear(H,1)) like ReasonFlux-PRM-1.5B.
+#     Qwen2ForProcessRewardModel.
 cfg = Qwen2Config(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
@@ -161,7 +161,19 @@ c["architectures"] = ["Qwen2ForProcessRewardModel"]
 c["num_labels"] = 2
 c["torch_dtype"] = "float32"
 json.dump(c, open(os.path.join(d, "config.json"), "w"), indent=1)
-rh = torch.nn.Linear(H, 1)
+if os.path.exists(os.path.join(d, "reward_head.pt")):
+    os.remove(os.path.join(d, "reward_head.pt"))
+
+# (2b) tiny scalar-head model like ReasonFlux-PRM-1.5B: Qwen2ForCausalLM (vocab 64) + reward_head.pt
+#      (torch.save of nn.Linear(H, 1).state_dict()).
+cfg = Qwen2Config(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
+torch.manual_seed(4)
+m = Qwen2ForCausalLM(cfg)
+d = os.path.join(OUT, "tiny-scalar")
+save_hf(m, d, torch.float32)
+rh = torch.nn.Linear(cfg.hidden_size, 1)
 torch.save(rh.state_dict(), os.path.join(d, "reward_head.pt"))
 
 # (3) tiny Qwen3 (qk-norm, no q/k/v bias), vocab 64, f32
