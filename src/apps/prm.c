@@ -189,3 +189,87 @@ int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res) {
     if (rc) fp_prm_result_free(res);
     return rc;
 }
+
+int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer **tok_out, int32_t *step_id_out,
+                          char **system_out) {
+    *tok_out = NULL;
+    *step_id_out = -1;
+    *system_out = NULL;
+    const char *tpath = opts->tokenizer_path ? opts->tokenizer_path : opts->model_path;
+    fp_tokenizer *tok;
+    int rc = fp_tokenizer_load(&tok, tpath);
+    if (rc) return rc;
+    int32_t step_id = -1;
+    char *system = NULL;
+    if ((size_t)vocab_size < fp_tokenizer_vocab_size(tok) && opts->step_token_id < 0) {
+        rc = fp_errorf(FP_EINVAL, "%s: tokenizer has %zu ids but the model's vocab_size is %d", tpath,
+                       fp_tokenizer_vocab_size(tok), vocab_size);
+        goto fail;
+    }
+    step_id = fp_tokenizer_token_to_id(tok, opts->step_token);
+    if (opts->step_token_id >= 0 || step_id < 0) {
+        if (opts->step_token_id < 0) {
+            rc = fp_errorf(FP_EINVAL, "%s: the tokenizer has no step token \"%s\"; name its id with --step-token-id",
+                           tpath, opts->step_token);
+            goto fail;
+        }
+        if ((rc = fp_tokenizer_set_step_token(tok, opts->step_token, opts->step_token_id, &step_id))) goto fail;
+    }
+    if (step_id >= vocab_size) {
+        rc = fp_errorf(FP_EINVAL, "step token id %d is outside the model's vocabulary (%d)", step_id, vocab_size);
+        goto fail;
+    }
+    if (opts->system_mode == FP_SYSTEM_TEXT) {
+        if (!(system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
+    } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
+        const char *dir = is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
+        if (dir && (rc = fp_model_default_system(dir, &system))) goto fail;
+    }
+    *tok_out = tok;
+    *step_id_out = step_id;
+    *system_out = system;
+    return FP_OK;
+fail:
+    fp_tokenizer_free(tok);
+    free(system);
+    return rc;
+}
+
+int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *step_token, int max_tokens,
+                         const fp_record *rec, int32_t **ids_out, int *T_out, int **pos_out, int *npos_out) {
+    *ids_out = NULL;
+    *pos_out = NULL;
+    *T_out = *npos_out = 0;
+    fp_buf text = {0};
+    int rc = fp_render_prm_chatml(rec, step_token, &text);
+    if (rc) return rc;
+    int32_t *ids;
+    size_t n;
+    rc = fp_tokenizer_encode(tok, text.data, text.len, &ids, &n);
+    fp_buf_free(&text);
+    if (rc) return rc;
+    if (n == 0) { free(ids); return fp_errorf(FP_EINVAL, "record encodes to no tokens"); }
+    if (max_tokens > 0 && n > (size_t)max_tokens) {
+        free(ids);
+        return fp_errorf(FP_ERANGE, "record is %zu tokens, longer than --max-tokens %d", n, max_tokens);
+    }
+    int *pos = fp_malloc((rec->n_steps + 1) * sizeof *pos);
+    if (!pos) { free(ids); return FP_ENOMEM; }
+    int np = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] != step_id) continue;
+        if ((size_t)np == rec->n_steps) { np++; break; }
+        pos[np++] = (int)i;
+    }
+    if ((size_t)np != rec->n_steps) {
+        free(ids);
+        free(pos);
+        return fp_errorf(FP_EINVAL, "record has %zu steps but its text holds %s step tokens \"%s\" (a step contains the step token?)",
+                         rec->n_steps, (size_t)np > rec->n_steps ? "more" : "fewer", step_token);
+    }
+    *ids_out = ids;
+    *T_out = (int)n;
+    *pos_out = pos;
+    *npos_out = np;
+    return FP_OK;
+}

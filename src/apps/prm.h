@@ -55,4 +55,17 @@ void fp_prm_result_free(fp_prm_result *r);
 int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res);
 /* Renders and tokenizes a record as the model sees it (ids malloc'd) with the step-token positions. */
 int fp_prm_encode(fp_prm *p, const fp_record *rec, int32_t **ids, int *T, int **positions, int *npos);
+
+/* The same PRM encoding without the inference model (training: `fluxprm train`).
+ * fp_prm_tokenizer_open is the tokenizer half of fp_prm_open: loads the tokenizer (opts->tokenizer_path, else
+ * opts->model_path), checks it against the model's vocab_size, resolves the step token exactly as fp_prm_open
+ * does for a per-step head (opts->step_token / step_token_id) into *step_id, and the system prompt
+ * (opts->system_mode) into *system (malloc'd, or NULL for none).  Frees nothing of the caller's on failure. */
+int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer **tok, int32_t *step_id,
+                          char **system);
+/* fp_prm_encode for a per-step head with an already-opened tokenizer: renders rec as PRM ChatML with step_token
+ * after each step, tokenizes it, and finds exactly rec->n_steps positions of step_id (else FP_EINVAL);
+ * max_tokens > 0 refuses longer records (FP_ERANGE).  *positions has room for n_steps + 1 entries. */
+int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *step_token, int max_tokens,
+                         const fp_record *rec, int32_t **ids, int *T, int **positions, int *npos);
 #endif

@@ -2,6 +2,7 @@
  * libmicrohttpd front end.  See serve.h and docs/serve.md. */
 #include "apps/serve.h"
 #include "base/json.h"
+#include "tensor/tensor.h"
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -101,6 +102,7 @@ static void *worker_main(void *arg) {
         }
     }
     pthread_mutex_unlock(&s->mu);
+    fp_matmul_scratch_release(); /* this thread's kernel scratch */
     return NULL;
 }
 
@@ -751,6 +753,7 @@ int fp_serve_handle(fp_serve *s, const char *method, const char *path, const cha
 /* ---------------------------------------------------------------- HTTP front end */
 typedef struct {
     fp_buf body;
+    unsigned long long seen; /* body bytes received */
     int too_large;
 } conn_ctx;
 
@@ -794,6 +797,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         return MHD_YES;
     }
     if (*upload_size) {
+        cx->seen += *upload_size;
+        if (cx->seen > s->o.max_body + DRAIN_MAX) return MHD_NO; /* endless (chunked) upload: drop it */
         if (!cx->too_large && cx->body.len + *upload_size > s->o.max_body) {
             cx->too_large = 1;
             fp_buf_free(&cx->body);

@@ -31,6 +31,7 @@ int cli_parse_double(const char *s, double *out);
     X(select, "keep the top-K records of a scored pool (O(K) memory), with score histogram") \
     X(serve, "HTTP reward server for online RL (OpenRLHF /get_reward, vLLM /pooling, rerank, GRPO advantages)") \
     X(tokenize, "text JSONL to token ids (or back with --decode), byte-exact with HF tokenizers") \
+    X(train, "fine-tune a PRM (full, LoRA or head-only; MSE/CE/LM losses) into an HF checkpoint, with resume") \
     X(verify, "check final answers in JSONL against gold answers") \
     X(version, "print the version")
 

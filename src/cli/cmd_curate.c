@@ -55,6 +55,8 @@ static void curate_help(FILE *f) {
 "  --retries N (default 6)   --timeout S (default 120)\n"
 "  --step-prompt F  --template-prompt F  --rollout-prompt F  (defaults in prompts/)\n"
 "  --integer-scores       the judge schema asks for an integer score\n"
+"  --max-tokens N         per judge score (default 64)   --template-max-tokens N (default 1024)\n"
+"  --rollout-max-tokens N (default 2048)   --rollout-temperature T (default 0.7)\n"
 "  --no-judge             no step-quality calls (qual missing; the mix uses align and coh)\n"
 "  --no-final             no templates or rollouts (no final_target)\n"
 "output:\n"
@@ -74,7 +76,8 @@ enum {
     OPT_EMBED_MODEL = 256, OPT_EMBED_TOK, OPT_EMBED_POOL, OPT_EMBED_MAX, OPT_THREADS, OPT_TAU, OPT_NEG, OPT_POOL,
     OPT_SEED, OPT_JUDGE_URL, OPT_JUDGE_MODEL, OPT_POLICY_URL, OPT_POLICY_MODEL, OPT_ROLLOUTS, OPT_ROLLOUT_SEED,
     OPT_GOLD, OPT_KEYENV, OPT_CACHE, OPT_CONC, OPT_BATCH, OPT_RETRIES, OPT_TIMEOUT, OPT_STEP_PROMPT,
-    OPT_TMPL_PROMPT, OPT_ROLL_PROMPT, OPT_INT_SCORES, OPT_NO_JUDGE, OPT_NO_FINAL, OPT_RESUME, OPT_SKIP_BAD
+    OPT_TMPL_PROMPT, OPT_ROLL_PROMPT, OPT_INT_SCORES, OPT_NO_JUDGE, OPT_NO_FINAL, OPT_RESUME, OPT_SKIP_BAD,
+    OPT_MAX_TOK, OPT_TMPL_MAX_TOK, OPT_ROLL_MAX_TOK, OPT_ROLL_TEMP
 };
 
 typedef struct {
@@ -507,7 +510,9 @@ int cmd_curate(int argc, char **argv) {
         {"retries", required_argument, 0, OPT_RETRIES}, {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"step-prompt", required_argument, 0, OPT_STEP_PROMPT}, {"template-prompt", required_argument, 0, OPT_TMPL_PROMPT},
         {"rollout-prompt", required_argument, 0, OPT_ROLL_PROMPT}, {"integer-scores", no_argument, 0, OPT_INT_SCORES},
-        {"no-judge", no_argument, 0, OPT_NO_JUDGE}, {"no-final", no_argument, 0, OPT_NO_FINAL},
+        {"max-tokens", required_argument, 0, OPT_MAX_TOK}, {"template-max-tokens", required_argument, 0, OPT_TMPL_MAX_TOK},
+        {"rollout-max-tokens", required_argument, 0, OPT_ROLL_MAX_TOK},
+        {"rollout-temperature", required_argument, 0, OPT_ROLL_TEMP}, {"no-judge", no_argument, 0, OPT_NO_JUDGE}, {"no-final", no_argument, 0, OPT_NO_FINAL},
         {"output", required_argument, 0, 'o'}, {"resume", no_argument, 0, OPT_RESUME},
         {"skip-bad", no_argument, 0, OPT_SKIP_BAD}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -539,7 +544,8 @@ int cmd_curate(int argc, char **argv) {
             else return cli_usage_error("curate", "--embed-pooling must be last or mean, got '%s'", optarg);
             break;
         case OPT_EMBED_MAX: case OPT_THREADS: case OPT_NEG: case OPT_POOL: case OPT_ROLLOUTS: case OPT_CONC:
-        case OPT_BATCH: case OPT_RETRIES: case OPT_SEED: case OPT_ROLLOUT_SEED:
+        case OPT_BATCH: case OPT_RETRIES: case OPT_SEED: case OPT_ROLLOUT_SEED: case OPT_MAX_TOK:
+        case OPT_TMPL_MAX_TOK: case OPT_ROLL_MAX_TOK:
             if (cli_parse_long(optarg, &l) || l < 0) return cli_usage_error("curate", "%s needs a non-negative integer, got '%s'", argv[optind - 1], optarg);
             if (ch == OPT_EMBED_MAX) eo.max_tokens = (int)(l > 1 << 30 ? 1 << 30 : l);
             else if (ch == OPT_THREADS) eo.threads = (int)(l > 4096 ? 4096 : l);
@@ -547,6 +553,12 @@ int cmd_curate(int argc, char **argv) {
             else if (ch == OPT_POOL) pool = l;
             else if (ch == OPT_SEED) c.coh.seed = (uint64_t)l;
             else if (ch == OPT_ROLLOUT_SEED) c.ro.seed = l;
+            else if (ch == OPT_MAX_TOK || ch == OPT_TMPL_MAX_TOK || ch == OPT_ROLL_MAX_TOK) {
+                if (l < 1) return cli_usage_error("curate", "%s must be >= 1", argv[optind - 1]);
+                if (ch == OPT_MAX_TOK) jj.max_tokens = l;
+                else if (ch == OPT_TMPL_MAX_TOK) jj.template_max_tokens = l;
+                else c.ro.max_tokens = l;
+            }
             else if (ch == OPT_RETRIES) { if (l > 1000) return cli_usage_error("curate", "--retries must be <= 1000"); jo.max_retries = (int)l; }
             else if (ch == OPT_ROLLOUTS) { if (l < 1 || l > 1000) return cli_usage_error("curate", "--rollouts must be 1..1000"); c.n_rollouts = l; }
             else if (ch == OPT_CONC) { if (l < 1 || l > 1024) return cli_usage_error("curate", "--concurrency must be 1..1024"); jo.concurrency = (int)l; }
@@ -555,6 +567,10 @@ int cmd_curate(int argc, char **argv) {
         case OPT_TAU:
             if (cli_parse_double(optarg, &d) || !(d > 0) || !isfinite(d)) return cli_usage_error("curate", "--tau needs a number > 0, got '%s'", optarg);
             c.coh.tau = d;
+            break;
+        case OPT_ROLL_TEMP:
+            if (cli_parse_double(optarg, &d) || d < 0 || !isfinite(d)) return cli_usage_error("curate", "--rollout-temperature needs a number >= 0, got '%s'", optarg);
+            c.ro.temperature = d;
             break;
         case OPT_TIMEOUT:
             if (cli_parse_double(optarg, &d) || !(d > 0)) return cli_usage_error("curate", "--timeout needs seconds > 0, got '%s'", optarg);

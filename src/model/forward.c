@@ -107,8 +107,8 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         if (positions) b.qkst = fp_malloc(sizeof(int) * (size_t)npos);
     }
     int rc = FP_OK;
-    if ((seg_off && (!b.tokpos || !b.kst || (positions && !b.qkst))) || !b.x || !b.xn || !b.q || !b.k || !b.v || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
-        (positions && (!b.qcos || !b.qsin || !b.xs))) {
+    if (!b.x || !b.xn || !b.q || !b.k || !b.v || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
+        (positions && (!b.qcos || !b.qsin || !b.xs)) || (seg_off && (!b.tokpos || !b.kst || (positions && !b.qkst)))) {
         rc = fp_errorf(FP_ENOMEM, "model forward: out of memory for %d tokens", T);
         goto done;
     }

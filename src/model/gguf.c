@@ -573,8 +573,16 @@ static int fill_config(const fp_gguf *g, fp_weights *w, fp_model_config *cfg, in
     cfg->rms_norm_eps = 1e-6;
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
     if ((rc = opt_float(g, key, &cfg->rms_norm_eps))) return rc;
+    if (cfg->num_layers <= 0 || cfg->intermediate_size <= 0 || cfg->head_dim <= 0 || cfg->head_dim % 2 ||
+        !(cfg->rope_theta > 0) || !(cfg->rms_norm_eps > 0) || cfg->max_position_embeddings <= 0)
+        return fp_errorf(FP_EPARSE, "%s: bad hyper-parameters (%d layers, ffn %d, head_dim %d, rope base %g, eps %g, context %d)",
+                         g->name, cfg->num_layers, cfg->intermediate_size, cfg->head_dim, cfg->rope_theta, cfg->rms_norm_eps,
+                         cfg->max_position_embeddings);
     const fp_tensor *emb = fp_weights_get(w, "model.embed_tokens.weight");
     if (!emb || emb->ndim != 2) return fp_errorf(FP_EPARSE, "%s: tensor token_embd.weight missing or not 2-D", g->name);
+    if (emb->shape[0] <= 0 || emb->shape[0] > INT32_MAX || emb->shape[1] != cfg->hidden_size)
+        return fp_errorf(FP_EPARSE, "%s: token_embd.weight is [%lld, %lld], expected [vocab, %d]", g->name,
+                         (long long)emb->shape[0], (long long)emb->shape[1], cfg->hidden_size);
     cfg->vocab_size = (int)emb->shape[0];
     cfg->tie_word_embeddings = fp_weights_get(w, "lm_head.weight") == NULL;
     int tie;

@@ -1,6 +1,7 @@
 /* Model loading: config + weights -> fp_model, with head detection and validation of every tensor name,
  * shape and dtype against the config; the head read-outs (PRM 2-class, classification, scalar reward head). */
 #include "model/model.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include <math.h>
 #include <stdlib.h>
@@ -300,6 +301,13 @@ int fp_model_hidden_states(fp_model *m, const int32_t *ids, int T, const int *po
     return fp_model_trunk_forward(m, ids, T, positions, positions ? npos : T, out);
 }
 
+/* The head runs on a handful of rows (the step positions), so it always takes f32 activations: the bf16
+ * fast path would round the hidden states right where the rewards are read out, for no measurable gain. */
+static void head_matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int n, int K, int N) {
+    int level = fp_kernel_level();
+    fp_matmul_forward_level(level > FP_KERN_AVX2 ? FP_KERN_AVX2 : level, out, inp, w->data, w->dtype, bias, n, K, N);
+}
+
 /* logits[n, L] from final hidden states h[n, H]. */
 int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits) {
     int H = m->cfg.hidden_size, L = m->num_labels;
@@ -307,12 +315,12 @@ int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits) {
     if (m->head == FP_HEAD_PRM) {
         float *z = fp_malloc(sizeof(float) * (size_t)n * H);
         if (!z) return FP_ENOMEM;
-        fp_matmul_forward(z, h, m->head_w1->data, m->head_w1->dtype, m->head_b1, n, H, H); /* [n,H] */
-        for (size_t i = 0; i < (size_t)n * H; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f;      /* ReLU */
-        fp_matmul_forward(logits, z, w2->data, w2->dtype, m->head_b2, n, H, L);          /* [n,L] */
+        head_matmul(z, h, m->head_w1, m->head_b1, n, H, H);                        /* [n,H] */
+        for (size_t i = 0; i < (size_t)n * H; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f; /* ReLU */
+        head_matmul(logits, z, w2, m->head_b2, n, H, L);                            /* [n,L] */
         free(z);
     } else {
-        fp_matmul_forward(logits, h, w2->data, w2->dtype, m->head_b2, n, H, L);
+        head_matmul(logits, h, w2, m->head_b2, n, H, L);
     }
     return FP_OK;
 }

@@ -156,14 +156,15 @@ static int cache_grow(fp_embed_cache *c) {
     return FP_OK;
 }
 
-int fp_embed_cache_get(fp_embed_cache *c, const char *text, const float **out) {
-    *out = NULL;
+/* The row of text's embedding, embedding it on a miss.  Rows may move when the table grows: callers keep
+ * row numbers, not pointers, across calls. */
+static int cache_row(fp_embed_cache *c, const char *text, size_t *row) {
     uint64_t h = hash_text(text);
     size_t k = (size_t)h & (c->cap - 1);
     while (c->slots[k].text) {
         if (c->slots[k].h == h && !strcmp(c->slots[k].text, text)) {
             c->hits++;
-            *out = c->rows + c->slots[k].row * c->dim;
+            *row = c->slots[k].row;
             return FP_OK;
         }
         k = (k + 1) & (c->cap - 1);
@@ -187,18 +188,26 @@ int fp_embed_cache_get(fp_embed_cache *c, const char *text, const float **out) {
     }
     char *copy = fp_strdup(text);
     if (!copy) return FP_ENOMEM;
-    c->slots[k] = (cache_slot){copy, h, c->used++};
-    *out = dst;
+    c->slots[k] = (cache_slot){copy, h, c->used};
+    *row = c->used++;
     if (c->used * 2 > c->cap && cache_grow(c)) return FP_ENOMEM; /* the entry is in; growth failed */
+    return FP_OK;
+}
+
+int fp_embed_cache_get(fp_embed_cache *c, const char *text, const float **out) {
+    size_t row;
+    *out = NULL;
+    int rc = cache_row(c, text, &row);
+    if (rc) return rc;
+    *out = c->rows + row * c->dim;
     return FP_OK;
 }
 
 double fp_embed_similarity(const char *a, const char *b, void *cache) {
     fp_embed_cache *c = cache;
-    const float *ea, *eb;
-    if (fp_embed_cache_get(c, a, &ea)) return 0;
-    if (fp_embed_cache_get(c, b, &eb)) return 0;
-    return fp_cosine(ea, eb, c->dim);
+    size_t ra, rb;
+    if (cache_row(c, a, &ra) || cache_row(c, b, &rb)) return 0;
+    return fp_cosine(c->rows + ra * c->dim, c->rows + rb * c->dim, c->dim);
 }
 
 int fp_curate_align(fp_embed_cache *c, char **thinking, size_t T, char **response, size_t M, char ***merged,

@@ -33,7 +33,8 @@ void fp_encoder_get_stats(const fp_encoder *e, fp_encoder_stats *s);
 typedef struct fp_embed_cache fp_embed_cache;
 int fp_embed_cache_new(fp_embed_cache **out, size_t dim, fp_embed_fn fn, void *ctx);
 void fp_embed_cache_free(fp_embed_cache *c);
-/* *out points into the cache (valid until the next clear).  The first failure is remembered (see _error). */
+/* *out points into the cache, valid until the next get or clear (rows move as the cache grows).  The first
+ * failure is remembered (see _error). */
 int fp_embed_cache_get(fp_embed_cache *c, const char *text, const float **out);
 /* Forgets every text and the remembered error; counters keep running. */
 void fp_embed_cache_clear(fp_embed_cache *c);

@@ -1,16 +1,20 @@
-/* AVX-512 GEMM kernels for fp_matmul_forward: out[T,N] = inp[T,K] @ W[N,K]^T (+ bias).
- * Compiled with -mavx512{f,bw,vl,dq,bf16,vnni} (see the Makefile); only called after cpu.c has checked
- * the CPU.  Three kernels share one scheme:
- *   - activations are converted once per call into the calling thread's scratch (bf16 pairs for the BF16
- *     kernel, int8 blocks of 32 with a scale for the Q8_0/Q4_0 kernel; the f32 kernel reads inp directly);
+/* AVX-512 (and AMX) GEMM kernels for fp_matmul_forward: out[T,N] = inp[T,K] @ W[N,K]^T (+ bias).
+ * Compiled with -mavx512{f,bw,vl,dq,bf16,vnni} (see the Makefile); the AMX job carries its own
+ * target("amx-tile,amx-bf16") attribute.  Only called after cpu.c has checked the CPU (and, for AMX, got
+ * the OS permission).  Four kernels share one scheme:
+ *   - activations are converted once per call into the calling thread's scratch (bf16 pairs for the
+ *     vdpbf16ps kernel, bf16 1 KiB tiles for AMX, int8 blocks of 32 with a scale for VNNI; the f32 kernel
+ *     reads inp directly);
  *   - work is split into jobs = (panel of NR weight rows) x (block of T rows), run by OpenMP;
  *   - a job walks K in chunks of KC: it packs the chunk of its NR weight rows into a small per-thread
- *     panel (transposed so that one zmm load gives 16 output columns), then runs an MR x NR register-tile
+ *     panel (transposed so that one vector or tile load gives 16 output columns), then runs an MR x NR
  *     micro-kernel over its T rows, adding into out (the first chunk adds the bias instead).
  * Kernels:
- *   BF16 weights   -> vdpbf16ps, tile 6 x 64, panel [KC/2 pairs][64 cols][2 bf16]
- *   F32/F16 (and BF16/Q without BF16/VNNI) -> f32 FMA, tile 6 x 64, panel [KC][64] f32
- *   Q8_0 / Q4_0    -> vpdpbusd, tile 6 x 32, panel per block of 32 k: [8 quads][32 cols][4 u8] + 32 scales
+ *   BF16, Q8_0, Q4_0 with AMX -> tdpbf16ps, 32 x 32 per 4 C tiles, panel of 1 KiB tiles [16 pairs][16 cols]
+ *                                (Q weights dequantised to bf16 while packing)
+ *   BF16 (AMD, no AMX)  -> vdpbf16ps, tile 6 x 64, panel [KC/2 pairs][64 cols][2 bf16]
+ *   F32/F16 (and BF16/Q without the above) -> f32 FMA, tile 6 x 64, panel [KC][64] f32
+ *   Q8_0 / Q4_0 (VNNI, no AMX) -> vpdpbusd, tile 6 x 32, per block of 32 k: [8 quads][32 cols][4 u8] + 32 scales
  */
 #include "tensor/kernels.h"
 #include <immintrin.h>

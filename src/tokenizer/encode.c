@@ -409,6 +409,7 @@ static int pretok(ectx *c, int k, const char *s, size_t n) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md[k]);
         size_t ms = ov[0], me = ov[1];
         if (me == ms) { /* empty match: step over one character */
+            if (ms >= n) break;
             pos = ms + u8len((unsigned char)s[ms]);
             continue;
         }

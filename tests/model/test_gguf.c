@@ -440,9 +440,11 @@ static int test_tokenizer_from_gguf(void) {
     const char *dir = tiny_qwen2_dir();
     const char *inp = th_shared_file("tokenizer/qwen2/ggml-vocab-qwen2.gguf.inp");
     if (!dir || !inp) { printf("  (needs ../shared/data/tokenizer/qwen2)\n"); return TH_SKIP; }
-    char out[512], outp[512];
-    snprintf(outp, sizeof outp, "%s", inp);
-    strcpy(outp + strlen(outp) - 4, ".out");
+    char out[512], outp[4200];
+    size_t il = strlen(inp);
+    if (il + 1 > sizeof outp) return TH_SKIP;
+    memcpy(outp, inp, il - 4);
+    memcpy(outp + il - 4, ".out", 5);
     snprintf(out, sizeof out, "%s/tok-q8_0.gguf", th_tmpdir());
     CHECK_OK(fp_gguf_convert_hf(dir, out, FP_Q8_0, 0, NULL));
     fp_tokenizer *a = NULL, *b = NULL;

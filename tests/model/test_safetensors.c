@@ -249,6 +249,19 @@ static int test_model_validation(void) {
     expect_model_fail(model_dir("extra", fx, NULL, NULL, p), FP_EINVAL, "unexpected tensor model.layers.0.mlp.extra",
                       NULL);
     fp_weights_free(w);
+    /* a reward head that does not fit the trunk (1.5B style: reward_head.safetensors next to the checkpoint) */
+    {
+        const char *rd = model_dir("badhead", FIX "qwen2_scalar", NULL, NULL, FIX "qwen2_scalar/model.safetensors");
+        char hp[1200];
+        snprintf(hp, sizeof hp, "%s/reward_head.safetensors", rd);
+        float z[18] = {0};
+        write_raw(hp, "{\"weight\":{\"dtype\":\"F32\",\"shape\":[1,17],\"data_offsets\":[0,68]},"
+                      "\"bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[68,72]}}",
+                  0, z, sizeof z);
+        expect_model_fail(rd, FP_EINVAL, "reward_head.safetensors: tensor weight has shape [1, 17]", "hidden_size is 16");
+        write_raw(hp, "{\"bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 0, z, 4);
+        expect_model_fail(rd, FP_EINVAL, "missing tensor weight", NULL);
+    }
     /* a malformed config.json */
     const char *d = model_dir("badjson", fx, NULL, NULL, st);
     snprintf(p, sizeof p, "%s/config.json", d);

@@ -64,6 +64,49 @@ static int test_align_callback(void) {
     return 0;
 }
 
+/* a synthetic encoder: 5 dims from a hash of the text */
+static void synth_vec(const char *text, float *out) {
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = text; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    fp_rng r;
+    fp_rng_seed(&r, h, 0, 0);
+    for (int k = 0; k < 5; k++) out[k] = (float)fp_rng_below(&r, 1000) / 500.0f - 1.0f;
+}
+static int synth_embed(void *ctx, const char *text, float *out) {
+    (void)ctx;
+    synth_vec(text, out);
+    return FP_OK;
+}
+
+/* Many texts: the table and the rows grow while similarities are taken (rows move: no stale pointers). */
+static int test_cache_growth(void) {
+    fp_embed_cache *c;
+    CHECK_OK(fp_embed_cache_new(&c, 5, synth_embed, NULL));
+    char a[32], b[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(a, sizeof a, "text %d", i);
+        snprintf(b, sizeof b, "text %d", i + 1);
+        float va[5], vb[5];
+        synth_vec(a, va);
+        synth_vec(b, vb);
+        CHECK_NEAR(fp_embed_similarity(a, b, c), fp_cosine(va, vb, 5), 1e-12);
+    }
+    long hits, misses;
+    fp_embed_cache_stats(c, &hits, &misses);
+    CHECK(misses == 301 && hits == 299);
+    const float *e;
+    CHECK_OK(fp_embed_cache_get(c, "text 7", &e));
+    float v7[5];
+    synth_vec("text 7", v7);
+    CHECK(e && !memcmp(e, v7, sizeof v7));
+    fp_embed_cache_clear(c);
+    CHECK_OK(fp_embed_cache_get(c, "text 7", &e));
+    fp_embed_cache_stats(c, &hits, &misses);
+    CHECK(misses == 302);
+    fp_embed_cache_free(c);
+    return 0;
+}
+
 static void fill_rows(float *rows, size_t n, size_t d, unsigned seed) {
     fp_rng r;
     fp_rng_seed(&r, seed, 1, 2);
@@ -256,6 +299,7 @@ static int test_encoder_vs_hf(void) {
 
 int main(void) {
     RUN(test_align_callback);
+    RUN(test_cache_growth);
     RUN(test_reservoir);
     RUN(test_encoder_vs_hf);
     return th_finish();

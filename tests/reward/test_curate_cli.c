@@ -415,6 +415,32 @@ static int test_stock_mock_retries(void) {
         CHECK_MSG(strstr(err, "final targets 1 (rollouts correct 0 of 3), no gold 1"), "%s", err);
         free(err);
     } else CHECK(0);
+    /* a judge reply that is not JSON: qual missing on the steps whose requests quote it, said in curate_notes,
+     * the mix over the rest; the output is complete and exit status 1 */
+    f = fopen(in, "w");
+    fputs("{\"question\":\"Q\",\"thinking\":\"x1\\n\\nx2 @reply=bad\",\"response\":\"y1\\n\\ny2\"}\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "%s curate -q --embed-model %s --judge-url %s --judge-model m --api-key-env FLUXPRM_TEST_UNSET "
+             "--no-final --retries 0 -o %s %s 2>/dev/null", th_bin(), encdir, stock_url, out, in);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    o = load_lines(out);
+    r0 = json_array_get(o, 0);
+    qual = json_object_get(json_object_get(r0, "step_components"), "qual");
+    CHECK(num(json_array_get(qual, 0)) == 0.5 && json_is_null(json_array_get(qual, 1)));
+    json_t *notes = json_object_get(r0, "curate_notes");
+    int found = 0;
+    for (size_t k = 0; k < json_array_size(notes); k++)
+        found |= strstr(json_string_value(json_array_get(notes, k)), "qual missing: judge step 2") != NULL;
+    CHECK_MSG(found, "notes: %s", json_dumps(notes, 0));
+    json_t *comp = json_object_get(r0, "step_components");
+    double c2[2] = {num(json_array_get(json_object_get(comp, "align"), 1)), num(json_array_get(json_object_get(comp, "coh"), 1))};
+    double z = 0, mix = 0;
+    for (int k = 0; k < 2; k++) if (!isnan(c2[k])) z += exp(c2[k]);
+    for (int k = 0; k < 2; k++) if (!isnan(c2[k])) mix += exp(c2[k]) / z * c2[k];
+    CHECK_NEAR(num(json_array_get(json_object_get(r0, "step_targets"), 1)), mix, 1e-6);
+    json_decref(o);
     /* usage errors */
     snprintf(cmd, sizeof cmd, "%s curate --embed-model %s %s >/dev/null 2>&1", th_bin(), encdir, in);
     rc = system(cmd);

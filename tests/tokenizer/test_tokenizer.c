@@ -462,6 +462,28 @@ static int test_tiny_and_bad_files(void) {
         free(s);
         fp_tokenizer_free(t);
     }
+    /* Split stages: a regex with empty matches (skipped), and a literal String with behavior Removed */
+    {
+        const char *pts[] = {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"x*\"},"
+                             "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"use_regex\":false}]}",
+                             "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"String\":\"x\"},"
+                             "\"behavior\":\"Removed\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}"};
+        const char *texts[] = {"abxxc", "abxab"};
+        int32_t wants[2][4] = {{256, 120, 120, 99}, {256, 256, -1, -1}};
+        size_t wantn[2] = {4, 2};
+        for (int k = 0; k < 2; k++) {
+            j = tiny_json(pts[k], "{\"type\":\"NFC\"}", "", "[\"a b\"]");
+            CHECK_OK(load_tiny(dir, "split.json", j, &t));
+            free(j);
+            if (!t) continue;
+            int32_t *ids;
+            size_t n;
+            CHECK_OK(fp_tokenizer_encode(t, texts[k], 5, &ids, &n));
+            CHECK_MSG(n == wantn[k] && !memcmp(ids, wants[k], n * sizeof *ids), "split case %d: %zu ids", k, n);
+            free(ids);
+            fp_tokenizer_free(t);
+        }
+    }
     /* tokenizer_config.json next to tokenizer.json: added_tokens_decoder entries and eos_token are read */
     {
         char sub[600], p2[700];
@@ -571,7 +593,7 @@ static int test_long_inputs(void) {
             free(back);
         }
         printf("  %zu bytes of \"%s\": %zu ids in %.3f s\n", ul * count, unit[0] == '\n' || unit[0] == '\t' ? "<ws>" : unit, n, dt);
-        CHECK_MSG(dt < 10.0, "too slow: %.2f s", dt);
+        CHECK_MSG(dt < 30.0, "too slow: %.2f s", dt); /* catches quadratic blow-up, not noise */
         free(ids);
         free(s);
         json_decref(rec);
