@@ -105,7 +105,7 @@ static int append_steps(fp_record *rec, char **add, size_t n) {
     char **v = fp_realloc(rec->steps, (rec->n_steps + n + 1) * sizeof *v);
     if (!v) return FP_ENOMEM;
     rec->steps = v;
-    memcpy(v + rec->n_steps, add, n * sizeof *v);
+    if (n) memcpy(v + rec->n_steps, add, n * sizeof *v);
     rec->n_steps += n;
     return FP_OK;
 }

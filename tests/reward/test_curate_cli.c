@@ -453,8 +453,40 @@ static int test_stock_mock_retries(void) {
     return 0;
 }
 
+/* --no-judge --no-final: no server needed; qual and final missing with notes; mean pooling; the reservoir
+ * turns coherence on from the second record. */
+static int test_no_network(void) {
+    int s = setup();
+    if (s) return s;
+    char out[512], cmd[4096];
+    snprintf(out, sizeof out, "%s/nonet.jsonl", th_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "%s curate -q --embed-model %s --embed-pooling mean --no-judge --no-final --negatives 2 --skip-bad "
+             "-o %s " REF "/records.jsonl 2>/dev/null", th_bin(), encdir, out);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    json_t *o = load_lines(out);
+    CHECK(json_array_size(o) == 5);
+    for (size_t i = 0; i < json_array_size(o); i++) {
+        json_t *r = json_array_get(o, i);
+        if (i == 3) { CHECK(json_object_get(r, "error") != NULL); continue; }
+        CHECK(!json_object_get(r, "final_target"));
+        json_t *comp = json_object_get(r, "step_components");
+        CHECK(json_is_null(json_array_get(json_object_get(comp, "qual"), 0)));
+        CHECK(json_is_null(json_array_get(json_object_get(comp, "coh"), 0)) == (i == 0));
+        json_t *notes = json_object_get(r, "curate_notes");
+        int found = 0;
+        for (size_t k = 0; k < json_array_size(notes); k++)
+            found |= !strcmp(json_string_value(json_array_get(notes, k)), "qual missing: --no-judge");
+        CHECK(found);
+    }
+    json_decref(o);
+    return 0;
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
+    RUN(test_no_network);
     if (keyed_start(&keyed)) { printf("cannot start the mock server\n"); return 1; }
     mock_url(&keyed, url, sizeof url);
     RUN(test_curate_e2e);
