@@ -60,6 +60,11 @@ asan:
 
 check-long: tests
 	@FLUXPRM_LONG=1 FLUXPRM_BIN=$(abspath $(BUILD)/fluxprm) sh tests/run_tests.sh $(TEST_BIN)
+	sh fuzz/run.sh
+
+# libFuzzer targets for the checkpoint readers (needs clang; FUZZ_SECONDS per target, default 60).
+fuzz:
+	sh fuzz/run.sh
 
 bench: all
 	@sh bench/run.sh
@@ -75,6 +80,6 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests test asan check-long bench install clean
+.PHONY: all tests test asan check-long fuzz bench install clean
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -2,7 +2,9 @@
 # Installs fluxprm's build and test dependencies from Debian's archive (run as root).
 # Idempotent: packages already present are left alone.
 set -eu
+# --long also installs what `make check-long` / `make fuzz` need (clang for libFuzzer).
 PKGS="build-essential pkg-config libpcre2-dev libutf8proc-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev"
+[ "${1:-}" = "--long" ] && PKGS="$PKGS clang"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -1,5 +1,6 @@
 /* PRM scoring: formatting, tokenisation, one forward pass, read-outs and aggregation. */
 #include "apps/prm.h"
+#include "model/gguf.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,24 @@ static int is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The default system prompt of a GGUF file's tokenizer.chat_template (none when it is not a GGUF or has none). */
+static int gguf_default_system(const char *path, char **out) {
+    *out = NULL;
+    size_t n = strlen(path);
+    if (n < 5 || strcmp(path + n - 5, ".gguf")) return FP_OK;
+    fp_gguf *g;
+    int rc = fp_gguf_open(&g, path);
+    if (rc) return rc;
+    fp_gguf_str tpl;
+    if (fp_gguf_get_string(g, "tokenizer.chat_template", &tpl) == FP_OK) {
+        char *t = fp_strndup(tpl.s, tpl.len);
+        rc = t ? fp_template_default_system(t, out) : FP_ENOMEM;
+        free(t);
+    }
+    fp_gguf_close(g);
+    return rc;
+}
+
 int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
     *out = NULL;
     fp_prm *p = fp_calloc(1, sizeof *p);
@@ -52,7 +71,10 @@ int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
         goto fail;
     }
     const char *tpath = opts->tokenizer_path ? opts->tokenizer_path : opts->model_path;
-    if ((rc = fp_tokenizer_load(&p->tok, tpath))) goto fail;
+    size_t tlen = strlen(tpath);
+    if (tlen > 5 && !strcmp(tpath + tlen - 5, ".gguf")) rc = fp_gguf_load_tokenizer(&p->tok, tpath); /* from its metadata */
+    else rc = fp_tokenizer_load(&p->tok, tpath);
+    if (rc) goto fail;
     if ((size_t)p->info.vocab_size < fp_tokenizer_vocab_size(p->tok) && opts->step_token_id < 0) {
         /* ids beyond the embedding table would read out of bounds: refuse rather than guess */
         rc = fp_errorf(FP_EINVAL, "%s: tokenizer has %zu ids but the model's vocab_size is %d", tpath,
@@ -79,7 +101,11 @@ int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
         if (!(p->system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
     } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
         const char *dir = is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
-        if (dir && (rc = fp_model_default_system(dir, &p->system))) goto fail;
+        if (dir) {
+            if ((rc = fp_model_default_system(dir, &p->system))) goto fail;
+        } else if ((rc = gguf_default_system(opts->tokenizer_path ? opts->tokenizer_path : opts->model_path, &p->system))) {
+            goto fail;
+        }
     }
     p->fmt.system = p->system;
     p->fmt.steps_from = opts->steps_from;

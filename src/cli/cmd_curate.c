@@ -137,7 +137,7 @@ typedef struct {
     long rollouts_correct, rollouts_total;
 } ctx;
 
-static json_t *num_or_null(double d) { return isnan(d) ? json_null() : json_real(d); }
+static json_t *num_or_null(double d) { return isfinite(d) ? json_real(d) : json_null(); }
 
 static char *gold_string(const json_t *v) {
     if (json_is_string(v)) return json_string_length(v) ? fp_strdup(json_string_value(v)) : NULL;

@@ -93,9 +93,9 @@ static void on_event(void *ctx, int ev, long value, const char *msg) {
 static void on_step(void *ctx, const fpt_step_info *s) {
     train_ui *u = ctx;
     double tps = s->seconds > 0 ? s->tokens / s->seconds : 0;
-    if (u->log) {
-        json_t *j = json_pack("{s:I, s:I, s:f}", "step", (json_int_t)s->step, "epoch", (json_int_t)s->epoch,
-                              "loss", s->loss);
+    json_t *j = u->log ? json_pack("{s:I, s:I, s:f}", "step", (json_int_t)s->step, "epoch", (json_int_t)s->epoch,
+                                   "loss", s->loss) : NULL;
+    if (j) {
         if (u->loss == FPT_LOSS_MSE) {
             json_object_set_new(j, "step_mse", json_real(s->step_mse));
             json_object_set_new(j, "final_mse", json_real(s->final_mse));

@@ -262,7 +262,31 @@ static int test_model_sources(void) {
     return 0;
 }
 
+/* `fluxprm convert` to GGUF, then score from the GGUF alone (weights, tokenizer and chat template from its
+ * metadata): the output is identical to scoring the HF directory. */
+static int test_gguf_identical(void) {
+    int s = setup_models();
+    if (s) return s;
+    char gguf[1024], cmd[4096], args[2048], a[1024], b[1024];
+    snprintf(gguf, sizeof gguf, "%s/prm.gguf", th_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s convert %s %s --type f32 --quiet", th_bin(), prm_dir, gguf);
+    CHECK(system(cmd) == 0);
+    snprintf(args, sizeof args, "--model %s --step-token-id 151651 " REF "/records.jsonl", prm_dir);
+    CHECK(run(args, a, sizeof a) == 0);
+    snprintf(args, sizeof args, "--model %s --step-token-id 151651 " REF "/records.jsonl", gguf);
+    CHECK(run(args, b, sizeof b) == 0);
+    char *da, *db;
+    size_t la, lb;
+    CHECK_OK(fp_read_file(a, &da, &la));
+    CHECK_OK(fp_read_file(b, &db, &lb));
+    CHECK(la == lb && !memcmp(da, db, la));
+    free(da);
+    free(db);
+    return 0;
+}
+
 int main(void) {
+    RUN(test_gguf_identical);
     RUN(test_model_sources);
     RUN(test_prm_matches_hf);
     RUN(test_scalar_head_matches_hf);

@@ -8,7 +8,8 @@
  *  - a bad record without --skip-bad stops with the earlier lines kept, and --resume --skip-bad completes
  *    the same file; a run killed (SIGKILL) while a judge request hangs, then --resume, gives the same bytes
  *    and no request answered before the kill is sent again;
- *  - the stock mock: retries and the cost summary. */
+ *  - the stock mock: retries and the cost summary, a failed judge reply, usage errors;
+ *  - --no-judge --no-final with mean pooling, no server at all. */
 #include "base/json.h"
 #include "harness.h"
 #include "mock_server.h"
