@@ -171,6 +171,31 @@ typedef struct {
 } fp_model_seq;
 int fp_model_score_batch(fp_model *m, fp_model_seq *seqs, int nseq);
 
+/* KV cache of one sequence (docs/model.md "KV cache"): per layer the keys (after q/k-norm and RoPE) and values
+ * of tokens 0..n-1, f32, grown on demand up to max_tokens.  A cache belongs to one model and one thread at a
+ * time; several caches may share a model concurrently. */
+typedef struct fp_kv_cache fp_kv_cache;
+/* NULL on failure (fp_last_error says why).  max_tokens >= 1. */
+fp_kv_cache *fp_kv_cache_new(fp_model *m, int max_tokens);
+void fp_kv_cache_free(fp_kv_cache *c);
+/* Tokens held. */
+int fp_kv_cache_len(const fp_kv_cache *c);
+int fp_kv_cache_max_tokens(const fp_kv_cache *c);
+/* Forgets everything after the first n tokens (0 <= n <= len), so a shared prefix can take another suffix. */
+int fp_kv_cache_truncate(fp_kv_cache *c, int n);
+/* dst takes a copy of src's tokens (same model; dst's max_tokens must hold them). */
+int fp_kv_cache_copy(fp_kv_cache *dst, const fp_kv_cache *src);
+/* A new cache holding a copy of src (same max_tokens), or NULL. */
+fp_kv_cache *fp_kv_cache_fork(const fp_kv_cache *src);
+/* Appends ids[T] at positions len..len+T-1 (a chunked prefill, or T = 1 for a decode step) and reads out the
+ * new tokens' rows rows[nrows] (indices into ids, each in [0,T)): hidden (may be NULL) gets the final
+ * normalised hidden states [nrows, H], logits (may be NULL) the LM-head logits [nrows, vocab_size] (needs
+ * lm_head.weight or tied embeddings, else FP_ESTATE).  nrows 0 only fills the cache (the last layer then
+ * computes just K and V).  FP_ERANGE when len + T exceeds max_tokens; on any error the cache keeps its
+ * previous length.  Results equal fp_model_hidden_states over the whole sequence up to f32 rounding. */
+int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *rows, int nrows,
+                            float *hidden, float *logits);
+
 /* ---------------------------------------------------------------- verify */
 /* Math answer verification (docs/verify.md).  All functions are thread-safe (no global mutable state). */
 /* Extracts the final answer from a solution text.  *answer gets a malloc'd string (caller frees) or NULL

@@ -27,8 +27,8 @@ static void matmul(float *out, const float *inp, const fp_tensor *w, const float
 }
 
 /* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate/up: [chunk, I] scratch. */
-static void mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
-                      int chunk) {
+void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
+                        int chunk) {
     int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     float eps = (float)m->cfg.rms_norm_eps;
     fp_rmsnorm_forward(xn, x, y->post_norm, eps, n, H);
@@ -171,7 +171,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         }
         for (size_t i = 0; i < (size_t)nq * H; i++) x[i] += b.q[i];
         /* MLP block */
-        mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);
+        fp_model_mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);
         if (sub) { /* final norm of the requested rows */
             fp_rmsnorm_forward(out, b.xs, m->final_norm, eps, npos, H);
         }

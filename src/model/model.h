@@ -38,5 +38,19 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
                                   const int *positions, int npos, float *out);
 /* Head logits[n, num_labels] from final hidden states h[n, H] (requires a head). */
 int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
+/* x[n,H] += MLP(rmsnorm(x) * post_norm) of layer y, in row chunks of `chunk`; xn [n,H], gate/up
+ * [chunk, max(I,H)] scratch (forward.c; shared with the KV-cache forward in forward_cached.c). */
+void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
+                        int chunk);
+
+/* KV cache (kvcache.c): per layer, K (after q/k-norm and RoPE) and V rows [cap, nkv*head_dim] for tokens
+ * 0..n-1 of one sequence; grows on demand up to max_tokens. */
+struct fp_kv_cache {
+    fp_model *m;
+    int n, cap, max_tokens;
+    float **k, **v; /* [num_layers] */
+};
+/* Makes room for `need` tokens (need <= max_tokens), keeping the first n rows. */
+int fp_kv_cache_reserve(fp_kv_cache *c, int need);
 
 #endif

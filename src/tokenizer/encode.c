@@ -262,11 +262,17 @@ static hitem heap_pop(ectx *c) {
 
 /* BPE on sym[0..n) in place; returns the new count.  Always merges the lowest-rank adjacent pair, leftmost
  * first (the order HF's priority queue produces). */
-static size_t bpe_small(ectx *c, size_t n) {
+static size_t bpe_small(ectx *c, size_t n, const unsigned char *bytes) {
     const fp_tokenizer *t = c->t;
     int32_t *sym = c->sym, *rank = c->rank, *nid = c->nid;
     for (size_t i = 0; i + 1 < n; i++) {
-        rank[i] = tok_merge_lookup(t, sym[i], sym[i + 1], &nid[i]);
+        if (bytes) { /* symbols are still the bytes' ids: dense table */
+            const int32_t *e = t->byte_pair[bytes[i] * 256 + bytes[i + 1]];
+            rank[i] = e[0];
+            nid[i] = e[1];
+        } else {
+            rank[i] = tok_merge_lookup(t, sym[i], sym[i + 1], &nid[i]);
+        }
         if (rank[i] < 0) rank[i] = INT32_MAX;
     }
     while (n > 1) {
@@ -369,7 +375,7 @@ static int bpe_piece(ectx *c, const unsigned char *s, size_t n) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
         if (t->byte_id[s[i]] >= 0) c->sym[m++] = t->byte_id[s[i]];
-    if (m <= SMALL_BPE) m = bpe_small(c, m);
+    if (m <= SMALL_BPE) m = bpe_small(c, m, m == n ? s : NULL);
     else if ((rc = bpe_large(c, m, &m))) return rc;
     if (slot) {
         tcache *ca = c->cache;

@@ -52,6 +52,7 @@ struct fp_tokenizer {
     tok_merge_slot *mmap;
     uint64_t mmask;
     int32_t byte_id[256];
+    int32_t (*byte_pair)[2]; /* [a * 256 + b] = {rank or -1, merged id} for the byte symbols of a and b */
     bool ignore_merges;
     /* added tokens */
     fp_tok_added *added;

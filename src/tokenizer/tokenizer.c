@@ -320,7 +320,22 @@ static int trie_add(tok_trie *tr, const char *s, int32_t added_index) {
     return FP_OK;
 }
 
+/* Dense table of the merges between two single-byte symbols (the first BPE step of every word). */
+static int build_byte_pairs(fp_tokenizer *t) {
+    if (!t->byte_pair && !(t->byte_pair = fp_malloc(65536 * sizeof *t->byte_pair))) return FP_ENOMEM;
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++) {
+            int32_t *e = t->byte_pair[a * 256 + b];
+            e[0] = -1;
+            e[1] = -1;
+            if (t->mmap && t->byte_id[a] >= 0 && t->byte_id[b] >= 0) e[0] = tok_merge_lookup(t, t->byte_id[a], t->byte_id[b], &e[1]);
+        }
+    return FP_OK;
+}
+
 int tok_rebuild_tries(fp_tokenizer *t) {
+    int brc = build_byte_pairs(t);
+    if (brc) return brc;
     tok_trie *ts[2] = {&t->raw_trie, &t->norm_trie};
     for (int k = 0; k < 2; k++) {
         ts[k]->n = 0;
@@ -443,6 +458,7 @@ void fp_tokenizer_free(fp_tokenizer *t) {
     free(t->vmap.slots);
     free(t->merges);
     free(t->mmap);
+    free(t->byte_pair);
     for (int32_t i = 0; i < t->n_added; i++) free((char *)t->added[i].content);
     free(t->added);
     free(t->raw_trie.nodes);

@@ -14,6 +14,7 @@
 #include "model/weights.h"
 #include <limits.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #define REF "tests/ref/train_cli"
@@ -284,6 +285,31 @@ static int test_resume_bitwise(void) {
     CHECK(train(args) == 0);
     snprintf(b, sizeof b, "%s/model.safetensors", killed2);
     CHECK_MSG(same_file(a, b), "weights after a SIGKILL + resume differ from the uninterrupted run");
+    /* a full disk while checkpointing (RLIMIT_FSIZE 6 MB: the 9.7 MB optimizer file cannot be written): exit 1, the
+     * previous state stays complete, and resuming from it later still ends bit-identical */
+    const char *disk = outdir("fulldisk");
+    snprintf(args, sizeof args, "%s --out %s --stop-after 2", common, disk);
+    CHECK(train(args) == 0);
+    snprintf(cmd, sizeof cmd, "exec %s train --quiet --model %s --step-token-id 151651 %s --out %s --save-every 1 --resume 2>%s/disk.err",
+             th_bin(), prm_dir, common, disk, th_tmpdir());
+    pid = fork();
+    if (pid == 0) {
+        struct rlimit rl = {6 << 20, 6 << 20};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        signal(SIGXFSZ, SIG_IGN);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    snprintf(last_err, sizeof last_err, "%s/disk.err", th_tmpdir());
+    CHECK(err_has("optimizer.safetensors", NULL));
+    CHECK(state_step(disk) == 2);
+    CHECK(!exists(disk, "training_state.tmp"));
+    snprintf(args, sizeof args, "%s --out %s --resume", common, disk);
+    CHECK(train(args) == 0);
+    snprintf(b, sizeof b, "%s/model.safetensors", disk);
+    CHECK_MSG(same_file(a, b), "weights after a failed checkpoint + resume differ from the uninterrupted run");
     /* resuming a finished run does nothing; other data or batch size is refused */
     CHECK(train(args) == 0);
     snprintf(args, sizeof args, "--data " REF "/targets.jsonl --steps 7 --batch-size 2 --out %s --resume", killed);

@@ -1,0 +1,145 @@
+/* The Qwen2/Qwen3 forward with a KV cache: appends T tokens at positions n..n+T-1 of a cached sequence (a
+ * chunked prefill, or T = 1 for one decode step; both run this same code) and reads the final hidden states
+ * (and optionally LM-head logits) of requested new rows.  Per layer it is the prefill of forward.c with the
+ * keys and values written into the cache and attention run over cache rows 0..n+T-1:
+ *   x = embed[ids]; per layer: xn = rmsnorm(x); K,V rows n..n+T-1 of the cache = xn W^T + b (+ k-norm, rope);
+ *   q = xn Wq^T (+ q-norm, rope at positions n+t); x += attention(q, cache K, cache V) Wo^T; x += MLP(x)
+ * The last layer runs queries, attention and MLP only for the requested rows (none: it only fills K and V). */
+#include "model/model.h"
+#include "tensor/ops.h"
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MLP_CHUNK_FLOATS (16u << 20) /* gate+up chunk budget, as forward.c */
+#define CACHED_CHUNK 2048            /* longer appends run in chunks of this many tokens */
+
+static void matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
+    fp_matmul_forward(out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
+}
+
+/* One append of T <= CACHED_CHUNK tokens; out[nrows,H] final normed hidden states of rows (local indices). */
+static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *rows, int nrows,
+                         float *out) {
+    const fp_model_config *cf = &m->cfg;
+    const int H = cf->hidden_size, I = cf->intermediate_size, nh = cf->num_heads, nkv = cf->num_kv_heads,
+              d = cf->head_dim, half = d / 2, NL = cf->num_layers;
+    const int qd = nh * d, kvd = nkv * d, wide = qd > H ? qd : H, p0 = c->n;
+    const float eps = (float)cf->rms_norm_eps;
+    int rc = fp_kv_cache_reserve(c, p0 + T);
+    if (rc) return rc;
+    int chunk = (int)(MLP_CHUNK_FLOATS / 2 / (unsigned)I);
+    if (chunk < 16) chunk = 16;
+    if (chunk > T) chunk = T;
+    const int gate_cols = I > H ? I : H, nr = nrows > 0 ? nrows : 1;
+    size_t tT = (size_t)T;
+    float *x = fp_malloc(sizeof(float) * tT * H), *xn = fp_malloc(sizeof(float) * tT * wide),
+          *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols),
+          *up = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols), *cos_t = fp_malloc(sizeof(float) * tT * half),
+          *sin_t = fp_malloc(sizeof(float) * tT * half), *qcos = fp_malloc(sizeof(float) * (size_t)nr * half),
+          *qsin = fp_malloc(sizeof(float) * (size_t)nr * half), *xs = fp_malloc(sizeof(float) * (size_t)nr * H);
+    int *pos = fp_malloc(sizeof(int) * tT), *rpos = fp_malloc(sizeof(int) * (size_t)nr);
+    if (!x || !xn || !q || !gate || !up || !cos_t || !sin_t || !qcos || !qsin || !xs || !pos || !rpos) {
+        rc = fp_errorf(FP_ENOMEM, "cached forward: out of memory for %d tokens", T);
+        goto done;
+    }
+    int saved_threads = omp_get_max_threads();
+    if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
+
+    size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
+    for (int t = 0; t < T; t++) {
+        fp_row_to_f32(x + (size_t)t * H, (const char *)m->embed->data + (size_t)ids[t] * erow, m->embed->dtype, H);
+        pos[t] = p0 + t;
+    }
+    fp_rope_tables(cos_t, sin_t, m->inv_freq, pos, T, d);
+    for (int i = 0; i < nrows; i++) {
+        rpos[i] = p0 + rows[i];
+        memcpy(qcos + (size_t)i * half, cos_t + (size_t)rows[i] * half, sizeof(float) * half);
+        memcpy(qsin + (size_t)i * half, sin_t + (size_t)rows[i] * half, sizeof(float) * half);
+    }
+
+    for (int l = 0; l < NL; l++) {
+        const fp_layer *y = &m->layers[l];
+        int sub = l == NL - 1, nq = sub ? nrows : T;
+        float *k = c->k[l] + (size_t)p0 * kvd, *v = c->v[l] + (size_t)p0 * kvd;
+        fp_rmsnorm_forward(xn, x, y->in_norm, eps, T, H);
+        matmul(k, xn, y->k_w, y->k_b, T);
+        matmul(v, xn, y->v_w, y->v_b, T);
+        if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, T * nkv, d);
+        fp_rope_forward(k, cos_t, sin_t, T, nkv, d);
+        if (nq == 0) break; /* last layer, nothing to read: K and V are all the cache needs */
+        if (sub) {
+            for (int i = 0; i < nrows; i++) memcpy(xs + (size_t)i * H, xn + (size_t)rows[i] * H, sizeof(float) * H);
+            matmul(q, xs, y->q_w, y->q_b, nrows);
+        } else {
+            matmul(q, xn, y->q_w, y->q_b, T);
+        }
+        if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nq * nh, d);
+        fp_rope_forward(q, sub ? qcos : cos_t, sub ? qsin : sin_t, nq, nh, d);
+        if (fp_attention_forward(xn, q, c->k[l], c->v[l], sub ? rpos : pos, NULL, nq, p0 + T, nh, nkv, d)) {
+            rc = fp_errorf(FP_ENOMEM, "cached forward: out of memory (attention scratch)");
+            break;
+        }
+        matmul(q, xn, y->o_w, NULL, nq);
+        float *xr = x;
+        if (sub) {
+            for (int i = 0; i < nrows; i++) memcpy(xs + (size_t)i * H, x + (size_t)rows[i] * H, sizeof(float) * H);
+            xr = xs;
+        }
+        for (size_t i = 0; i < (size_t)nq * H; i++) xr[i] += q[i];
+        fp_model_mlp_block(m, y, xr, xn, gate, up, nq, chunk);
+        if (sub) fp_rmsnorm_forward(out, xs, m->final_norm, eps, nrows, H);
+    }
+    if (m->nthreads > 0) omp_set_num_threads(saved_threads);
+    if (!rc) c->n = p0 + T;
+done:
+    free(x); free(xn); free(q); free(gate); free(up); free(cos_t); free(sin_t); free(qcos); free(qsin); free(xs);
+    free(pos); free(rpos);
+    return rc;
+}
+
+int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *rows, int nrows,
+                            float *hidden, float *logits) {
+    if (!m || !c || !ids || (nrows > 0 && !rows)) return fp_errorf(FP_EINVAL, "cached forward: NULL argument");
+    if (c->m != m) return fp_errorf(FP_EINVAL, "cached forward: the KV cache belongs to another model");
+    const fp_model_config *cf = &m->cfg;
+    if (T <= 0) return fp_errorf(FP_EINVAL, "cached forward: no tokens (T = %d)", T);
+    if (nrows < 0) return fp_errorf(FP_EINVAL, "cached forward: nrows = %d", nrows);
+    if (c->n + (long)T > c->max_tokens)
+        return fp_errorf(FP_ERANGE, "cached forward: %d + %d tokens exceed the KV cache's max_tokens %d", c->n, T,
+                         c->max_tokens);
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= cf->vocab_size)
+            return fp_errorf(FP_EINVAL, "cached forward: token id %d at position %d is outside the vocabulary [0, %d)",
+                             (int)ids[t], c->n + t, cf->vocab_size);
+    for (int i = 0; i < nrows; i++)
+        if (rows[i] < 0 || rows[i] >= T)
+            return fp_errorf(FP_EINVAL, "cached forward: row %d (index %d) outside the new tokens [0, %d)", rows[i], i, T);
+    const fp_tensor *lm = m->lm_head ? m->lm_head : cf->tie_word_embeddings ? m->embed : NULL;
+    if (logits && nrows > 0 && !lm)
+        return fp_errorf(FP_ESTATE, "model (%s) has no LM head (lm_head.weight or tied embeddings)", cf->architecture);
+    const int H = cf->hidden_size, p_start = c->n;
+    float *h = hidden;
+    if (!h && nrows > 0 && !(h = fp_malloc(sizeof(float) * (size_t)nrows * H))) return FP_ENOMEM;
+    int rc = FP_OK;
+    if (T <= CACHED_CHUNK) {
+        rc = forward_chunk(m, c, ids, T, rows, nrows, h);
+    } else { /* chunked prefill: each chunk reads out the requested rows that fall in it */
+        int *lr = fp_malloc(sizeof(int) * (size_t)(nrows > 0 ? nrows : 1)),
+            *slot = fp_malloc(sizeof(int) * (size_t)(nrows > 0 ? nrows : 1));
+        float *hb = fp_malloc(sizeof(float) * (size_t)(nrows > 0 ? nrows : 1) * H);
+        if (!lr || !slot || !hb) rc = FP_ENOMEM;
+        for (int t0 = 0; !rc && t0 < T; t0 += CACHED_CHUNK) {
+            int n = T - t0 < CACHED_CHUNK ? T - t0 : CACHED_CHUNK, k = 0;
+            for (int i = 0; i < nrows; i++)
+                if (rows[i] >= t0 && rows[i] < t0 + n) lr[k] = rows[i] - t0, slot[k++] = i;
+            rc = forward_chunk(m, c, ids + t0, n, lr, k, hb);
+            for (int j = 0; !rc && j < k; j++) memcpy(h + (size_t)slot[j] * H, hb + (size_t)j * H, sizeof(float) * H);
+        }
+        free(lr); free(slot); free(hb);
+    }
+    if (rc) c->n = p_start;
+    if (!rc && logits && nrows > 0) fp_matmul_forward(logits, h, lm->data, lm->dtype, NULL, nrows, H, cf->vocab_size);
+    if (h != hidden) free(h);
+    return rc;
+}
