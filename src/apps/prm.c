@@ -223,7 +223,8 @@ int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer 
     *system_out = NULL;
     const char *tpath = opts->tokenizer_path ? opts->tokenizer_path : opts->model_path;
     fp_tokenizer *tok;
-    int rc = fp_tokenizer_load(&tok, tpath);
+    size_t tlen = strlen(tpath);
+    int rc = tlen > 5 && !strcmp(tpath + tlen - 5, ".gguf") ? fp_gguf_load_tokenizer(&tok, tpath) : fp_tokenizer_load(&tok, tpath);
     if (rc) return rc;
     int32_t step_id = -1;
     char *system = NULL;
@@ -249,7 +250,11 @@ int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer 
         if (!(system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
     } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
         const char *dir = is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
-        if (dir && (rc = fp_model_default_system(dir, &system))) goto fail;
+        if (dir) {
+            if ((rc = fp_model_default_system(dir, &system))) goto fail;
+        } else if ((rc = gguf_default_system(tpath, &system))) {
+            goto fail;
+        }
     }
     *tok_out = tok;
     *step_id_out = step_id;

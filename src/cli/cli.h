@@ -25,6 +25,7 @@ int cli_parse_double(const char *s, double *out);
     X(convert, "convert a Hugging Face checkpoint to GGUF (f32/f16/bf16/q8_0/q4_0)") \
     X(curate, "ReasonFlux-PRM training targets: merged steps, align/coh/qual step targets, rollout final target") \
     X(eval, "ProcessBench evaluation of a PRM: first-error accuracy on erroneous/correct samples and F1") \
+    X(generate, "sample or greedy-decode completions from a Qwen2/Qwen3 causal LM with a KV cache (chat or raw prompts)") \
     X(inspect, "show a checkpoint's config and detected head, validate its tensors, time a prefill") \
     X(judge, "LLM-judge step-quality scores (0-10) and reasoning templates via an OpenAI-compatible API") \
     X(score, "per-step and trajectory rewards for JSONL records with a PRM checkpoint") \

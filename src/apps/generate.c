@@ -1,0 +1,369 @@
+/* Generation on the KV-cache forward: prefill, then decode with greedy or seeded sampling (see generate.h). */
+#include "apps/generate.h"
+#include "model/model.h"
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void fp_gen_opts_default(fp_gen_opts *o) { memset(o, 0, sizeof *o); }
+
+void fp_sample_opts_default(fp_sample_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_new_tokens = 256;
+    o->temperature = 1.0;
+    o->top_p = 1.0;
+}
+
+const char *fp_finish_name(int finish) { return finish == FP_FINISH_LENGTH ? "length" : "stop"; }
+
+void fp_completion_free(fp_completion *c) {
+    if (!c) return;
+    free(c->text);
+    free(c->tokens);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- sampling */
+
+typedef struct { double z; int32_t id; } cand;
+
+static int cand_cmp(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->z != y->z) return x->z > y->z ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Uniform double in [0, 1) from the top 53 bits of the next draw. */
+static double rng_unit(fp_rng *r) { return (double)(fp_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+/* The next token from logits[V].  temperature <= 0: argmax (lowest id on ties).  Otherwise softmax(z / t) in
+ * double; with top_k > 0 or top_p < 1 the candidates are sorted by logit (descending, ties by id), cut to the
+ * k best and then to the shortest prefix whose probability reaches top_p, renormalised; one uniform u picks the
+ * first candidate whose cumulative probability exceeds u * total (id order when nothing is cut). */
+static int32_t sample_token(const float *lg, int V, const fp_sample_opts *o, fp_rng *r, cand *buf) {
+    int32_t best = 0;
+    for (int i = 1; i < V; i++)
+        if (lg[i] > lg[best]) best = i;
+    if (o->temperature <= 0) return best;
+    double inv_t = 1.0 / o->temperature, mx = lg[best] * inv_t;
+    int n = V;
+    for (int i = 0; i < V; i++) buf[i].z = lg[i] * inv_t, buf[i].id = i;
+    int cut = (o->top_k > 0 && o->top_k < V) || o->top_p < 1.0;
+    if (cut) {
+        qsort(buf, (size_t)V, sizeof *buf, cand_cmp);
+        if (o->top_k > 0 && o->top_k < n) n = o->top_k;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += (buf[i].z = exp(buf[i].z - mx));
+    if (cut && o->top_p < 1.0) {
+        double acc = 0, lim = o->top_p * total;
+        int k = 0;
+        while (k < n) {
+            acc += buf[k++].z;
+            if (acc >= lim) break;
+        }
+        n = k;
+        total = acc;
+    }
+    double u = rng_unit(r) * total, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += buf[i].z;
+        if (acc > u) return buf[i].id;
+    }
+    return buf[n - 1].id;
+}
+
+/* ---- UTF-8 */
+
+/* Appends bytes[n] to out with every maximal ill-formed subsequence replaced by U+FFFD (Python's and Rust's
+ * from_utf8_lossy rule), then NUL-terminates. */
+static int append_lossy(fp_buf *out, const unsigned char *p, size_t n) {
+    size_t i = 0;
+    int rc = FP_OK;
+    while (i < n && !rc) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        size_t k = 1;
+        int ok = len == 1;
+        if (len > 1) {
+            unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+            if (i + 1 < n && p[i + 1] >= lo && p[i + 1] <= hi) {
+                k = 2;
+                while (k < len && i + k < n && (p[i + k] & 0xC0) == 0x80) k++;
+                ok = k == len;
+            }
+        }
+        rc = ok ? fp_buf_append(out, p + i, k) : fp_buf_append(out, "\xef\xbf\xbd", 3);
+        i += k;
+    }
+    if (!rc) rc = fp_buf_append(out, "", 1);
+    if (!rc) out->len--;
+    return rc;
+}
+
+/* ---- one sample */
+
+typedef struct {
+    fp_model *m;
+    const fp_tokenizer *tok;
+    const int32_t *eos;
+    size_t n_eos;
+    const fp_sample_opts *o;
+    size_t max_stop;
+} gen_ctx;
+
+static int is_eos(const gen_ctx *g, int32_t id) {
+    for (size_t i = 0; i < g->n_eos; i++)
+        if (g->eos[i] == id) return 1;
+    return 0;
+}
+
+/* Runs one sample on cache c (the prompt already in it), starting from the prompt's last logits lg0 [V]. */
+static int decode_one(const gen_ctx *g, fp_kv_cache *c, const float *lg0, fp_rng *r, fp_completion *out,
+                      float *first_logits, int n_logits, cand *buf) {
+    const int V = g->m->cfg.vocab_size, H = g->m->cfg.hidden_size;
+    const fp_sample_opts *o = g->o;
+    float *lg = fp_malloc(sizeof(float) * (size_t)V), *h = fp_malloc(sizeof(float) * (size_t)H);
+    fp_buf raw = {0}, text = {0};
+    int rc = lg && h ? FP_OK : FP_ENOMEM;
+    out->tokens = fp_malloc(sizeof(int32_t) * (size_t)(o->max_new_tokens > 0 ? o->max_new_tokens : 1));
+    if (!out->tokens) rc = FP_ENOMEM;
+    out->finish = FP_FINISH_LENGTH;
+    size_t cut = (size_t)-1; /* byte offset of a stop string in raw */
+    if (!rc) memcpy(lg, lg0, sizeof(float) * (size_t)V);
+    for (int step = 0; !rc && step < o->max_new_tokens; step++) {
+        if (first_logits && step < n_logits) memcpy(first_logits + (size_t)step * V, lg, sizeof(float) * (size_t)V);
+        int32_t id = sample_token(lg, V, o, r, buf);
+        if (!o->ignore_eos && is_eos(g, id)) { out->finish = FP_FINISH_STOP; break; }
+        out->tokens[out->n_tokens++] = id;
+        if (g->tok) {
+            char *piece = NULL;
+            size_t plen = 0;
+            if (fp_tokenizer_decode(g->tok, &id, 1, 1, &piece, &plen) == FP_OK) { /* unknown ids add nothing */
+                size_t before = raw.len;
+                rc = fp_buf_append(&raw, piece, plen);
+                free(piece);
+                if (rc) break;
+                if (g->max_stop && plen) { /* look for a stop string that ends in the new bytes */
+                    size_t from = before + 1 > g->max_stop ? before + 1 - g->max_stop : 0;
+                    for (size_t s = 0; s < o->n_stop; s++) {
+                        size_t sl = strlen(o->stop[s]);
+                        if (!sl) continue;
+                        for (size_t at = from; at + sl <= raw.len; at++)
+                            if (!memcmp(raw.data + at, o->stop[s], sl)) {
+                                if (at < cut) cut = at;
+                                break;
+                            }
+                    }
+                }
+            } else {
+                fp_error_clear();
+            }
+            if (cut != (size_t)-1) { out->finish = FP_FINISH_STOP; break; }
+        }
+        if (step + 1 == o->max_new_tokens) break;
+        if (fp_kv_cache_len(c) >= fp_kv_cache_max_tokens(c)) break; /* context full: "length" */
+        int row = 0;
+        rc = fp_model_forward_cached(g->m, c, &id, 1, &row, 1, h, lg);
+    }
+    if (!rc) rc = append_lossy(&text, (const unsigned char *)raw.data, cut != (size_t)-1 ? cut : raw.len);
+    if (!rc) {
+        out->text = text.data ? text.data : fp_strdup("");
+        if (!out->text) rc = FP_ENOMEM;
+    } else {
+        fp_buf_free(&text);
+    }
+    fp_buf_free(&raw);
+    free(lg);
+    free(h);
+    return rc;
+}
+
+int fp_generate_tokens(fp_model *m, const fp_tokenizer *tok, const int32_t *eos, size_t n_eos, const int32_t *prompt,
+                       int T, const fp_sample_opts *o, uint64_t record, int n, fp_completion *out, float *first_logits,
+                       int n_logits) {
+    if (!m || !prompt || !o || !out || n < 1) return fp_errorf(FP_EINVAL, "generate: NULL argument or n < 1");
+    memset(out, 0, sizeof *out * (size_t)n);
+    if (T <= 0) return fp_errorf(FP_EINVAL, "generate: empty prompt");
+    if (o->max_new_tokens < 0) return fp_errorf(FP_EINVAL, "generate: max_new_tokens = %d", o->max_new_tokens);
+    if (!(o->top_p > 0 && o->top_p <= 1)) return fp_errorf(FP_EINVAL, "generate: top_p must be in (0, 1], got %g", o->top_p);
+    if (!(o->temperature >= 0) || !isfinite(o->temperature))
+        return fp_errorf(FP_EINVAL, "generate: temperature must be >= 0, got %g", o->temperature);
+    if (!m->lm_head && !m->cfg.tie_word_embeddings)
+        return fp_errorf(FP_ESTATE, "model (%s) has no LM head (lm_head.weight or tied embeddings): cannot generate",
+                         m->cfg.architecture);
+    gen_ctx g = {m, tok, eos, n_eos, o, 0};
+    for (size_t s = 0; tok && s < o->n_stop; s++)
+        if (strlen(o->stop[s]) > g.max_stop) g.max_stop = strlen(o->stop[s]);
+    const int V = m->cfg.vocab_size;
+    int max_tokens = T + (o->max_new_tokens > 1 ? o->max_new_tokens - 1 : 0);
+    fp_kv_cache *base = fp_kv_cache_new(m, max_tokens), *c = NULL;
+    float *lg0 = fp_malloc(sizeof(float) * (size_t)V);
+    cand *buf = fp_malloc(sizeof(cand) * (size_t)V);
+    int rc = base && lg0 && buf ? FP_OK : FP_ENOMEM, last = T - 1;
+    if (!rc) rc = fp_model_forward_cached(m, base, prompt, T, &last, 1, NULL, lg0);
+    for (int j = 0; !rc && j < n; j++) {
+        c = j == n - 1 ? base : fp_kv_cache_fork(base); /* the last sample takes the prefix cache itself */
+        if (!c) { rc = FP_ENOMEM; break; }
+        fp_rng r;
+        fp_rng_seed(&r, o->seed, record, (uint64_t)j);
+        out[j].prompt_tokens = T;
+        rc = decode_one(&g, c, lg0, &r, &out[j], j == 0 ? first_logits : NULL, n_logits, buf);
+        if (c != base) fp_kv_cache_free(c);
+    }
+    if (rc)
+        for (int j = 0; j < n; j++) fp_completion_free(&out[j]);
+    fp_kv_cache_free(base);
+    free(lg0);
+    free(buf);
+    return rc;
+}
+
+/* ---- the generator */
+
+struct fp_generator {
+    fp_model *m;
+    fp_tokenizer *tok;
+    char *system;
+    int32_t *eos;
+    size_t n_eos;
+};
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int fp_generator_add_eos(fp_generator *g, int32_t id) {
+    if (id < 0) return FP_OK;
+    for (size_t i = 0; i < g->n_eos; i++)
+        if (g->eos[i] == id) return FP_OK;
+    int32_t *e = fp_realloc(g->eos, sizeof(int32_t) * (g->n_eos + 1));
+    if (!e) return FP_ENOMEM;
+    g->eos = e;
+    g->eos[g->n_eos++] = id;
+    return FP_OK;
+}
+
+static int add_eos_json(fp_generator *g, const json_t *v) {
+    int rc = FP_OK;
+    if (json_is_integer(v)) return fp_generator_add_eos(g, (int32_t)json_integer_value(v));
+    if (json_is_array(v))
+        for (size_t i = 0; !rc && i < json_array_size(v); i++) rc = add_eos_json(g, json_array_get(v, i));
+    return rc;
+}
+
+static int load_eos(fp_generator *g, const char *model_dir, const char *tok_dir) {
+    fp_model_info info;
+    fp_model_get_info(g->m, &info);
+    int rc = fp_generator_add_eos(g, info.eos_token_id);
+    char p[4096];
+    if (!rc && model_dir) {
+        snprintf(p, sizeof p, "%s/generation_config.json", model_dir);
+        json_t *j = json_load_file(p, 0, NULL);
+        if (j) rc = add_eos_json(g, json_object_get(j, "eos_token_id"));
+        json_decref(j);
+    }
+    if (!rc && tok_dir) {
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", tok_dir);
+        json_t *j = json_load_file(p, 0, NULL), *e = j ? json_object_get(j, "eos_token") : NULL;
+        if (json_is_object(e)) e = json_object_get(e, "content");
+        if (json_is_string(e)) {
+            int32_t id = fp_tokenizer_token_to_id(g->tok, json_string_value(e));
+            if (id >= 0 && id < info.vocab_size) rc = fp_generator_add_eos(g, id);
+        }
+        json_decref(j);
+    }
+    return rc;
+}
+
+int fp_generator_open(fp_generator **out, const fp_gen_opts *o) {
+    *out = NULL;
+    if (!o || !o->model_path) return fp_errorf(FP_EINVAL, "generator: no model path");
+    fp_generator *g = fp_calloc(1, sizeof *g);
+    if (!g) return FP_ENOMEM;
+    int rc = fp_model_load(&g->m, o->model_path);
+    if (rc) goto fail;
+    if (o->threads > 0) fp_model_set_threads(g->m, o->threads);
+    fp_model_info info;
+    fp_model_get_info(g->m, &info);
+    if (!info.has_lm_head) {
+        rc = fp_errorf(FP_EINVAL, "%s: the checkpoint (%s) has no LM head (lm_head.weight or tied embeddings): it "
+                       "cannot generate", o->model_path, info.architecture ? info.architecture : "?");
+        goto fail;
+    }
+    const char *tpath = o->tokenizer_path ? o->tokenizer_path : o->model_path;
+    if ((rc = fp_tokenizer_load(&g->tok, tpath))) goto fail;
+    const char *mdir = is_dir(o->model_path) ? o->model_path : NULL;
+    const char *tdir = is_dir(tpath) ? tpath : mdir;
+    if (o->system_mode == FP_SYSTEM_TEXT) {
+        if (!(g->system = fp_strdup(o->system ? o->system : ""))) { rc = FP_ENOMEM; goto fail; }
+    } else if (o->system_mode == FP_SYSTEM_TEMPLATE && (tdir || mdir)) {
+        if ((rc = fp_model_default_system(tdir ? tdir : mdir, &g->system))) goto fail;
+    }
+    if ((rc = load_eos(g, mdir, tdir))) goto fail;
+    *out = g;
+    return FP_OK;
+fail:
+    fp_generator_free(g);
+    return rc;
+}
+
+void fp_generator_free(fp_generator *g) {
+    if (!g) return;
+    fp_model_free(g->m);
+    fp_tokenizer_free(g->tok);
+    free(g->system);
+    free(g->eos);
+    free(g);
+}
+
+fp_model *fp_generator_model(fp_generator *g) { return g->m; }
+const fp_tokenizer *fp_generator_tokenizer(const fp_generator *g) { return g->tok; }
+const int32_t *fp_generator_eos(const fp_generator *g, size_t *n) {
+    *n = g->n_eos;
+    return g->eos;
+}
+
+int fp_generator_render_chat(const fp_generator *g, const fp_chat_message *msgs, size_t n, char **text) {
+    *text = NULL;
+    if (!n || !msgs) return fp_errorf(FP_EINVAL, "chat: no messages");
+    fp_buf b = {0};
+    int rc = FP_OK;
+    if (g->system && !(msgs[0].role && !strcmp(msgs[0].role, "system")))
+        rc = fp_buf_printf(&b, "<|im_start|>system\n%s<|im_end|>\n", g->system);
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (!msgs[i].role || !msgs[i].content) { fp_buf_free(&b); return fp_errorf(FP_EINVAL, "chat: message %zu has no role or content", i); }
+        rc = fp_buf_printf(&b, "<|im_start|>%s\n%s<|im_end|>\n", msgs[i].role, msgs[i].content);
+    }
+    if (!rc) rc = fp_buf_printf(&b, "<|im_start|>assistant\n");
+    if (rc) { fp_buf_free(&b); return rc; }
+    *text = b.data;
+    return FP_OK;
+}
+
+int fp_generate_text(fp_generator *g, const char *prompt, const fp_sample_opts *o, uint64_t record, int n,
+                     fp_completion *out) {
+    if (!g || !prompt) return fp_errorf(FP_EINVAL, "generate: NULL argument");
+    int32_t *ids;
+    size_t T;
+    int rc = fp_tokenizer_encode(g->tok, prompt, strlen(prompt), &ids, &T);
+    if (rc) return rc;
+    if (T == 0) { free(ids); return fp_errorf(FP_EINVAL, "generate: the prompt encodes to no tokens"); }
+    if (T > INT32_MAX / 2) { free(ids); return fp_errorf(FP_ERANGE, "generate: prompt too long"); }
+    rc = fp_generate_tokens(g->m, g->tok, g->eos, g->n_eos, ids, (int)T, o, record, n, out, NULL, 0);
+    free(ids);
+    return rc;
+}
+
+int fp_generate_chat(fp_generator *g, const fp_chat_message *msgs, size_t n_msgs, const fp_sample_opts *o,
+                     uint64_t record, int n, fp_completion *out) {
+    char *text;
+    int rc = fp_generator_render_chat(g, msgs, n_msgs, &text);
+    if (rc) return rc;
+    rc = fp_generate_text(g, text, o, record, n, out);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,344 @@
+/* KV-cache forward and generation against HF transformers (tests/ref/generate/make_fixture.py):
+ *  - greedy decoding of 64 tokens equals HF generate(do_sample=False) on an untied Qwen2 and a tied Qwen3
+ *    (f32, vocab 1024, ids fed directly), and the logits of the first 3 decode steps agree within 1e-4;
+ *  - the cached forward (any chunking, truncate + copy of a shared prefix, internal 2048-token chunks) equals
+ *    the full prefill within f32 rounding;
+ *  - eos ids, seeded sampling, top-k / top-p limits;
+ *  - `fluxprm generate` on chat and raw-prompt records with the real Qwen2 tokenizer and the Qwen2.5 chat
+ *    template equals HF apply_chat_template + generate (greedy, 24 tokens), including stop strings. */
+#include "apps/generate.h"
+#include "base/json.h"
+#include "harness.h"
+#include "model/model.h"
+#include <limits.h>
+#include <sys/wait.h>
+
+#define REF "tests/ref/generate"
+
+static int *ints(json_t *a, int *n) {
+    *n = (int)json_array_size(a);
+    int *v = malloc(sizeof(int) * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = (int)json_integer_value(json_array_get(a, (size_t)i));
+    return v;
+}
+
+static void greedy_fixture(const char *name) {
+    char dir[256], p[300];
+    snprintf(dir, sizeof dir, REF "/%s", name);
+    snprintf(p, sizeof p, "%s/expected.json", dir);
+    json_t *ex = json_load_file(p, 0, NULL);
+    CHECK(ex != NULL);
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, dir));
+    if (!ex || !m) { json_decref(ex); fp_model_free(m); return; }
+    int V = m->cfg.vocab_size;
+    fp_sample_opts o;
+    fp_sample_opts_default(&o);
+    o.temperature = 0;
+    o.max_new_tokens = 64;
+    json_t *cases = json_object_get(ex, "cases");
+    for (size_t ci = 0; ci < json_array_size(cases); ci++) {
+        json_t *c = json_array_get(cases, ci);
+        int T, nt;
+        int *prompt = ints(json_object_get(c, "prompt"), &T), *want = ints(json_object_get(c, "tokens"), &nt);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
+        for (int i = 0; i < T; i++) ids[i] = prompt[i];
+        float *lg = malloc(sizeof(float) * 3 * (size_t)V);
+        fp_completion out;
+        CHECK_OK(fp_generate_tokens(m, NULL, NULL, 0, ids, T, &o, 0, 1, &out, lg, 3));
+        CHECK_MSG(out.n_tokens == (size_t)nt, "%s case %zu: %zu tokens, HF %d", name, ci, out.n_tokens, nt);
+        int first_bad = -1;
+        for (int i = 0; i < nt && i < (int)out.n_tokens; i++)
+            if (out.tokens[i] != want[i] && first_bad < 0) first_bad = i;
+        CHECK_MSG(first_bad < 0, "%s case %zu: token %d is %d, HF %d", name, ci, first_bad,
+                  first_bad >= 0 ? out.tokens[first_bad] : 0, first_bad >= 0 ? want[first_bad] : 0);
+        CHECK(out.finish == FP_FINISH_LENGTH && out.prompt_tokens == T && out.text && !*out.text);
+        double md = 0;
+        json_t *el = json_object_get(c, "logits");
+        for (int s = 0; s < 3; s++)
+            for (int j = 0; j < V; j++)
+                md = fmax(md, fabs(lg[(size_t)s * V + j] - json_number_value(json_array_get(json_array_get(el, s), j))));
+        CHECK_MSG(md <= 1e-4, "%s case %zu: first 3 decode-step logits differ from HF by %g", name, ci, md);
+        printf("  %s prompt %d: 64 greedy tokens equal HF; logits max diff %.2g\n", name, T, md);
+
+        /* eos: stop at the first occurrence of HF's 10th token; that token is not included */
+        int32_t eos = want[9];
+        int k = 0;
+        while (want[k] != eos) k++;
+        fp_completion e;
+        CHECK_OK(fp_generate_tokens(m, NULL, &eos, 1, ids, T, &o, 0, 1, &e, NULL, 0));
+        CHECK(e.n_tokens == (size_t)k && e.finish == FP_FINISH_STOP);
+        o.ignore_eos = 1;
+        fp_completion_free(&e);
+        CHECK_OK(fp_generate_tokens(m, NULL, &eos, 1, ids, T, &o, 0, 1, &e, NULL, 0));
+        CHECK(e.n_tokens == 64 && e.finish == FP_FINISH_LENGTH);
+        o.ignore_eos = 0;
+        fp_completion_free(&e);
+        fp_completion_free(&out);
+        free(prompt); free(want); free(ids); free(lg);
+    }
+    json_decref(ex);
+    fp_model_free(m);
+}
+
+static int test_greedy_qwen2(void) { greedy_fixture("qwen2_gen"); return 0; }
+static int test_greedy_qwen3(void) { greedy_fixture("qwen3_gen"); return 0; }
+
+static double maxdiff(const float *a, const float *b, size_t n, double *maxref) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) md = fmax(md, fabs(a[i] - b[i])), mr = fmax(mr, fabs(b[i]));
+    if (maxref) *maxref = mr;
+    return md;
+}
+
+/* The cached forward equals the full prefill: arbitrary chunks, a forked/truncated shared prefix, and the
+ * internal chunking of long appends. */
+static int test_cached_equals_full(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, REF "/qwen2_gen"));
+    if (!m) return 0;
+    const int H = m->cfg.hidden_size, T = 2100;
+    int32_t *ids = malloc(sizeof(int32_t) * T);
+    srand(5);
+    for (int t = 0; t < T; t++) ids[t] = rand() % m->cfg.vocab_size;
+    const int T1 = 150;
+    float *full = malloc(sizeof(float) * (size_t)T1 * H), *got = malloc(sizeof(float) * (size_t)T1 * H);
+    CHECK_OK(fp_model_hidden_states(m, ids, T1, NULL, 0, full));
+    /* chunks of 1, 6, 57, 86 tokens, all rows read */
+    fp_kv_cache *c = fp_kv_cache_new(m, T1);
+    CHECK(c != NULL);
+    int cuts[] = {0, 1, 7, 64, T1}, rows[T1];
+    for (int i = 0; i < T1; i++) rows[i] = i;
+    for (int k = 0; k < 4; k++)
+        CHECK_OK(fp_model_forward_cached(m, c, ids + cuts[k], cuts[k + 1] - cuts[k], rows, cuts[k + 1] - cuts[k], got + (size_t)cuts[k] * H, NULL));
+    double mr, md = maxdiff(got, full, (size_t)T1 * H, &mr);
+    CHECK_MSG(md <= 1e-5 * mr, "chunked cached forward differs by %g (max |ref| %g)", md, mr);
+    CHECK(fp_kv_cache_len(c) == T1);
+    /* over capacity: FP_ERANGE, length unchanged */
+    CHECK(fp_model_forward_cached(m, c, ids, 1, NULL, 0, NULL, NULL) == FP_ERANGE && fp_kv_cache_len(c) == T1);
+    /* shared prefix: truncate to 100, fork, append a different suffix; compare with a full forward */
+    CHECK_OK(fp_kv_cache_truncate(c, 100));
+    fp_kv_cache *f = fp_kv_cache_fork(c);
+    CHECK(f != NULL && fp_kv_cache_len(f) == 100);
+    int32_t alt[T1];
+    memcpy(alt, ids, sizeof(int32_t) * 100);
+    for (int t = 100; t < T1; t++) alt[t] = (ids[t] + 17) % m->cfg.vocab_size;
+    float *full2 = malloc(sizeof(float) * (size_t)T1 * H);
+    CHECK_OK(fp_model_hidden_states(m, alt, T1, NULL, 0, full2));
+    int last[] = {49, 0, 20};
+    float h3[3 * 64];
+    CHECK_OK(fp_model_forward_cached(m, f, alt + 100, 50, last, 3, h3, NULL));
+    for (int i = 0; i < 3; i++) {
+        md = maxdiff(h3 + (size_t)i * H, full2 + (size_t)(100 + last[i]) * H, (size_t)H, &mr);
+        CHECK_MSG(md <= 1e-5 * mr, "forked prefix row %d differs by %g", last[i], md);
+    }
+    /* the original cache still holds the first sequence's prefix: append its own suffix */
+    CHECK_OK(fp_model_forward_cached(m, c, ids + 100, 50, last, 1, h3, NULL));
+    md = maxdiff(h3, full + (size_t)149 * H, (size_t)H, &mr);
+    CHECK_MSG(md <= 1e-5 * mr, "truncated cache differs by %g", md);
+    /* copy into an existing cache */
+    fp_kv_cache *d = fp_kv_cache_new(m, T1);
+    CHECK_OK(fp_kv_cache_truncate(f, 100));
+    CHECK_OK(fp_kv_cache_copy(d, f));
+    CHECK(fp_kv_cache_len(d) == 100);
+    fp_kv_cache_free(d);
+    fp_kv_cache_free(f);
+    fp_kv_cache_free(c);
+    /* logits: LM head of the hidden states */
+    /* a long append runs in internal chunks: rows in several chunks */
+    int lr[] = {T - 1, 5, 2047, 2048};
+    int lpos[] = {T - 1, 5, 2047, 2048};
+    float *hl = malloc(sizeof(float) * 4 * (size_t)H), *hr = malloc(sizeof(float) * 4 * (size_t)H);
+    CHECK_OK(fp_model_hidden_states(m, ids, T, lpos, 4, hr));
+    c = fp_kv_cache_new(m, T);
+    CHECK_OK(fp_model_forward_cached(m, c, ids, T, lr, 4, hl, NULL));
+    md = maxdiff(hl, hr, 4 * (size_t)H, &mr);
+    CHECK_MSG(md <= 1e-4 * mr, "long cached prefill differs by %g (max |ref| %g)", md, mr);
+    /* errors */
+    int bad = T;
+    CHECK(fp_model_forward_cached(m, c, ids, 0, NULL, 0, NULL, NULL) == FP_EINVAL);
+    fp_kv_cache_free(c);
+    c = fp_kv_cache_new(m, 10);
+    CHECK(fp_model_forward_cached(m, c, ids, 2, &bad, 1, hl, NULL) == FP_EINVAL);
+    int32_t oob = m->cfg.vocab_size;
+    CHECK(fp_model_forward_cached(m, c, &oob, 1, NULL, 0, NULL, NULL) == FP_EINVAL && fp_kv_cache_len(c) == 0);
+    CHECK(fp_kv_cache_truncate(c, 1) == FP_EINVAL);
+    CHECK(fp_kv_cache_new(m, 0) == NULL);
+    fp_kv_cache_free(c);
+    free(hl); free(hr); free(ids); free(full); free(full2); free(got);
+    fp_model_free(m);
+    return 0;
+}
+
+static int same_tokens(const fp_completion *a, const fp_completion *b) {
+    return a->n_tokens == b->n_tokens && !memcmp(a->tokens, b->tokens, sizeof(int32_t) * a->n_tokens);
+}
+
+static int test_sampling(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, REF "/qwen2_gen"));
+    if (!m) return 0;
+    int32_t prompt[] = {1, 2, 3, 4, 5};
+    fp_sample_opts o;
+    fp_sample_opts_default(&o);
+    o.max_new_tokens = 16;
+    fp_completion g, a[3], b, k1, p0;
+    o.temperature = 0;
+    CHECK_OK(fp_generate_tokens(m, NULL, NULL, 0, prompt, 5, &o, 0, 1, &g, NULL, 0));
+    o.temperature = 1.5;
+    o.seed = 42;
+    CHECK_OK(fp_generate_tokens(m, NULL, NULL, 0, prompt, 5, &o, 7, 3, a, NULL, 0));
+    CHECK_OK(fp_generate_tokens(m, NULL, NULL, 0, prompt, 5, &o, 7, 1, &b, NULL, 0));
+    CHECK(same_tokens(&a[0], &b));                             /* sample 0 of record 7 is reproducible */
+    CHECK(!same_tokens(&a[0], &a[1]) && !same_tokens(&a[1], &a[2])); /* samples differ (16 tokens at t=1.5) */
+    CHECK(!same_tokens(&a[0], &g));
+    o.top_k = 1;
+    CHECK_OK(fp_generate_tokens(m, NULL, NULL, 0, prompt, 5, &o, 7, 1, &k1, NULL, 0));
+    CHECK(same_tokens(&k1, &g)); /* top-k 1 is greedy */
+    o.top_k = 0;
+    o.top_p = 1e-9;
+    CHECK_OK(fp_generate_tokens(m, NULL, NULL, 0, prompt, 5, &o, 7, 1, &p0, NULL, 0));
+    CHECK(same_tokens(&p0, &g)); /* top-p -> 0 is greedy */
+    o.top_p = 0;
+    fp_completion x;
+    CHECK(fp_generate_tokens(m, NULL, NULL, 0, prompt, 5, &o, 7, 1, &x, NULL, 0) == FP_EINVAL);
+    for (int i = 0; i < 3; i++) fp_completion_free(&a[i]);
+    fp_completion_free(&g); fp_completion_free(&b); fp_completion_free(&k1); fp_completion_free(&p0);
+    fp_model_free(m);
+    return 0;
+}
+
+/* ---- CLI with the real tokenizer and chat template */
+
+static int link_to(const char *target, const char *dir, const char *name) {
+    char src[PATH_MAX], dst[1024];
+    if (!realpath(target, src)) return -1;
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    return symlink(src, dst);
+}
+
+static json_t *load_lines(const char *path) {
+    json_t *arr = json_array();
+    fp_jsonl_reader *r;
+    if (fp_jsonl_open(&r, path)) return arr;
+    const char *line;
+    size_t len;
+    while (fp_jsonl_next_line(r, &line, &len) == FP_OK) json_array_append_new(arr, json_loadb(line, len, 0, NULL));
+    fp_jsonl_close(r);
+    return arr;
+}
+
+static int run_gen(const char *args, const char *out) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s generate --quiet %s -o %s 2>%s.err", th_bin(), args, out, out);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int test_cli_chat(void) {
+    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
+    if (!tj) return TH_SKIP;
+    char tok[PATH_MAX];
+    snprintf(tok, sizeof tok, "%s", tj);
+    const char *tpl = th_shared_file("templates/qwen2.5-instruct.jinja");
+    if (!tpl) return TH_SKIP;
+    char *tpl_text;
+    size_t tpl_len;
+    if (fp_read_file(tpl, &tpl_text, &tpl_len)) return -1;
+    char dir[512], path[1024], out[1024], args[2048];
+    snprintf(dir, sizeof dir, "%s/lm", th_tmpdir());
+    mkdir(dir, 0755);
+    CHECK(!link_to("tests/ref/score/config_causal.json", dir, "config.json") &&
+          !link_to("tests/ref/score/trunk.safetensors", dir, "model.safetensors") && !link_to(tok, dir, "tokenizer.json"));
+    json_t *cfg = json_pack("{s:s%}", "chat_template", tpl_text, tpl_len);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    CHECK(json_dump_file(cfg, path, 0) == 0);
+    json_decref(cfg);
+    free(tpl_text);
+
+    json_t *exp = load_lines(REF "/chat_expected.jsonl"), *recs = load_lines(REF "/chat_records.jsonl");
+    size_t n = json_array_size(exp);
+    CHECK(n == 4 && json_array_size(recs) == n);
+    snprintf(out, sizeof out, "%s/greedy.jsonl", th_tmpdir());
+    snprintf(args, sizeof args, "--model %s --temperature 0 --max-new-tokens 24 " REF "/chat_records.jsonl", dir);
+    CHECK(run_gen(args, out) == 0);
+    json_t *got = load_lines(out);
+    CHECK(json_array_size(got) == n);
+    for (size_t i = 0; i < n && i < json_array_size(got); i++) {
+        json_t *g = json_array_get(got, i), *e = json_array_get(exp, i);
+        CHECK_MSG(json_equal(json_object_get(g, "tokens"), json_object_get(e, "tokens")), "record %zu: tokens differ from HF", i);
+        CHECK_MSG(json_equal(json_object_get(g, "completion"), json_object_get(e, "completion")), "record %zu: completion differs from HF", i);
+        CHECK(json_integer_value(json_object_get(g, "prompt_tokens")) == (json_int_t)json_array_size(json_object_get(e, "prompt_ids")));
+        CHECK(!strcmp(json_string_value(json_object_get(g, "finish_reason")), "length"));
+        CHECK(json_object_get(g, "messages") || json_object_get(g, "prompt")); /* input fields kept */
+    }
+    json_decref(got);
+
+    /* stop strings (a per-record "stop" field): the text before the stop, tokens up to the completing one */
+    char in[1024];
+    snprintf(in, sizeof in, "%s/stop_in.jsonl", th_tmpdir());
+    FILE *f = fopen(in, "w");
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = json_deep_copy(json_array_get(recs, i));
+        json_object_set(r, "stop", json_object_get(json_array_get(exp, i), "stop"));
+        char *s = json_dumps(r, JSON_COMPACT);
+        fprintf(f, "%s\n", s);
+        free(s);
+        json_decref(r);
+    }
+    fclose(f);
+    snprintf(out, sizeof out, "%s/stop.jsonl", th_tmpdir());
+    snprintf(args, sizeof args, "--model %s --temperature 0 --max-new-tokens 24 %s", dir, in);
+    CHECK(run_gen(args, out) == 0);
+    got = load_lines(out);
+    for (size_t i = 0; i < n && i < json_array_size(got); i++) {
+        json_t *g = json_array_get(got, i), *e = json_array_get(exp, i);
+        CHECK_MSG(json_equal(json_object_get(g, "tokens"), json_object_get(e, "stop_tokens")), "record %zu: stop tokens", i);
+        CHECK_MSG(json_equal(json_object_get(g, "completion"), json_object_get(e, "stop_completion")), "record %zu: stop text", i);
+        CHECK(!strcmp(json_string_value(json_object_get(g, "finish_reason")), "stop"));
+    }
+    json_decref(got);
+
+    /* --n 3 sampling: 3 lines per record, reproducible with the same seed */
+    snprintf(out, sizeof out, "%s/n3.jsonl", th_tmpdir());
+    snprintf(args, sizeof args, "--model %s --n 3 --seed 9 --top-k 50 --max-new-tokens 6 " REF "/chat_records.jsonl", dir);
+    CHECK(run_gen(args, out) == 0);
+    got = load_lines(out);
+    CHECK(json_array_size(got) == 3 * n);
+    CHECK(json_integer_value(json_object_get(json_array_get(got, 2), "sample")) == 2);
+    char out2[1024];
+    snprintf(out2, sizeof out2, "%s/n3b.jsonl", th_tmpdir());
+    CHECK(run_gen(args, out2) == 0);
+    json_t *got2 = load_lines(out2);
+    CHECK(json_equal(got, got2));
+    json_decref(got);
+    json_decref(got2);
+
+    /* errors: a record with neither field; a model without an LM head is refused up front */
+    snprintf(in, sizeof in, "%s/bad.jsonl", th_tmpdir());
+    f = fopen(in, "w");
+    fprintf(f, "{\"prompt\": \"hi\"}\n{\"question\": \"x\"}\n");
+    fclose(f);
+    snprintf(out, sizeof out, "%s/bad.out", th_tmpdir());
+    snprintf(args, sizeof args, "--model %s --max-new-tokens 2 %s", dir, in);
+    CHECK(run_gen(args, out) == 1);
+    snprintf(args, sizeof args, "--model %s --max-new-tokens 2 --skip-bad %s", dir, in);
+    CHECK(run_gen(args, out) == 0);
+    got = load_lines(out);
+    CHECK(json_array_size(got) == 2 && json_object_get(json_array_get(got, 1), "error"));
+    json_decref(got);
+    snprintf(args, sizeof args, "--model %s --temperature -1 %s", dir, in);
+    CHECK(run_gen(args, out) == 2);
+    json_decref(exp);
+    json_decref(recs);
+    return 0;
+}
+
+int main(void) {
+    RUN(test_cached_equals_full);
+    RUN(test_greedy_qwen2);
+    RUN(test_greedy_qwen3);
+    RUN(test_sampling);
+    RUN(test_cli_chat);
+    return th_finish();
+}
