@@ -38,41 +38,73 @@ static int cand_cmp(const void *a, const void *b) {
 /* Uniform double in [0, 1) from the top 53 bits of the next draw. */
 static double rng_unit(fp_rng *r) { return (double)(fp_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 
+/* "x ranks before y": larger logit first, lower id on ties. */
+static int ranks_before(const cand *x, const cand *y) { return x->z > y->z || (x->z == y->z && x->id < y->id); }
+
+static void sift_down(cand *h, int n, int i) { /* min-heap by rank: the worst-ranked candidate at the root */
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && ranks_before(&h[w], &h[l])) w = l;
+        if (r < n && ranks_before(&h[w], &h[r])) w = r;
+        if (w == i) return;
+        cand t = h[i]; h[i] = h[w]; h[w] = t;
+        i = w;
+    }
+}
+
+/* The best k of all[V] by rank, sorted, into top[k] (a bounded heap: O(V log k)). */
+static void top_k_sorted(const cand *all, int V, int k, cand *top) {
+    for (int i = 0; i < k; i++) top[i] = all[i];
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(top, k, i);
+    for (int i = k; i < V; i++)
+        if (ranks_before(&all[i], &top[0])) { top[0] = all[i]; sift_down(top, k, 0); }
+    qsort(top, (size_t)k, sizeof *top, cand_cmp);
+}
+
 /* The next token from logits[V].  temperature <= 0: argmax (lowest id on ties).  Otherwise softmax(z / t) in
- * double; with top_k > 0 or top_p < 1 the candidates are sorted by logit (descending, ties by id), cut to the
+ * double; with top_k > 0 or top_p < 1 the candidates are ranked by logit (descending, ties by id), cut to the
  * k best and then to the shortest prefix whose probability reaches top_p, renormalised; one uniform u picks the
- * first candidate whose cumulative probability exceeds u * total (id order when nothing is cut). */
+ * first candidate whose cumulative probability exceeds u * total (id order when nothing is cut).
+ * buf holds 2 V candidates. */
 static int32_t sample_token(const float *lg, int V, const fp_sample_opts *o, fp_rng *r, cand *buf) {
     int32_t best = 0;
     for (int i = 1; i < V; i++)
         if (lg[i] > lg[best]) best = i;
     if (o->temperature <= 0) return best;
     double inv_t = 1.0 / o->temperature, mx = lg[best] * inv_t;
+    cand *all = buf, *c = buf;
     int n = V;
-    for (int i = 0; i < V; i++) buf[i].z = lg[i] * inv_t, buf[i].id = i;
-    int cut = (o->top_k > 0 && o->top_k < V) || o->top_p < 1.0;
-    if (cut) {
-        qsort(buf, (size_t)V, sizeof *buf, cand_cmp);
-        if (o->top_k > 0 && o->top_k < n) n = o->top_k;
+    for (int i = 0; i < V; i++) all[i].z = lg[i] * inv_t, all[i].id = i;
+    int limit_k = o->top_k > 0 && o->top_k < V ? o->top_k : V;
+    if (limit_k < V || o->top_p < 1.0) {
+        double total = 0;
+        for (int i = 0; i < V; i++) total += exp(all[i].z - mx);
+        /* grow the ranked prefix until it holds top_k candidates or reaches top_p of the mass */
+        for (int m = limit_k < 64 ? limit_k : 64;; m = m * 8 < limit_k ? m * 8 : limit_k) {
+            c = buf + V;
+            if (m > V / 4) { /* most of the vocabulary: one full sort */
+                memcpy(c, all, sizeof *c * (size_t)V);
+                qsort(c, (size_t)V, sizeof *c, cand_cmp);
+            } else {
+                top_k_sorted(all, V, m, c);
+            }
+            double acc = 0;
+            int k = 0;
+            while (k < m) {
+                acc += exp(c[k++].z - mx);
+                if (o->top_p < 1.0 && acc >= o->top_p * total) break;
+            }
+            if (k < m || m == limit_k) { n = k; break; }
+        }
     }
     double total = 0;
-    for (int i = 0; i < n; i++) total += (buf[i].z = exp(buf[i].z - mx));
-    if (cut && o->top_p < 1.0) {
-        double acc = 0, lim = o->top_p * total;
-        int k = 0;
-        while (k < n) {
-            acc += buf[k++].z;
-            if (acc >= lim) break;
-        }
-        n = k;
-        total = acc;
-    }
+    for (int i = 0; i < n; i++) total += (c[i].z = exp(c[i].z - mx));
     double u = rng_unit(r) * total, acc = 0;
     for (int i = 0; i < n; i++) {
-        acc += buf[i].z;
-        if (acc > u) return buf[i].id;
+        acc += c[i].z;
+        if (acc > u) return c[i].id;
     }
-    return buf[n - 1].id;
+    return c[n - 1].id;
 }
 
 /* ---- UTF-8 */
@@ -201,7 +233,7 @@ int fp_generate_tokens(fp_model *m, const fp_tokenizer *tok, const int32_t *eos,
     int max_tokens = T + (o->max_new_tokens > 1 ? o->max_new_tokens - 1 : 0);
     fp_kv_cache *base = fp_kv_cache_new(m, max_tokens), *c = NULL;
     float *lg0 = fp_malloc(sizeof(float) * (size_t)V);
-    cand *buf = fp_malloc(sizeof(cand) * (size_t)V);
+    cand *buf = fp_malloc(sizeof(cand) * 2 * (size_t)V);
     int rc = base && lg0 && buf ? FP_OK : FP_ENOMEM, last = T - 1;
     if (!rc) rc = fp_model_forward_cached(m, base, prompt, T, &last, 1, NULL, lg0);
     for (int j = 0; !rc && j < n; j++) {

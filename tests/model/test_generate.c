@@ -230,7 +230,7 @@ static json_t *load_lines(const char *path) {
 
 static int run_gen(const char *args, const char *out) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s generate --quiet %s -o %s 2>%s.err", th_bin(), args, out, out);
+    snprintf(cmd, sizeof cmd, "%s generate --quiet --threads 1 %s -o %s 2>%s.err", th_bin(), args, out, out);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }

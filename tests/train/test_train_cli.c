@@ -12,6 +12,7 @@
 #include "base/json.h"
 #include "harness.h"
 #include "model/weights.h"
+#include "train/trainer.h"
 #include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -473,6 +474,63 @@ static int test_lora_and_head(void) {
     return 0;
 }
 
+/* The trainer's encoding (fpt_dataset_load) equals `fluxprm score`'s (fp_prm_encode) on every record shape of
+ * tests/ref/score/records.jsonl (ProcessBench, s1K thinking + attempt, <think> responses, TRL, system override). */
+static int test_same_encoding_as_score(void) {
+    int s = setup_model();
+    if (s) return s;
+    fp_prm_opts po;
+    fp_prm_opts_default(&po);
+    po.model_path = prm_dir;
+    po.step_token_id = 151651;
+    fp_prm *prm = NULL;
+    CHECK_OK(fp_prm_open(&prm, &po));
+    if (!prm) return 0;
+    char path[600];
+    snprintf(path, sizeof path, "%s/enc.jsonl", th_tmpdir());
+    FILE *f = fopen(path, "w");
+    json_t *recs = load_lines(SREF "/records.jsonl");
+    for (size_t i = 0; i < json_array_size(recs); i++) {
+        json_t *r = json_array_get(recs, i);
+        fp_record rec;
+        CHECK_OK(fp_record_parse(&rec, r, fp_prm_format_opts(prm)));
+        json_t *t = json_array();
+        for (size_t k = 0; k < rec.n_steps; k++) json_array_append_new(t, json_real(0.5));
+        json_object_set_new(r, "step_targets", t);
+        fp_json_write_line(f, r);
+        fp_record_free(&rec);
+    }
+    fclose(f);
+    fp_tokenizer *tok = NULL;
+    int32_t step_id = -1;
+    char *system = NULL;
+    CHECK_OK(fp_prm_tokenizer_open(&po, 151936, &tok, &step_id, &system));
+    CHECK(step_id == 151651);
+    fpt_dataset d;
+    memset(&d, 0, sizeof d);
+    CHECK_OK(fpt_dataset_load(&d, path, FPT_LOSS_MSE, tok, step_id, "<extra_0>", system, 0, 0, NULL, NULL));
+    CHECK(d.n == json_array_size(recs) && d.n == 7);
+    for (size_t i = 0; i < d.n && i < json_array_size(recs); i++) {
+        fp_record rec;
+        int32_t *ids = NULL;
+        int T = 0, *pos = NULL, np = 0;
+        CHECK_OK(fp_record_parse(&rec, json_array_get(recs, i), fp_prm_format_opts(prm)));
+        CHECK_OK(fp_prm_encode(prm, &rec, &ids, &T, &pos, &np));
+        CHECK_MSG(T == d.ex[i].T && ids && !memcmp(ids, d.ex[i].tokens, (size_t)T * sizeof *ids), "record %zu tokens", i);
+        CHECK_MSG(np == d.ex[i].n_steps && (!np || !memcmp(pos, d.ex[i].step_pos, (size_t)np * sizeof *pos)), "record %zu steps", i);
+        CHECK(d.ex[i].line == (long)i + 1 && isnan(d.ex[i].final_target));
+        free(ids);
+        free(pos);
+        fp_record_free(&rec);
+    }
+    fpt_dataset_free(&d);
+    fp_tokenizer_free(tok);
+    free(system);
+    json_decref(recs);
+    fp_prm_free(prm);
+    return 0;
+}
+
 static int test_usage(void) {
     int s = setup_model();
     if (s) return s;
@@ -490,6 +548,7 @@ static int test_usage(void) {
 }
 
 int main(void) {
+    RUN(test_same_encoding_as_score);
     RUN(test_first_loss_matches_hf);
     RUN(test_overfit_and_score);
     RUN(test_resume_bitwise);
