@@ -1,6 +1,7 @@
 /* PRM scoring: formatting, tokenisation, one forward pass, read-outs and aggregation. */
 #include "apps/prm.h"
 #include "model/gguf.h"
+#include "model/model.h" /* fp_model_apply_head, for the shared-prefix path */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,4 +304,89 @@ int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *s
     *pos_out = pos;
     *npos_out = np;
     return FP_OK;
+}
+
+/* ---- shared-prefix scoring (Best-of-N candidates) */
+
+/* P(class 1) = softmax(z)[1] for >= 2 labels, sigmoid(z) for one output (as fp_model_score_positions). */
+static double prob_class1(const float *z, int L) {
+    if (L == 1) return (float)(1.0 / (1.0 + exp(-(double)z[0])));
+    double mx = z[0], s = 0;
+    for (int j = 1; j < L; j++) mx = z[j] > mx ? z[j] : mx;
+    for (int j = 0; j < L; j++) s += exp((double)z[j] - mx);
+    return (float)(exp((double)z[1] - mx) / s);
+}
+
+int fp_prm_score_candidates(fp_prm *p, const fp_record *const *recs, size_t n, fp_prm_result *results) {
+    if (!p || (n && (!recs || !results))) return fp_errorf(FP_EINVAL, "fp_prm_score_candidates: NULL argument");
+    for (size_t i = 0; i < n; i++) {
+        memset(&results[i], 0, sizeof results[i]);
+        results[i].final_reward = NAN;
+    }
+    if (n == 0) return FP_OK;
+    int32_t **ids = fp_calloc(n, sizeof *ids);
+    int **pos = fp_calloc(n, sizeof *pos), *T = fp_calloc(n, sizeof *T), *np = fp_calloc(n, sizeof *np);
+    int rc = ids && pos && T && np ? FP_OK : FP_ENOMEM;
+    size_t i = 0;
+    for (; !rc && i < n; i++) rc = fp_prm_encode(p, recs[i], &ids[i], &T[i], &pos[i], &np[i]);
+    if (rc) { if (i) fp_error_prefix("candidate %zu: ", i - 1); goto done; }
+    int want_last = !p->steps || p->opts.final_mode == FP_FINAL_LAST_TOKEN;
+    /* common prefix, ending before every read-out row (each suffix keeps at least one token) */
+    int L = T[0], Tmax = 0;
+    for (i = 0; i < n; i++) {
+        int k = 0;
+        while (k < L && k < T[i] && ids[i][k] == ids[0][k]) k++;
+        L = k;
+        if (L > T[i] - 1) L = T[i] - 1;
+        if (p->steps && np[i] > 0 && L > pos[i][0]) L = pos[i][0];
+        if (T[i] > Tmax) Tmax = T[i];
+    }
+    if (n == 1 || L <= 0) { /* nothing shared: score one by one */
+        for (i = 0; !rc && i < n; i++)
+            if ((rc = fp_prm_score_record(p, recs[i], &results[i]))) fp_error_prefix("candidate %zu: ", i);
+        goto done;
+    }
+    fp_model *m = p->model;
+    fp_kv_cache *c = fp_kv_cache_new(m, Tmax);
+    int H = p->info.hidden_size, NL = p->info.num_labels;
+    if (!c) { rc = fp_last_error_code() ? fp_last_error_code() : FP_ENOMEM; goto done; }
+    rc = fp_model_forward_cached(m, c, ids[0], L, NULL, 0, NULL, NULL); /* the shared prefix, once */
+    for (i = 0; !rc && i < n; i++) {
+        fp_prm_result *res = &results[i];
+        int nr = (p->steps ? np[i] : 0) + want_last, *rows = fp_malloc(sizeof(int) * (size_t)nr);
+        float *h = fp_malloc(sizeof(float) * (size_t)nr * H), *lg = fp_malloc(sizeof(float) * (size_t)nr * NL);
+        if (p->steps) res->step_rewards = fp_malloc((size_t)(np[i] ? np[i] : 1) * sizeof *res->step_rewards);
+        if (!rows || !h || !lg || (p->steps && !res->step_rewards)) rc = FP_ENOMEM;
+        int k = 0;
+        for (int j = 0; !rc && p->steps && j < np[i]; j++) rows[k++] = pos[i][j] - L;
+        if (!rc && want_last) rows[k++] = T[i] - 1 - L;
+        if (!rc) rc = fp_kv_cache_truncate(c, L);
+        if (!rc) rc = fp_model_forward_cached(m, c, ids[i] + L, T[i] - L, rows, nr, h, NULL);
+        if (!rc) rc = fp_model_apply_head(m, h, nr, lg);
+        if (!rc) {
+            res->n_tokens = T[i];
+            res->n_thinking = recs[i]->n_thinking;
+            if (!p->steps) {
+                res->final_reward = res->score = prob_class1(lg, NL);
+            } else {
+                res->n_steps = (size_t)np[i];
+                for (int j = 0; j < np[i]; j++) res->step_rewards[j] = prob_class1(lg + (size_t)j * NL, NL);
+                if (want_last) res->final_reward = prob_class1(lg + (size_t)np[i] * NL, NL);
+                else if (p->opts.final_mode == FP_FINAL_LAST_STEP && np[i] > 0) res->final_reward = res->step_rewards[np[i] - 1];
+                res->score = fp_trajectory_score(res->step_rewards, res->n_steps, p->opts.aggregate, res->final_reward,
+                                                 p->opts.alpha);
+            }
+        } else {
+            fp_error_prefix("candidate %zu: ", i);
+        }
+        free(rows); free(h); free(lg);
+    }
+    fp_kv_cache_free(c);
+done:
+    if (rc)
+        for (i = 0; i < n; i++) fp_prm_result_free(&results[i]);
+    for (i = 0; ids && i < n; i++) free(ids[i]);
+    for (i = 0; pos && i < n; i++) free(pos[i]);
+    free(ids); free(pos); free(T); free(np);
+    return rc;
 }

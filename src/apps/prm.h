@@ -55,6 +55,13 @@ void fp_prm_result_free(fp_prm_result *r);
 int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res);
 /* Renders and tokenizes a record as the model sees it (ids malloc'd) with the step-token positions. */
 int fp_prm_encode(fp_prm *p, const fp_record *rec, int32_t **ids, int *T, int **positions, int *npos);
+/* Scores n records that share a token prefix (Best-of-N: N responses to one question) with the prefix run once:
+ * every record is encoded as fp_prm_score_record does, the longest common token prefix (cut before the first
+ * read-out position of any record) is prefilled into a KV cache, and each record's suffix runs on that cache
+ * truncated back to the prefix.  results[i] equals fp_prm_score_record(recs[i]) up to f32 rounding.  With
+ * n == 1 or no common prefix it scores the records one by one.  Errors name the candidate index; results are
+ * all freed on failure. */
+int fp_prm_score_candidates(fp_prm *p, const fp_record *const *recs, size_t n, fp_prm_result *results);
 
 /* The same PRM encoding without the inference model (training: `fluxprm train`).
  * fp_prm_tokenizer_open is the tokenizer half of fp_prm_open: loads the tokenizer (opts->tokenizer_path, else

@@ -37,6 +37,9 @@ void *fp_matmul_scratch(size_t bytes);
  * untouched and the caller falls back to the reference).  bf16_kernel (FP_BF16_*) picks the kernel for
  * BF16 weights (the caller checked the CPU has it); use_vnni says whether AVX512-VNNI may be used for
  * Q8_0/Q4_0. */
+/* fp_matmul_avx512 runs T <= FP_GEMV_MAX_T rows through a GEMV-style kernel ("avx512-gemv": f32
+ * activations, weights widened to f32, whatever the dtype). */
+#define FP_GEMV_MAX_T 4
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni);
 const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni);
@@ -47,5 +50,7 @@ int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, con
 void fp_matmul_forward_level(int level, float *out, const float *inp, const void *w, fp_dtype wt,
                              const float *bias, int T, int K, int N);
 const char *fp_matmul_kernel_name_level(int level, fp_dtype wt);
+/* The kernel used for a call with T rows (the small-T kernel differs). */
+const char *fp_matmul_kernel_name_shape(int level, fp_dtype wt, int T);
 
 #endif

@@ -55,8 +55,23 @@ static int valid_shape(fp_dtype wt, int T, int K, int N) {
     return 1;
 }
 
+static void matmul_dispatch(int level, int exact, float *out, const float *inp, const void *w, fp_dtype wt,
+                            const float *bias, int T, int K, int N);
+
 void fp_matmul_forward_level(int level, float *out, const float *inp, const void *w, fp_dtype wt,
                              const float *bias, int T, int K, int N) {
+    matmul_dispatch(level, 0, out, inp, w, wt, bias, T, K, N);
+}
+
+void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
+                          int T, int K, int N) {
+    matmul_dispatch(fp_kernel_level(), exact, out, inp, w, wt, bias, T, K, N);
+}
+
+/* exact: keep f32 activations (bf16/f16/q weights widened to f32 + FMA) instead of the bf16-dot / AMX / VNNI
+ * kernels that round activations to bf16 or int8. */
+static void matmul_dispatch(int level, int exact, float *out, const float *inp, const void *w, fp_dtype wt,
+                            const float *bias, int T, int K, int N) {
     if (T <= 0 || N <= 0) return;
     if (K <= 0) { /* empty sum: bias only */
         for (int t = 0; t < T; t++)
@@ -67,7 +82,8 @@ void fp_matmul_forward_level(int level, float *out, const float *inp, const void
     if (level > max) level = max;
     if (valid_shape(wt, T, K, N)) {
         if (level >= FP_KERN_AVX512 &&
-            fp_matmul_avx512(out, inp, w, wt, bias, T, K, N, fp_cpu_bf16_kernel(), fp_cpu_has_avx512vnni()) == 0)
+            fp_matmul_avx512(out, inp, w, wt, bias, T, K, N, exact ? FP_BF16_FMA : fp_cpu_bf16_kernel(),
+                             exact ? 0 : fp_cpu_has_avx512vnni()) == 0)
             return;
         if (level >= FP_KERN_AVX2 && fp_matmul_avx2(out, inp, w, wt, bias, T, K, N) == 0) return;
     }
@@ -85,6 +101,13 @@ const char *fp_matmul_kernel_name_level(int level, fp_dtype wt) {
     if (level >= FP_KERN_AVX512) return fp_matmul_avx512_name(wt, fp_cpu_bf16_kernel(), fp_cpu_has_avx512vnni());
     if (level >= FP_KERN_AVX2) return "avx2-f32fma";
     return "ref";
+}
+
+const char *fp_matmul_kernel_name_shape(int level, fp_dtype wt, int T) {
+    int max = fp_cpu_max_kernel();
+    if (level > max) level = max;
+    if (level >= FP_KERN_AVX512 && T <= FP_GEMV_MAX_T) return "avx512-gemv";
+    return fp_matmul_kernel_name_level(level, wt);
 }
 
 const char *fp_matmul_kernel_name(fp_dtype wt) {

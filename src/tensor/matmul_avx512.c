@@ -592,6 +592,50 @@ static void q_job(const job_args *a, int n0, int t0, int t1, uint8_t *panel) {
     }
 }
 
+/* ================================================================ small T (GEMV-like): T <= FP_GEMV_MAX_T */
+/* Decode steps and tiny batches: no packing and no activation rounding; each thread takes groups of 4
+ * weight rows, widens them to f32 16 elements at a time (any dtype) and keeps T x 4 zmm dot products;
+ * bound by reading the weights once. */
+AI void gemv_rows(const int TT, const job_args *a, int n, int nr) {
+    __m512 acc[FP_GEMV_MAX_T][4];
+    size_t rb = fp_dtype_row_bytes(a->wt, a->K);
+    int K = a->K;
+#pragma GCC unroll 4
+    for (int t = 0; t < TT; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) acc[t][r] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        int rem = K - k;
+        __mmask16 m = rem >= 16 ? 0xffff : (__mmask16)((1u << rem) - 1);
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) w[r] = r < nr ? load16_f32(a->w, a->wt, rb, n + r, K, k) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int t = 0; t < TT; t++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, a->inp + (size_t)t * K + k);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) acc[t][r] = _mm512_fmadd_ps(x, w[r], acc[t][r]);
+        }
+    }
+    for (int t = 0; t < TT; t++)
+        for (int r = 0; r < nr; r++)
+            a->out[(size_t)t * a->N + n + r] = _mm512_reduce_add_ps(acc[t][r]) + (a->bias ? a->bias[n + r] : 0.0f);
+}
+
+static void gemv(const job_args *a) {
+    int ngroups = (a->N + 3) / 4;
+#pragma omp parallel for schedule(static) if ((long long)a->N * a->K > 65536)
+    for (int g = 0; g < ngroups; g++) {
+        int n = 4 * g, nr = MIN(4, a->N - n);
+        switch (a->T) {
+        case 1: gemv_rows(1, a, n, nr); break;
+        case 2: gemv_rows(2, a, n, nr); break;
+        case 3: gemv_rows(3, a, n, nr); break;
+        default: gemv_rows(4, a, n, nr); break;
+        }
+    }
+}
+
 /* ================================================================ entry */
 enum { K_BF16, K_F32, K_Q, K_AMX };
 
@@ -613,6 +657,11 @@ const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni) {
 
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni) {
+    if (T <= FP_GEMV_MAX_T) {
+        job_args g = {out, inp, w, wt, bias, T, K, N, NULL, 0, NULL, NULL};
+        gemv(&g);
+        return 0;
+    }
     int kind = pick(wt, bf16_kernel, use_vnni);
     int nr = kind == K_Q ? Q_NR : kind == K_BF16 || kind == K_AMX ? BF_NR : F_NR;
     int mr = kind == K_Q ? Q_MR : kind == K_BF16 ? BF_MR : kind == K_AMX ? AMX_MR : F_MR;

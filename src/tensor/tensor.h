@@ -30,11 +30,17 @@ void fp_row_to_f32(float *out, const void *row, fp_dtype t, int64_t n);
  * W is in dtype wt.  Multi-threaded (OpenMP); dispatches to the best kernel for this CPU. */
 void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                        int T, int K, int N);
+/* fp_matmul_forward with a precision choice: exact != 0 keeps the activations in f32 on every path (weights
+ * widened to f32, FMA); exact == 0 lets the fastest kernels round activations to bf16 (vdpbf16ps, AMX) or
+ * int8 (VNNI for Q8_0/Q4_0). */
+void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
+                          int T, int K, int N);
 /* The plain scalar reference used to test every fast path. */
 void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                            int T, int K, int N);
-/* Name of the kernel fp_matmul_forward runs for weights of dtype wt on this CPU, e.g. "avx512-bf16dp",
- * "avx512-vnni-q8", "avx2-f32fma", "ref".  FLUXPRM_KERNEL=ref|avx2|avx512 caps the level.
+/* Name of the kernel fp_matmul_forward runs for weights of dtype wt on this CPU (for T > 4 rows; up to 4
+ * rows the AVX-512 level uses "avx512-gemv", f32 activations), e.g. "amx-bf16", "avx512-vnni-q8",
+ * "avx512-f32fma", "avx2-f32fma", "ref".  FLUXPRM_KERNEL=ref|avx2|avx512 caps the level.
  * Numerics: the BF16 fast path rounds activations to bf16 (like bf16 inference engines); the Q8_0/Q4_0
  * fast path quantises activations to int8 per block of 32 (Q8_0 style).  See docs/performance.md. */
 const char *fp_matmul_kernel_name(fp_dtype wt);

@@ -88,12 +88,15 @@ static void path_activations(int num, const float *x, float *xt, float *qerr, in
 /* Variants: the three levels through fp_matmul_forward_level, plus the AVX-512 entry with its optional
  * kernels forced on (vdpbf16ps for BF16, VNNI for Q8_0/Q4_0) or off (f32 FMA for every dtype). */
 enum { V_AVX512_DP_VNNI = 10, V_AVX512_F32 = 11, V_AVX512_AMX = 12 };
-static const char *variant_name(int v, fp_dtype wt) {
+static const char *variant_name_t(int v, fp_dtype wt, int T) {
+    if (T <= FP_GEMV_MAX_T && (v >= V_AVX512_DP_VNNI || v == FP_KERN_AVX512) && fp_cpu_max_kernel() >= FP_KERN_AVX512)
+        return "avx512-gemv";
     if (v == V_AVX512_DP_VNNI) return fp_matmul_avx512_name(wt, FP_BF16_DP, 1);
     if (v == V_AVX512_F32) return fp_matmul_avx512_name(wt, FP_BF16_FMA, 0);
     if (v == V_AVX512_AMX) return fp_matmul_avx512_name(wt, FP_BF16_AMX, 1);
     return fp_matmul_kernel_name_level(v, wt);
 }
+static const char *variant_name(int v, fp_dtype wt) { return variant_name_t(v, wt, 1000); }
 static void variant_run(int v, float *out, const float *x, const void *w, fp_dtype wt, const float *bias, int T,
                         int K, int N) {
     if (v >= V_AVX512_DP_VNNI) {
@@ -114,7 +117,10 @@ static int check_case(int level, fp_dtype wt, int T, int K, int N, int with_bias
     void *w = make_weights(wt, N, K, wf);
     for (size_t i = 0; i < (size_t)T * N; i++) out[i] = NAN; /* every element must be written */
 
-    const char *name = variant_name(level, wt);
+    const char *name = variant_name_t(level, wt, T);
+    if (level < V_AVX512_DP_VNNI)
+        CHECK_MSG(!strcmp(name, fp_matmul_kernel_name_shape(level, wt, T)), "%s vs %s", name,
+                  fp_matmul_kernel_name_shape(level, wt, T));
     int num = numerics(name);
     path_activations(num, x, xt, qd, T, K);
     int wround = strstr(name, "amx-bf16-q") != NULL; /* weights rounded to bf16 by the kernel */
@@ -159,7 +165,7 @@ static int check_case(int level, fp_dtype wt, int T, int K, int N, int with_bias
 static const int shapes[][3] = { /* T, K, N */
     {1, 32, 1},    {3, 64, 17},   {1, 1, 5},     {2, 3, 3},     {7, 33, 65},   {5, 96, 130},
     {16, 896, 128}, {13, 131, 70}, {100, 256, 17}, {19, 4864, 40}, {33, 1000, 96}, {31, 512, 64},
-    {6, 257, 64},  {12, 896, 31},  {130, 96, 96}, {40, 4200, 64},
+    {6, 257, 64},  {12, 896, 31},  {130, 96, 96}, {40, 4200, 64}, {4, 200, 37},
 };
 
 static int run_level(int level) {
