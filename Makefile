@@ -43,10 +43,12 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libfluxprm.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FP_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
 
-$(BUILD)/fluxprm.pc: Makefile
+# pkg-config file for PREFIX (rewritten when PREFIX changes, so `make install PREFIX=...` is always right).
+PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: $(VERSION)\nRequires.private: $(DEPS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -lm -lpthread -fopenmp\n
+$(BUILD)/fluxprm.pc: FORCE
 	@mkdir -p $(BUILD)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -lm -lpthread -fopenmp\n' \
-	  '$(PREFIX)' '$(VERSION)' '$(DEPS)' > $@
+	@printf '$(PC_TEXT)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
 tests: $(TEST_BIN) $(BUILD)/fluxprm
 
@@ -80,6 +82,7 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests test asan check-long fuzz bench install clean
+.PHONY: all tests test asan check-long fuzz bench install clean FORCE
+FORCE:
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
