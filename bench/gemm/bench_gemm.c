@@ -136,7 +136,7 @@ int main(int argc, char **argv) {
                 qsort(ts, r, sizeof(double), cmp_d);
                 qsort(cs, r, sizeof(double), cmp_d);
                 double fl = 2.0 * T * (double)K * N, med = ts[r / 2];
-                printf("%-16s %-5s %5d %5d %5d %3d %9.1f %9.3f %9.1f %9.1f\n", fp_matmul_kernel_name_level(level, wt),
+                printf("%-16s %-5s %5d %5d %5d %3d %9.1f %9.3f %9.1f %9.1f\n", fp_matmul_kernel_name_shape(level, wt, T),
                        fp_dtype_name(wt), T, K, N, omp_get_max_threads(), fl / med * 1e-9, med * 1e3,
                        fl / ts[0] * 1e-9, fl / cs[r / 2] * 1e-9);
                 fflush(stdout);

@@ -37,8 +37,8 @@ void *fp_matmul_scratch(size_t bytes);
  * untouched and the caller falls back to the reference).  bf16_kernel (FP_BF16_*) picks the kernel for
  * BF16 weights (the caller checked the CPU has it); use_vnni says whether AVX512-VNNI may be used for
  * Q8_0/Q4_0. */
-/* fp_matmul_avx512 runs T <= FP_GEMV_MAX_T rows through a GEMV-style kernel ("avx512-gemv": f32
- * activations, weights widened to f32, whatever the dtype). */
+/* fp_matmul_avx512 / fp_matmul_avx2 run T <= FP_GEMV_MAX_T rows through a GEMV-style kernel
+ * ("avx512-gemv" / "avx2-gemv": f32 activations, weights widened to f32, whatever the dtype). */
 #define FP_GEMV_MAX_T 4
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni);

@@ -107,6 +107,7 @@ const char *fp_matmul_kernel_name_shape(int level, fp_dtype wt, int T) {
     int max = fp_cpu_max_kernel();
     if (level > max) level = max;
     if (level >= FP_KERN_AVX512 && T <= FP_GEMV_MAX_T) return "avx512-gemv";
+    if (level >= FP_KERN_AVX2 && T <= FP_GEMV_MAX_T) return "avx2-gemv";
     return fp_matmul_kernel_name_level(level, wt);
 }
 

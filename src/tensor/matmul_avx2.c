@@ -2,7 +2,8 @@
  * Compiled with -mavx2 -mfma -mf16c.  Same scheme as matmul_avx512.c: jobs = (panel of 16 weight rows) x
  * (block of T rows) over OpenMP; each job walks K in chunks of KC, converts the chunk of its 16 weight
  * rows to f32 into a per-thread panel [KC][16], and runs a 6 x 16 register tile (12 ymm accumulators)
- * over its rows.  Activations stay f32 (no rounding): results match the reference up to summation order. */
+ * over its rows.  Activations stay f32 (no rounding): results match the reference up to summation order.
+ * Up to FP_GEMV_MAX_T rows a GEMV-style kernel reads the weight rows directly instead. */
 #include "tensor/kernels.h"
 #include <immintrin.h>
 #include <omp.h>
@@ -36,8 +37,32 @@ static void row_seg_f32(float *dst, const void *w, fp_dtype wt, size_t rb, int n
         for (; k < kc; k++) dst[k] = fp_f16_to_f32(h[k]);
         return;
     }
-    case FP_Q8_0: fp_row_to_f32(dst, r + (size_t)(k0 / 32) * 34, wt, kc); return;
-    case FP_Q4_0: fp_row_to_f32(dst, r + (size_t)(k0 / 32) * 18, wt, kc); return;
+    case FP_Q8_0: /* k0 and kc are multiples of 32 here */
+        for (const uint8_t *b = r + (size_t)(k0 / 32) * 34; k < kc; k += 32, b += 34) {
+            uint16_t h;
+            memcpy(&h, b, 2);
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(h));
+            for (int j = 0; j < 4; j++) {
+                __m128i q = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * j));
+                _mm256_storeu_ps(dst + k + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+            }
+        }
+        return;
+    case FP_Q4_0: /* element j = (qs[j] & 15) - 8, element j+16 = (qs[j] >> 4) - 8 */
+        for (const uint8_t *b = r + (size_t)(k0 / 32) * 18; k < kc; k += 32, b += 18) {
+            uint16_t h;
+            memcpy(&h, b, 2);
+            __m256 d = _mm256_set1_ps(_cvtsh_ss(h));
+            __m256i eight = _mm256_set1_epi32(8), lo4 = _mm256_set1_epi32(15);
+            for (int j = 0; j < 2; j++) {
+                __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + 8 * j)));
+                __m256i lo = _mm256_sub_epi32(_mm256_and_si256(q, lo4), eight);
+                __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(q, 4), eight);
+                _mm256_storeu_ps(dst + k + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), d));
+                _mm256_storeu_ps(dst + k + 16 + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), d));
+            }
+        }
+        return;
     }
 }
 
@@ -114,7 +139,70 @@ static void job(const args2 *a, int n0, int t0, int t1, float *panel, float *tmp
     }
 }
 
+/* T <= FP_GEMV_MAX_T: GEMV-style, no packing.  Each thread takes pairs of weight rows, widens 32 elements
+ * of each at a time into a small f32 buffer and keeps T x 2 ymm dot products; bound by reading the weights. */
+AI void gemv_rows(const int TT, const args2 *a, int n, int nr) {
+    float tmp[2][32] __attribute__((aligned(32)));
+    __m256 acc[FP_GEMV_MAX_T][2];
+    float tail[FP_GEMV_MAX_T][2] = {{0}};
+    size_t rb = fp_dtype_row_bytes(a->wt, a->K);
+    int K = a->K;
+    for (int t = 0; t < TT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int k0 = 0; k0 < K; k0 += 32) {
+        int kc = MIN(32, K - k0);
+        for (int r = 0; r < 2; r++) {
+            if (r < nr) row_seg_f32(tmp[r], a->w, a->wt, rb, n + r, k0, kc);
+            else memset(tmp[r], 0, sizeof tmp[r]);
+        }
+        if (kc == 32) {
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256 w0 = _mm256_load_ps(tmp[0] + 8 * j), w1 = _mm256_load_ps(tmp[1] + 8 * j);
+#pragma GCC unroll 4
+                for (int t = 0; t < TT; t++) {
+                    __m256 x = _mm256_loadu_ps(a->inp + (size_t)t * K + k0 + 8 * j);
+                    acc[t][0] = _mm256_fmadd_ps(x, w0, acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(x, w1, acc[t][1]);
+                }
+            }
+        } else {
+            for (int t = 0; t < TT; t++)
+                for (int k = 0; k < kc; k++) {
+                    float x = a->inp[(size_t)t * K + k0 + k];
+                    tail[t][0] += x * tmp[0][k];
+                    tail[t][1] += x * tmp[1][k];
+                }
+        }
+    }
+    for (int t = 0; t < TT; t++)
+        for (int r = 0; r < nr; r++) {
+            float v[8];
+            _mm256_storeu_ps(v, acc[t][r]);
+            float sum = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+            a->out[(size_t)t * a->N + n + r] = sum + tail[t][r] + (a->bias ? a->bias[n + r] : 0.0f);
+        }
+}
+
+static void gemv(const args2 *a) {
+    int ngroups = (a->N + 1) / 2;
+#pragma omp parallel for schedule(static) if ((long long)a->N * a->K > 65536)
+    for (int g = 0; g < ngroups; g++) {
+        int n = 2 * g, nr = MIN(2, a->N - n);
+        switch (a->T) {
+        case 1: gemv_rows(1, a, n, nr); break;
+        case 2: gemv_rows(2, a, n, nr); break;
+        case 3: gemv_rows(3, a, n, nr); break;
+        default: gemv_rows(4, a, n, nr); break;
+        }
+    }
+}
+
 int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K, int N) {
+    if (T <= FP_GEMV_MAX_T) {
+        args2 g = {out, inp, w, wt, bias, T, K, N};
+        gemv(&g);
+        return 0;
+    }
     size_t per_thread = (size_t)A2_KC * A2_NR * 4 + (size_t)A2_KC * 4;
     int nth = omp_get_max_threads();
     if (nth < 1) nth = 1;

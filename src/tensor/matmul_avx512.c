@@ -10,6 +10,7 @@
  *     panel (transposed so that one vector or tile load gives 16 output columns), then runs an MR x NR
  *     micro-kernel over its T rows, adding into out (the first chunk adds the bias instead).
  * Kernels:
+ *   T <= 4 rows, any dtype -> GEMV-style f32 FMA straight from the weight rows (no packing, no scratch)
  *   BF16, Q8_0, Q4_0 with AMX -> tdpbf16ps, 32 x 32 per 4 C tiles, panel of 1 KiB tiles [16 pairs][16 cols]
  *                                (Q weights dequantised to bf16 while packing)
  *   BF16 (AMD, no AMX)  -> vdpbf16ps, tile 6 x 64, panel [KC/2 pairs][64 cols][2 bf16]

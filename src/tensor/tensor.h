@@ -39,13 +39,15 @@ void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w
 void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                            int T, int K, int N);
 /* Name of the kernel fp_matmul_forward runs for weights of dtype wt on this CPU (for T > 4 rows; up to 4
- * rows the AVX-512 level uses "avx512-gemv", f32 activations), e.g. "amx-bf16", "avx512-vnni-q8",
- * "avx512-f32fma", "avx2-f32fma", "ref".  FLUXPRM_KERNEL=ref|avx2|avx512 caps the level.
- * Numerics: the BF16 fast path rounds activations to bf16 (like bf16 inference engines); the Q8_0/Q4_0
- * fast path quantises activations to int8 per block of 32 (Q8_0 style).  See docs/performance.md. */
+ * rows the AVX2/AVX-512 levels use "avx2-gemv"/"avx512-gemv", f32 activations), e.g. "amx-bf16",
+ * "amx-bf16-q8", "avx512-vnni-q8", "avx512-f32fma", "avx2-f32fma", "ref".  FLUXPRM_KERNEL=ref|avx2|avx512
+ * caps the level; FLUXPRM_AMX=0 turns AMX off.
+ * Numerics: the AMX and vdpbf16ps paths round activations to bf16 (like bf16 inference engines; with
+ * Q8_0/Q4_0 weights on AMX the dequantised weights too); the VNNI path quantises activations to int8 per
+ * block of 32 (Q8_0 style); the f32 paths only reorder the sums.  See docs/performance.md. */
 const char *fp_matmul_kernel_name(fp_dtype wt);
-/* fp_matmul_forward keeps a grow-only per-thread scratch buffer (converted activations + packed weight
- * panels: about T*K*2 bytes + 128 KiB per OpenMP thread); this frees the calling thread's buffer. */
+/* fp_matmul_forward keeps a grow-only scratch buffer per calling thread (converted activations + packed
+ * weight panels: about T*K*2 bytes + up to ~0.5 MiB per OpenMP thread); this frees the calling thread's. */
 void fp_matmul_scratch_release(void);
 
 #endif

@@ -91,6 +91,7 @@ enum { V_AVX512_DP_VNNI = 10, V_AVX512_F32 = 11, V_AVX512_AMX = 12 };
 static const char *variant_name_t(int v, fp_dtype wt, int T) {
     if (T <= FP_GEMV_MAX_T && (v >= V_AVX512_DP_VNNI || v == FP_KERN_AVX512) && fp_cpu_max_kernel() >= FP_KERN_AVX512)
         return "avx512-gemv";
+    if (T <= FP_GEMV_MAX_T && v == FP_KERN_AVX2 && fp_cpu_max_kernel() >= FP_KERN_AVX2) return "avx2-gemv";
     if (v == V_AVX512_DP_VNNI) return fp_matmul_avx512_name(wt, FP_BF16_DP, 1);
     if (v == V_AVX512_F32) return fp_matmul_avx512_name(wt, FP_BF16_FMA, 0);
     if (v == V_AVX512_AMX) return fp_matmul_avx512_name(wt, FP_BF16_AMX, 1);
