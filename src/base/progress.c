@@ -1,4 +1,4 @@
-/* A progress bar on stderr: records, tokens/s and ETA; silent when disabled. */
+/* A progress bar (records, tokens/s, ETA) drawn on the stream the caller gives; silent without one. */
 #include "base/base.h"
 #include <stdlib.h>
 #include <string.h>
@@ -7,15 +7,15 @@ struct fp_progress {
     char label[32];
     long total, done, tokens;
     double start, last_draw;
-    int enabled;
+    FILE *out; /* NULL: silent */
 };
 
-fp_progress *fp_progress_new(const char *label, long total, int enabled) {
+fp_progress *fp_progress_new(const char *label, long total, FILE *out) {
     fp_progress *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     snprintf(p->label, sizeof p->label, "%s", label ? label : "");
     p->total = total;
-    p->enabled = enabled;
+    p->out = out;
     p->start = fp_now();
     return p;
 }
@@ -34,19 +34,19 @@ static void draw(fp_progress *p, int final) {
             double rem = el / (double)p->done * (double)(p->total - p->done);
             snprintf(eta, sizeof eta, " ETA %dm%02ds", (int)(rem / 60), (int)rem % 60);
         }
-        fprintf(stderr, "\r%s [%s] %ld/%ld  %.0f tok/s%s   ", p->label, bar, p->done, p->total, tps, eta);
+        fprintf(p->out, "\r%s [%s] %ld/%ld  %.0f tok/s%s   ", p->label, bar, p->done, p->total, tps, eta);
     } else {
-        fprintf(stderr, "\r%s %ld records  %.0f tok/s  %.0fs   ", p->label, p->done, tps, el);
+        fprintf(p->out, "\r%s %ld records  %.0f tok/s  %.0fs   ", p->label, p->done, tps, el);
     }
-    if (final) fputc('\n', stderr);
-    fflush(stderr);
+    if (final) fputc('\n', p->out);
+    fflush(p->out);
 }
 
 void fp_progress_add(fp_progress *p, long records, long tokens) {
     if (!p) return;
     p->done += records;
     p->tokens += tokens;
-    if (!p->enabled) return;
+    if (!p->out) return;
     double now = fp_now();
     if (now - p->last_draw >= 0.1) {
         p->last_draw = now;
@@ -56,6 +56,6 @@ void fp_progress_add(fp_progress *p, long records, long tokens) {
 
 void fp_progress_finish(fp_progress *p) {
     if (!p) return;
-    if (p->enabled) draw(p, 1);
+    if (p->out) draw(p, 1);
     free(p);
 }

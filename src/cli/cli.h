@@ -13,14 +13,18 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail(const char *context);
 /* Usage error: prints "fluxprm <cmd>: <message>\nTry 'fluxprm <cmd> --help'." and returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Whether progress bars should draw (stderr is a TTY and quiet is 0). */
+/* Whether progress bars should draw (stderr is a TTY and quiet is 0), and the stream to draw on (or NULL). */
 int cli_progress_enabled(int quiet);
+FILE *cli_progress_stream(int quiet);
+/* Non-blank lines of a regular file (a progress bar's total); 0 for stdin or when unknown. */
+long cli_count_records(const char *path);
 /* Parses a positive/non-negative number option strictly; returns 0 on success. */
 int cli_parse_long(const char *s, long *out);
 int cli_parse_double(const char *s, double *out);
 
 /* One line per subcommand, kept in alphabetical order. */
 #define FP_COMMANDS(X) \
+    X(bench, "trunk prefill speed of a checkpoint: tok/s, GFLOP/s, kernels and a per-phase profile") \
     X(bestofn, "Best-of-N selection (PRM, majority, PRM-weighted vote) with accuracy curves") \
     X(convert, "convert a Hugging Face checkpoint to GGUF (f32/f16/bf16/q8_0/q4_0)") \
     X(curate, "ReasonFlux-PRM training targets: merged steps, align/coh/qual step targets, rollout final target") \

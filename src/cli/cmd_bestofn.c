@@ -143,7 +143,7 @@ int cmd_bestofn(int argc, char **argv) {
     int ret = EXIT_OK;
     if (!rep) { cli_error("out of memory"); ret = EXIT_RUNTIME; }
     else {
-        o.progress = fp_progress_new("bestofn", 0, cli_progress_enabled(quiet));
+        o.progress = fp_progress_new("bestofn", 0, cli_progress_stream(quiet));
         int rc = fp_bestofn_run(&o, in_path, fp_outfile_stream(of), rep);
         fp_progress_finish(o.progress);
         if (rc) ret = cli_fail("bestofn");

@@ -471,22 +471,6 @@ static int replay_reservoir(ctx *c, const char *out_path, long lines) {
     return rc;
 }
 
-static long count_records(const char *path) {
-    struct stat st;
-    if (!path || !strcmp(path, "-") || stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    long n = 0;
-    int ch, blank = 1;
-    while ((ch = getc(f)) != EOF) {
-        if (ch == '\n') { if (!blank) n++; blank = 1; }
-        else if (ch != ' ' && ch != '\t' && ch != '\r') blank = 0;
-    }
-    if (!blank) n++;
-    fclose(f);
-    return n;
-}
-
 static void print_stats(const char *who, const fp_openai_client *cl) {
     fp_openai_stats s;
     fp_openai_client_stats(cl, &s);
@@ -627,7 +611,7 @@ int cmd_curate(int argc, char **argv) {
     long skip = fp_outfile_resumed_lines(of);
     if (skip && replay_reservoir(&c, out_path, skip)) { status = cli_fail("curate"); fp_outfile_keep_partial(of); of = NULL; goto done; }
     FILE *out = fp_outfile_stream(of);
-    fp_progress *bar = fp_progress_new("curate", cli_progress_enabled(quiet) ? count_records(in) : 0, cli_progress_enabled(quiet));
+    fp_progress *bar = fp_progress_new("curate", cli_progress_enabled(quiet) ? cli_count_records(in) : 0, cli_progress_stream(quiet));
     fp_progress_add(bar, skip, 0);
     const char *path = fp_jsonl_path(rd);
     size_t nb = 0;

@@ -84,7 +84,7 @@ int cmd_eval(int argc, char **argv) {
     if (fp_jsonl_open(&rd, argv[optind])) return cli_fail("eval");
     fp_prm *prm = NULL;
     if (po.model_path && fp_prm_open(&prm, &po)) { fp_jsonl_close(rd); return cli_fail("eval"); }
-    fp_progress *bar = fp_progress_new("eval", 0, cli_progress_enabled(quiet));
+    fp_progress *bar = fp_progress_new("eval", 0, cli_progress_stream(quiet));
     fp_pb_stats st = {0};
     int status = EXIT_OK, rc;
     const char *line;

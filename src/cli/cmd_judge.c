@@ -218,7 +218,7 @@ int cmd_judge(int argc, char **argv) {
         return st;
     }
     FILE *out = fp_outfile_stream(of);
-    fp_progress *pr = fp_progress_new("judge", 0, cli_progress_enabled(quiet));
+    fp_progress *pr = fp_progress_new("judge", 0, cli_progress_stream(quiet));
     const char *path = fp_jsonl_path(r);
     fp_format_opts fo = {0};
     fo.steps_from = FP_STEPS_BOTH;

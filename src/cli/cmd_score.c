@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static void score_help(FILE *f) {
     fprintf(f,
@@ -36,23 +35,6 @@ CLI_PRM_HELP
 }
 
 enum { OPT_AGG = 256, OPT_ALPHA, OPT_RESUME, OPT_SKIP_BAD };
-
-static long count_records(const char *path) {
-    struct stat st;
-    if (!path || !strcmp(path, "-") || stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    long n = 0;
-    int c, prev = '\n', blank = 1;
-    while ((c = getc(f)) != EOF) {
-        if (c == '\n') { if (!blank) n++; blank = 1; }
-        else if (c != ' ' && c != '\t' && c != '\r') blank = 0;
-        prev = c;
-    }
-    if (prev != '\n' && !blank) n++;
-    fclose(f);
-    return n;
-}
 
 /* Adds the result fields; returns a new object. */
 static json_t *result_fields(const fp_prm_result *r, int has_steps) {
@@ -114,7 +96,7 @@ int cmd_score(int argc, char **argv) {
     if (fp_outfile_open(&of, out_path, resume)) { fp_prm_free(prm); fp_jsonl_close(rd); return cli_fail("score"); }
     FILE *out = fp_outfile_stream(of);
     long skip = fp_outfile_resumed_lines(of);
-    fp_progress *bar = fp_progress_new("score", cli_progress_enabled(quiet) ? count_records(in) : 0, cli_progress_enabled(quiet));
+    fp_progress *bar = fp_progress_new("score", cli_progress_enabled(quiet) ? cli_count_records(in) : 0, cli_progress_stream(quiet));
     fp_progress_add(bar, skip, 0);
 
     int status = EXIT_OK;

@@ -167,7 +167,7 @@ static int select_main(int argc, char **argv) {
     if (hist && fp_outfile_open(&hf, hist, 0)) ret = cli_fail("");
     if (!ret && summary && fp_outfile_open(&sf, summary, 0)) ret = cli_fail("");
     if (!ret) {
-        o.progress = fp_progress_new("select", 0, cli_progress_enabled(quiet));
+        o.progress = fp_progress_new("select", 0, cli_progress_stream(quiet));
         int rc = fp_select_run(&o, in_path, fp_outfile_stream(of), &st);
         fp_progress_finish(o.progress);
         if (rc) ret = cli_fail("select");

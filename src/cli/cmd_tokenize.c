@@ -104,7 +104,7 @@ int cmd_tokenize(int argc, char **argv) {
     if (fp_jsonl_open(&r, input)) { fp_tokenizer_free(tok); return cli_fail(""); }
     static char obuf[1 << 20];
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
-    fp_progress *prog = fp_progress_new(decode ? "decode" : "tokenize", 0, cli_progress_enabled(quiet));
+    fp_progress *prog = fp_progress_new(decode ? "decode" : "tokenize", 0, cli_progress_stream(quiet));
     const char *path = fp_jsonl_path(r);
     int rc = EXIT_OK;
     long skipped = 0;

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void cli_error(const char *fmt, ...) {
@@ -32,6 +33,23 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int cli_progress_enabled(int quiet) { return !quiet && isatty(2); }
+FILE *cli_progress_stream(int quiet) { return cli_progress_enabled(quiet) ? stderr : NULL; }
+
+long cli_count_records(const char *path) {
+    struct stat st;
+    if (!path || !strcmp(path, "-") || stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    long n = 0;
+    int c, blank = 1;
+    while ((c = getc(f)) != EOF) {
+        if (c == '\n') { if (!blank) n++; blank = 1; }
+        else if (c != ' ' && c != '\t' && c != '\r') blank = 0;
+    }
+    if (!blank) n++;
+    fclose(f);
+    return n;
+}
 
 int cli_parse_long(const char *s, long *out) {
     char *end;
