@@ -66,8 +66,9 @@ void fp_outfile_keep_partial(fp_outfile *o);
 
 /* ---------------------------------------------------------------- progress */
 typedef struct fp_progress fp_progress;
-/* total may be 0 when unknown. Draws nothing unless enabled (CLI: stderr is a TTY and no --quiet). */
-fp_progress *fp_progress_new(const char *label, long total, int enabled);
+/* total may be 0 when unknown.  Draws on out (the CLI passes stderr when it is a TTY and --quiet is not
+ * given); out NULL draws nothing. */
+fp_progress *fp_progress_new(const char *label, long total, FILE *out);
 /* Adds done records and tokens; redraws at most ~10x per second. */
 void fp_progress_add(fp_progress *p, long records, long tokens);
 void fp_progress_finish(fp_progress *p);
@@ -139,6 +140,12 @@ typedef struct {
 int fp_model_load(fp_model **out, const char *dir);
 void fp_model_free(fp_model *m);
 void fp_model_get_info(const fp_model *m, fp_model_info *info);
+/* Precision of the GEMMs.  FP_PRECISION_EXACT (the default) keeps activations in f32 on every kernel (bf16/q8
+ * weights are widened), matching HF run in float32 on the same weights to ~1e-6.  FP_PRECISION_FAST lets the
+ * fastest kernels (AMX-BF16, vdpbf16ps, VNNI) round activations to bf16/int8: much faster on BF16/Q8_0
+ * weights, step rewards within ~1e-2 (docs/performance.md). */
+enum { FP_PRECISION_EXACT = 0, FP_PRECISION_FAST = 1 };
+void fp_model_set_precision(fp_model *m, int precision);
 /* Threads used by the forward pass (0 = the OpenMP default). */
 void fp_model_set_threads(fp_model *m, int nthreads);
 
@@ -195,6 +202,14 @@ fp_kv_cache *fp_kv_cache_fork(const fp_kv_cache *src);
  * previous length.  Results equal fp_model_hidden_states over the whole sequence up to f32 rounding. */
 int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *rows, int nrows,
                             float *hidden, float *logits);
+/* One decode step for nseq independent sequences at once (e.g. the N samples of one prompt, or several
+ * requests): appends ids[s] to caches[s] (distinct caches of model m, each with room for one more token) and
+ * reads that token's final hidden state hidden[nseq, H] and/or LM-head logits[nseq, vocab_size] (either may be
+ * NULL).  The projections run as one matrix multiply over the nseq rows, so the weights are read once per step
+ * for all sequences; attention runs per sequence over its own cache.  Results equal nseq separate
+ * fp_model_forward_cached(T = 1) calls up to f32 rounding.  On error no cache changes length. */
+int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t *ids, int nseq, float *hidden,
+                          float *logits);
 
 /* ---------------------------------------------------------------- verify */
 /* Math answer verification (docs/verify.md).  All functions are thread-safe (no global mutable state). */

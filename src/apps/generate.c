@@ -136,122 +136,164 @@ static int append_lossy(fp_buf *out, const unsigned char *p, size_t n) {
     return rc;
 }
 
-/* ---- one sample */
+/* ---- decoding: every sample of every prompt in lockstep */
 
 typedef struct {
-    fp_model *m;
-    const fp_tokenizer *tok;
-    const int32_t *eos;
-    size_t n_eos;
+    fp_kv_cache *c;
     const fp_sample_opts *o;
+    fp_rng rng;
+    float *lg;  /* [V] logits for the next token */
+    fp_buf raw; /* decoded bytes so far */
+    size_t cut; /* byte offset of the first stop string, or (size_t)-1 */
     size_t max_stop;
-} gen_ctx;
+    int done, owns_cache;
+} sample_state;
 
-static int is_eos(const gen_ctx *g, int32_t id) {
-    for (size_t i = 0; i < g->n_eos; i++)
-        if (g->eos[i] == id) return 1;
+static int is_eos(const int32_t *eos, size_t n_eos, int32_t id) {
+    for (size_t i = 0; i < n_eos; i++)
+        if (eos[i] == id) return 1;
     return 0;
 }
 
-/* Runs one sample on cache c (the prompt already in it), starting from the prompt's last logits lg0 [V]. */
-static int decode_one(const gen_ctx *g, fp_kv_cache *c, const float *lg0, fp_rng *r, fp_completion *out,
-                      float *first_logits, int n_logits, cand *buf) {
-    const int V = g->m->cfg.vocab_size, H = g->m->cfg.hidden_size;
-    const fp_sample_opts *o = g->o;
-    float *lg = fp_malloc(sizeof(float) * (size_t)V), *h = fp_malloc(sizeof(float) * (size_t)H);
-    fp_buf raw = {0}, text = {0};
-    int rc = lg && h ? FP_OK : FP_ENOMEM;
-    out->tokens = fp_malloc(sizeof(int32_t) * (size_t)(o->max_new_tokens > 0 ? o->max_new_tokens : 1));
-    if (!out->tokens) rc = FP_ENOMEM;
-    out->finish = FP_FINISH_LENGTH;
-    size_t cut = (size_t)-1; /* byte offset of a stop string in raw */
-    if (!rc) memcpy(lg, lg0, sizeof(float) * (size_t)V);
-    for (int step = 0; !rc && step < o->max_new_tokens; step++) {
-        if (first_logits && step < n_logits) memcpy(first_logits + (size_t)step * V, lg, sizeof(float) * (size_t)V);
-        int32_t id = sample_token(lg, V, o, r, buf);
-        if (!o->ignore_eos && is_eos(g, id)) { out->finish = FP_FINISH_STOP; break; }
-        out->tokens[out->n_tokens++] = id;
-        if (g->tok) {
-            char *piece = NULL;
-            size_t plen = 0;
-            if (fp_tokenizer_decode(g->tok, &id, 1, 1, &piece, &plen) == FP_OK) { /* unknown ids add nothing */
-                size_t before = raw.len;
-                rc = fp_buf_append(&raw, piece, plen);
-                free(piece);
-                if (rc) break;
-                if (g->max_stop && plen) { /* look for a stop string that ends in the new bytes */
-                    size_t from = before + 1 > g->max_stop ? before + 1 - g->max_stop : 0;
-                    for (size_t s = 0; s < o->n_stop; s++) {
-                        size_t sl = strlen(o->stop[s]);
-                        if (!sl) continue;
-                        for (size_t at = from; at + sl <= raw.len; at++)
-                            if (!memcmp(raw.data + at, o->stop[s], sl)) {
-                                if (at < cut) cut = at;
-                                break;
-                            }
-                    }
-                }
-            } else {
-                fp_error_clear();
+/* Appends the decoded bytes of id to st->raw and looks for a stop string ending in them. */
+static int add_piece(const fp_tokenizer *tok, sample_state *st, int32_t id) {
+    char *piece = NULL;
+    size_t plen = 0;
+    if (fp_tokenizer_decode(tok, &id, 1, 1, &piece, &plen) != FP_OK) { /* an id the tokenizer lacks adds nothing */
+        fp_error_clear();
+        return FP_OK;
+    }
+    size_t before = st->raw.len;
+    int rc = fp_buf_append(&st->raw, piece, plen);
+    free(piece);
+    if (rc || !st->max_stop || !plen) return rc;
+    size_t from = before + 1 > st->max_stop ? before + 1 - st->max_stop : 0;
+    for (size_t s = 0; s < st->o->n_stop; s++) {
+        size_t sl = strlen(st->o->stop[s]);
+        if (!sl) continue;
+        for (size_t at = from; at + sl <= st->raw.len; at++)
+            if (!memcmp(st->raw.data + at, st->o->stop[s], sl)) {
+                if (at < st->cut) st->cut = at;
+                break;
             }
-            if (cut != (size_t)-1) { out->finish = FP_FINISH_STOP; break; }
+    }
+    return FP_OK;
+}
+
+static int check_opts(const fp_sample_opts *o, int i) {
+    if (o->max_new_tokens < 0) return fp_errorf(FP_EINVAL, "generate: prompt %d: max_new_tokens = %d", i, o->max_new_tokens);
+    if (!(o->top_p > 0 && o->top_p <= 1))
+        return fp_errorf(FP_EINVAL, "generate: prompt %d: top_p must be in (0, 1], got %g", i, o->top_p);
+    if (!(o->temperature >= 0) || !isfinite(o->temperature))
+        return fp_errorf(FP_EINVAL, "generate: prompt %d: temperature must be >= 0, got %g", i, o->temperature);
+    return FP_OK;
+}
+
+static int generate_core(fp_model *m, const fp_tokenizer *tok, const int32_t *eos, size_t n_eos,
+                         const fp_gen_prompt *pr, int np, const fp_sample_opts *o0, int n, fp_completion *out,
+                         float *first_logits, int n_logits) {
+    if (!m || !pr || !out || np < 1 || n < 1) return fp_errorf(FP_EINVAL, "generate: NULL argument, or no prompts or samples");
+    const int S = np * n, V = m->cfg.vocab_size;
+    memset(out, 0, sizeof *out * (size_t)S);
+    for (int i = 0; i < np; i++) {
+        const fp_sample_opts *o = pr[i].opts ? pr[i].opts : o0;
+        if (!o) return fp_errorf(FP_EINVAL, "generate: prompt %d has no sampling options", i);
+        if (!pr[i].ids || pr[i].T <= 0) return fp_errorf(FP_EINVAL, "generate: prompt %d is empty", i);
+        int rc = check_opts(o, i);
+        if (rc) return rc;
+    }
+    if (!m->lm_head && !m->cfg.tie_word_embeddings)
+        return fp_errorf(FP_ESTATE, "model (%s) has no LM head (lm_head.weight or tied embeddings): cannot generate",
+                         m->cfg.architecture);
+    sample_state *st = fp_calloc((size_t)S, sizeof *st);
+    cand *buf = fp_malloc(sizeof(cand) * 2 * (size_t)V);
+    float *lgb = fp_malloc(sizeof(float) * (size_t)S * V), *tmp = fp_malloc(sizeof(float) * (size_t)S * V);
+    fp_kv_cache **act_c = fp_malloc(sizeof *act_c * (size_t)S);
+    int32_t *act_id = fp_malloc(sizeof *act_id * (size_t)S);
+    int *act_k = fp_malloc(sizeof *act_k * (size_t)S), maxsteps = 0;
+    int rc = st && buf && lgb && tmp && act_c && act_id && act_k ? FP_OK : FP_ENOMEM;
+    for (int i = 0; !rc && i < np; i++) { /* prefill each prompt once; its samples fork the cache */
+        const fp_sample_opts *o = pr[i].opts ? pr[i].opts : o0;
+        int T = pr[i].T, maxnew = o->max_new_tokens, last = T - 1;
+        if (maxnew > maxsteps) maxsteps = maxnew;
+        size_t max_stop = 0;
+        for (size_t k = 0; tok && k < o->n_stop; k++)
+            if (strlen(o->stop[k]) > max_stop) max_stop = strlen(o->stop[k]);
+        /* the last sampled token is never fed back: the cache needs T + max_new_tokens - 1 rows */
+        fp_kv_cache *base = fp_kv_cache_new(m, T + (maxnew > 1 ? maxnew - 1 : 0));
+        float *lg0 = lgb + (size_t)i * n * V;
+        if (!base) { rc = fp_last_error_code() ? fp_last_error_code() : FP_ENOMEM; break; }
+        rc = fp_model_forward_cached(m, base, pr[i].ids, T, &last, 1, NULL, lg0);
+        if (rc) { fp_error_prefix("prompt %d: ", i); fp_kv_cache_free(base); break; }
+        for (int j = n - 1; !rc && j >= 0; j--) { /* sample 0 keeps the prefix cache itself */
+            sample_state *q = &st[i * n + j];
+            q->c = j == 0 ? base : fp_kv_cache_fork(base);
+            q->owns_cache = 1;
+            q->o = o;
+            q->lg = lg0 + (size_t)j * V;
+            q->cut = (size_t)-1;
+            q->max_stop = max_stop;
+            if (!q->c) { rc = FP_ENOMEM; fp_kv_cache_free(base); break; } /* j > 0: base is nobody's yet */
+            if (j) memcpy(q->lg, lg0, sizeof(float) * (size_t)V);
+            fp_rng_seed(&q->rng, o->seed, pr[i].record, (uint64_t)j);
+            fp_completion *c = &out[i * n + j];
+            c->prompt_tokens = T;
+            c->finish = FP_FINISH_LENGTH;
+            if (!(c->tokens = fp_malloc(sizeof(int32_t) * (size_t)(maxnew > 0 ? maxnew : 1)))) rc = FP_ENOMEM;
+            if (maxnew == 0) q->done = 1;
         }
-        if (step + 1 == o->max_new_tokens) break;
-        if (fp_kv_cache_len(c) >= fp_kv_cache_max_tokens(c)) break; /* context full: "length" */
-        int row = 0;
-        rc = fp_model_forward_cached(g->m, c, &id, 1, &row, 1, h, lg);
     }
-    if (!rc) rc = append_lossy(&text, (const unsigned char *)raw.data, cut != (size_t)-1 ? cut : raw.len);
-    if (!rc) {
-        out->text = text.data ? text.data : fp_strdup("");
-        if (!out->text) rc = FP_ENOMEM;
-    } else {
-        fp_buf_free(&text);
+    for (int step = 0; !rc && step < maxsteps; step++) {
+        int nact = 0;
+        for (int k = 0; !rc && k < S; k++) {
+            sample_state *q = &st[k];
+            if (q->done) continue;
+            fp_completion *c = &out[k];
+            if (k == 0 && first_logits && step < n_logits)
+                memcpy(first_logits + (size_t)step * V, q->lg, sizeof(float) * (size_t)V);
+            int32_t id = sample_token(q->lg, V, q->o, &q->rng, buf);
+            if (!q->o->ignore_eos && is_eos(eos, n_eos, id)) { c->finish = FP_FINISH_STOP; q->done = 1; continue; }
+            c->tokens[c->n_tokens++] = id;
+            if (tok && (rc = add_piece(tok, q, id))) break;
+            if (q->cut != (size_t)-1) { c->finish = FP_FINISH_STOP; q->done = 1; continue; }
+            if (step + 1 >= q->o->max_new_tokens) { q->done = 1; continue; }
+            act_c[nact] = q->c, act_id[nact] = id, act_k[nact++] = k;
+        }
+        if (rc || nact == 0) break;
+        /* one step for every running sample: the weights are read once for all of them */
+        rc = fp_model_decode_batch(m, act_c, act_id, nact, NULL, tmp);
+        for (int a = 0; !rc && a < nact; a++) memcpy(st[act_k[a]].lg, tmp + (size_t)a * V, sizeof(float) * (size_t)V);
     }
-    fp_buf_free(&raw);
-    free(lg);
-    free(h);
+    for (int k = 0; st && k < S; k++) {
+        sample_state *q = &st[k];
+        fp_buf text = {0};
+        if (!rc) rc = append_lossy(&text, (const unsigned char *)q->raw.data, q->cut != (size_t)-1 ? q->cut : q->raw.len);
+        if (!rc) {
+            out[k].text = text.data ? text.data : fp_strdup("");
+            if (!out[k].text) rc = FP_ENOMEM;
+        } else {
+            fp_buf_free(&text);
+        }
+        fp_buf_free(&q->raw);
+        if (q->owns_cache) fp_kv_cache_free(q->c);
+    }
+    if (rc)
+        for (int k = 0; k < S; k++) fp_completion_free(&out[k]);
+    free(st); free(buf); free(lgb); free(tmp); free(act_c); free(act_id); free(act_k);
     return rc;
 }
 
 int fp_generate_tokens(fp_model *m, const fp_tokenizer *tok, const int32_t *eos, size_t n_eos, const int32_t *prompt,
                        int T, const fp_sample_opts *o, uint64_t record, int n, fp_completion *out, float *first_logits,
                        int n_logits) {
-    if (!m || !prompt || !o || !out || n < 1) return fp_errorf(FP_EINVAL, "generate: NULL argument or n < 1");
-    memset(out, 0, sizeof *out * (size_t)n);
-    if (T <= 0) return fp_errorf(FP_EINVAL, "generate: empty prompt");
-    if (o->max_new_tokens < 0) return fp_errorf(FP_EINVAL, "generate: max_new_tokens = %d", o->max_new_tokens);
-    if (!(o->top_p > 0 && o->top_p <= 1)) return fp_errorf(FP_EINVAL, "generate: top_p must be in (0, 1], got %g", o->top_p);
-    if (!(o->temperature >= 0) || !isfinite(o->temperature))
-        return fp_errorf(FP_EINVAL, "generate: temperature must be >= 0, got %g", o->temperature);
-    if (!m->lm_head && !m->cfg.tie_word_embeddings)
-        return fp_errorf(FP_ESTATE, "model (%s) has no LM head (lm_head.weight or tied embeddings): cannot generate",
-                         m->cfg.architecture);
-    gen_ctx g = {m, tok, eos, n_eos, o, 0};
-    for (size_t s = 0; tok && s < o->n_stop; s++)
-        if (strlen(o->stop[s]) > g.max_stop) g.max_stop = strlen(o->stop[s]);
-    const int V = m->cfg.vocab_size;
-    int max_tokens = T + (o->max_new_tokens > 1 ? o->max_new_tokens - 1 : 0);
-    fp_kv_cache *base = fp_kv_cache_new(m, max_tokens), *c = NULL;
-    float *lg0 = fp_malloc(sizeof(float) * (size_t)V);
-    cand *buf = fp_malloc(sizeof(cand) * 2 * (size_t)V);
-    int rc = base && lg0 && buf ? FP_OK : FP_ENOMEM, last = T - 1;
-    if (!rc) rc = fp_model_forward_cached(m, base, prompt, T, &last, 1, NULL, lg0);
-    for (int j = 0; !rc && j < n; j++) {
-        c = j == n - 1 ? base : fp_kv_cache_fork(base); /* the last sample takes the prefix cache itself */
-        if (!c) { rc = FP_ENOMEM; break; }
-        fp_rng r;
-        fp_rng_seed(&r, o->seed, record, (uint64_t)j);
-        out[j].prompt_tokens = T;
-        rc = decode_one(&g, c, lg0, &r, &out[j], j == 0 ? first_logits : NULL, n_logits, buf);
-        if (c != base) fp_kv_cache_free(c);
-    }
-    if (rc)
-        for (int j = 0; j < n; j++) fp_completion_free(&out[j]);
-    fp_kv_cache_free(base);
-    free(lg0);
-    free(buf);
-    return rc;
+    if (!o) return fp_errorf(FP_EINVAL, "generate: NULL options");
+    fp_gen_prompt p = {prompt, T, record, NULL};
+    return generate_core(m, tok, eos, n_eos, &p, 1, o, n, out, first_logits, n_logits);
+}
+
+int fp_generate_batch(fp_model *m, const fp_tokenizer *tok, const int32_t *eos, size_t n_eos,
+                      const fp_gen_prompt *prompts, int nprompts, const fp_sample_opts *o, int n, fp_completion *out) {
+    return generate_core(m, tok, eos, n_eos, prompts, nprompts, o, n, out, NULL, 0);
 }
 
 /* ---- the generator */
@@ -390,8 +432,9 @@ int fp_generator_render_chat(const fp_generator *g, const fp_chat_message *msgs,
     return FP_OK;
 }
 
-int fp_generate_text(fp_generator *g, const char *prompt, const fp_sample_opts *o, uint64_t record, int n,
-                     fp_completion *out) {
+int fp_generator_encode_text(const fp_generator *g, const char *prompt, int32_t **ids_out, int *T_out) {
+    *ids_out = NULL;
+    *T_out = 0;
     if (!g || !prompt) return fp_errorf(FP_EINVAL, "generate: NULL argument");
     int32_t *ids;
     size_t T;
@@ -399,17 +442,41 @@ int fp_generate_text(fp_generator *g, const char *prompt, const fp_sample_opts *
     if (rc) return rc;
     if (T == 0) { free(ids); return fp_errorf(FP_EINVAL, "generate: the prompt encodes to no tokens"); }
     if (T > INT32_MAX / 2) { free(ids); return fp_errorf(FP_ERANGE, "generate: prompt too long"); }
-    rc = fp_generate_tokens(g->m, g->tok, g->eos, g->n_eos, ids, (int)T, o, record, n, out, NULL, 0);
+    *ids_out = ids;
+    *T_out = (int)T;
+    return FP_OK;
+}
+
+int fp_generator_encode_chat(const fp_generator *g, const fp_chat_message *msgs, size_t n_msgs, int32_t **ids,
+                             int *T) {
+    *ids = NULL;
+    *T = 0;
+    char *text;
+    int rc = fp_generator_render_chat(g, msgs, n_msgs, &text);
+    if (rc) return rc;
+    rc = fp_generator_encode_text(g, text, ids, T);
+    free(text);
+    return rc;
+}
+
+int fp_generate_text(fp_generator *g, const char *prompt, const fp_sample_opts *o, uint64_t record, int n,
+                     fp_completion *out) {
+    int32_t *ids;
+    int T;
+    int rc = fp_generator_encode_text(g, prompt, &ids, &T);
+    if (rc) return rc;
+    rc = fp_generate_tokens(g->m, g->tok, g->eos, g->n_eos, ids, T, o, record, n, out, NULL, 0);
     free(ids);
     return rc;
 }
 
 int fp_generate_chat(fp_generator *g, const fp_chat_message *msgs, size_t n_msgs, const fp_sample_opts *o,
                      uint64_t record, int n, fp_completion *out) {
-    char *text;
-    int rc = fp_generator_render_chat(g, msgs, n_msgs, &text);
+    int32_t *ids;
+    int T;
+    int rc = fp_generator_encode_chat(g, msgs, n_msgs, &ids, &T);
     if (rc) return rc;
-    rc = fp_generate_text(g, text, o, record, n, out);
-    free(text);
+    rc = fp_generate_tokens(g->m, g->tok, g->eos, g->n_eos, ids, T, o, record, n, out, NULL, 0);
+    free(ids);
     return rc;
 }

@@ -44,12 +44,26 @@ void fp_completion_free(fp_completion *c);
 /* The model-level decoder (no generator needed; tests use it on id-only fixtures).  Prefills prompt[T] once and
  * draws n samples, each on its own copy of the prompt's KV cache; sample j draws from
  * fp_rng_seed(seed, record, j) (one 53-bit uniform per sampled token).  tok (may be NULL: no text, no stop
- * strings) decodes the completions; eos[n_eos] end a sample (unless o->ignore_eos).  first_logits (may be NULL)
+ * strings) decodes the completions; eos[n_eos] end a sample (unless o->ignore_eos).  The samples decode in lockstep:
+ * each step is one fp_model_decode_batch over the samples still running.  first_logits (may be NULL)
  * gets sample 0's raw logits of its first n_logits decode steps, [n_logits, vocab_size] (steps not reached are
  * left untouched).  out[n] is filled (free each with fp_completion_free). */
 int fp_generate_tokens(fp_model *m, const fp_tokenizer *tok, const int32_t *eos, size_t n_eos, const int32_t *prompt,
                        int T, const fp_sample_opts *o, uint64_t record, int n, fp_completion *out, float *first_logits,
                        int n_logits);
+
+/* Several prompts at once: every sample of every prompt decodes in lockstep (one fp_model_decode_batch per
+ * step over all running samples), each on its own KV cache.  out[i * n + j] is sample j of prompts[i]; each
+ * prompt may carry its own options (NULL: o).  Results equal separate fp_generate_tokens calls (up to f32
+ * rounding of the batched matrix multiplies).  On failure every out entry is freed. */
+typedef struct {
+    const int32_t *ids;
+    int T;
+    uint64_t record;            /* seeds its samples: sample j draws from fp_rng_seed(seed, record, j) */
+    const fp_sample_opts *opts; /* NULL = the batch's options */
+} fp_gen_prompt;
+int fp_generate_batch(fp_model *m, const fp_tokenizer *tok, const int32_t *eos, size_t n_eos,
+                      const fp_gen_prompt *prompts, int nprompts, const fp_sample_opts *o, int n, fp_completion *out);
 
 typedef struct fp_generator fp_generator;
 /* Loads the model and tokenizer, the default system prompt (fp_model_default_system) and the eos ids: config.json
@@ -67,9 +81,15 @@ int fp_generator_add_eos(fp_generator *g, int32_t id);
  * *text malloc'd. */
 int fp_generator_render_chat(const fp_generator *g, const fp_chat_message *msgs, size_t n, char **text);
 /* Generation from prompt text (encoded as is, no template) or from chat messages (rendered as above); record
- * seeds the samples as in fp_generate_tokens.  Not thread-safe per generator (one call at a time). */
+ * seeds the samples as in fp_generate_tokens.  These only read g (model and tokenizer are read-only), so several
+ * threads may generate with one generator at once; fp_generator_add_eos must not run concurrently with them. */
 int fp_generate_text(fp_generator *g, const char *prompt, const fp_sample_opts *o, uint64_t record, int n,
                      fp_completion *out);
 int fp_generate_chat(fp_generator *g, const fp_chat_message *msgs, size_t n_msgs, const fp_sample_opts *o,
                      uint64_t record, int n, fp_completion *out);
+/* The token ids generation would start from: prompt text encoded as is, or chat messages rendered as above
+ * (ids malloc'd).  With fp_generator_model / fp_generator_tokenizer / fp_generator_eos they feed
+ * fp_generate_batch (what `fluxprm generate` does for a group of records). */
+int fp_generator_encode_text(const fp_generator *g, const char *prompt, int32_t **ids, int *T);
+int fp_generator_encode_chat(const fp_generator *g, const fp_chat_message *msgs, size_t n_msgs, int32_t **ids, int *T);
 #endif

@@ -60,6 +60,7 @@ int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
     if (rc) goto fail;
     fp_model_get_info(p->model, &p->info);
     if (opts->threads > 0) fp_model_set_threads(p->model, opts->threads);
+    if (opts->fast) fp_model_set_precision(p->model, FP_PRECISION_FAST);
     p->steps = p->info.head == FP_HEAD_PRM || p->info.head == FP_HEAD_TOKEN_CLS;
     if (p->info.head == FP_HEAD_NONE) {
         rc = fp_errorf(FP_EINVAL, "%s: the checkpoint has no reward head (architecture %s): nothing to score with",

@@ -26,6 +26,7 @@ typedef struct {
     fp_final_mode final_mode;   /* default last-token */
     fp_steps_from steps_from;   /* default both */
     int threads;                /* 0 = OpenMP default */
+    int fast;                   /* FP_PRECISION_FAST: bf16/int8 activations on the fast GEMM kernels */
     int max_tokens;             /* sequences longer than this are an error; default 32768 */
 } fp_prm_opts;
 void fp_prm_opts_default(fp_prm_opts *o);

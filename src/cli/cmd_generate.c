@@ -33,6 +33,8 @@ static void generate_help(FILE *f) {
 "  --top-k K            keep the K most likely tokens (default 0 = off)\n"
 "  --seed S             sample j of record i draws from splitmix64 seeded by (S, i, j) (default 0)\n"
 "  --n N                samples per record (the prompt is prefilled once; default 1)\n"
+"  --batch B            sequences decoded together (records x samples; default 16): one matrix multiply per\n"
+"                       step serves them all; each holds its own KV cache (memory grows with B)\n"
 "  --stop S             stop string (repeatable), checked on the decoded text\n"
 "  --eos-id N           also stop at token id N (repeatable); eos ids otherwise come from config.json,\n"
 "                       generation_config.json and tokenizer_config.json\n"
@@ -47,29 +49,53 @@ static void generate_help(FILE *f) {
 }
 
 enum { OPT_MAX_NEW = 256, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_N, OPT_STOP, OPT_EOS, OPT_IGNORE_EOS,
-       OPT_SKIP_BAD };
+       OPT_SKIP_BAD, OPT_BATCH };
 
 #define MAX_STOPS 64
 
-/* Generates for one parsed record: out[n]. */
-static int gen_record(fp_generator *g, const json_t *rec, const fp_sample_opts *base, uint64_t index, int n,
-                      fp_completion *out) {
-    fp_sample_opts o = *base;
+/* One input record of the group being generated. */
+typedef struct {
+    char *line;           /* a copy of the input line */
+    size_t len;
+    long lineno;
+    json_t *rec;          /* parsed, or NULL */
+    int32_t *ids;         /* the prompt */
+    int T;
+    fp_sample_opts o;     /* with this record's stop strings */
     const char *stops[MAX_STOPS];
+    char *err;            /* malloc'd message when the record failed */
+} pending;
+
+static void pending_clear(pending *p) {
+    free(p->line);
+    json_decref(p->rec);
+    free(p->ids);
+    free(p->err);
+    memset(p, 0, sizeof *p);
+}
+
+/* Parses, renders and encodes one record; its sampling options are base plus the record's "stop" field. */
+static int prepare(fp_generator *g, pending *p, const fp_sample_opts *base) {
+    const json_t *rec = p->rec;
+    p->o = *base;
     size_t ns = 0;
-    for (size_t i = 0; i < base->n_stop && ns < MAX_STOPS; i++) stops[ns++] = base->stop[i];
+    for (size_t i = 0; i < base->n_stop && ns < MAX_STOPS; i++) p->stops[ns++] = base->stop[i];
     json_t *st = json_object_get(rec, "stop");
-    if (json_is_string(st) && ns < MAX_STOPS) stops[ns++] = json_string_value(st);
-    else if (json_is_array(st)) {
+    if (json_is_string(st)) {
+        if (ns >= MAX_STOPS) return fp_errorf(FP_EINVAL, "more than %d stop strings", MAX_STOPS);
+        p->stops[ns++] = json_string_value(st);
+    } else if (json_is_array(st)) {
         for (size_t i = 0; i < json_array_size(st); i++) {
-            json_t *s = json_array_get(st, i);
-            if (!json_is_string(s)) return fp_errorf(FP_EINVAL, "\"stop\" must hold strings");
+            json_t *x = json_array_get(st, i);
+            if (!json_is_string(x)) return fp_errorf(FP_EINVAL, "\"stop\" must hold strings");
             if (ns >= MAX_STOPS) return fp_errorf(FP_EINVAL, "more than %d stop strings", MAX_STOPS);
-            stops[ns++] = json_string_value(s);
+            p->stops[ns++] = json_string_value(x);
         }
-    } else if (st && !json_is_null(st) && !json_is_string(st)) return fp_errorf(FP_EINVAL, "\"stop\" must be a string or a list of strings");
-    o.stop = stops;
-    o.n_stop = ns;
+    } else if (st && !json_is_null(st)) {
+        return fp_errorf(FP_EINVAL, "\"stop\" must be a string or a list of strings");
+    }
+    p->o.stop = p->stops;
+    p->o.n_stop = ns;
     json_t *msgs = json_object_get(rec, "messages"), *prompt = json_object_get(rec, "prompt");
     if (json_is_array(msgs)) {
         size_t nm = json_array_size(msgs);
@@ -85,12 +111,43 @@ static int gen_record(fp_generator *g, const json_t *rec, const fp_sample_opts *
             m[i].role = json_string_value(r);
             m[i].content = json_string_value(c);
         }
-        int rc = fp_generate_chat(g, m, nm, &o, index, n, out);
+        int rc = fp_generator_encode_chat(g, m, nm, &p->ids, &p->T);
         free(m);
         return rc;
     }
-    if (json_is_string(prompt)) return fp_generate_text(g, json_string_value(prompt), &o, index, n, out);
+    if (json_is_string(prompt)) return fp_generator_encode_text(g, json_string_value(prompt), &p->ids, &p->T);
     return fp_errorf(FP_EINVAL, "the record has neither a \"messages\" list nor a \"prompt\" string");
+}
+
+/* Generates for the prepared records of a group at once; when that fails, record by record so that the failing
+ * record is the one named.  res[i * n + j] is sample j of group[i] (for records without an error). */
+static int run_group(fp_generator *g, pending *grp, int ng, int n, const uint64_t *index, fp_completion *res) {
+    fp_gen_prompt *pr = calloc((size_t)ng, sizeof *pr);
+    fp_completion *tmp = calloc((size_t)ng * (size_t)n, sizeof *tmp);
+    int *map = calloc((size_t)ng, sizeof *map), np = 0, rc = FP_OK;
+    size_t neos;
+    const int32_t *eos = fp_generator_eos(g, &neos);
+    fp_model *m = fp_generator_model(g);
+    const fp_tokenizer *tok = fp_generator_tokenizer(g);
+    if (!pr || !tmp || !map) rc = FP_ENOMEM;
+    for (int i = 0; !rc && i < ng; i++)
+        if (!grp[i].err) pr[np] = (fp_gen_prompt){grp[i].ids, grp[i].T, index[i], &grp[i].o}, map[np++] = i;
+    if (!rc && np) {
+        if (fp_generate_batch(m, tok, eos, neos, pr, np, NULL, n, tmp) == FP_OK) {
+            for (int a = 0; a < np; a++)
+                memcpy(&res[(size_t)map[a] * n], &tmp[(size_t)a * n], sizeof *res * (size_t)n);
+        } else {
+            for (int a = 0; a < np; a++) {
+                pending *p = &grp[map[a]];
+                if (fp_generate_batch(m, tok, eos, neos, &pr[a], 1, NULL, n, &res[(size_t)map[a] * n]))
+                    p->err = strdup(fp_last_error());
+            }
+        }
+    }
+    free(pr);
+    free(tmp);
+    free(map);
+    return rc;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -103,6 +160,7 @@ int cmd_generate(int argc, char **argv) {
         {"n", required_argument, 0, OPT_N}, {"stop", required_argument, 0, OPT_STOP},
         {"eos-id", required_argument, 0, OPT_EOS}, {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
         {"output", required_argument, 0, 'o'}, {"skip-bad", no_argument, 0, OPT_SKIP_BAD},
+        {"batch", required_argument, 0, OPT_BATCH},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     fp_prm_opts po; /* model / tokenizer / system / threads, parsed by the shared option code */
     fp_prm_opts_default(&po);
@@ -111,7 +169,7 @@ int cmd_generate(int argc, char **argv) {
     const char *out_path = NULL, *stops[MAX_STOPS];
     long eos_ids[MAX_STOPS], v;
     size_t n_eos = 0, ns = 0;
-    int n = 1, skip_bad = 0, quiet = 0, c;
+    int n = 1, batch = 16, skip_bad = 0, quiet = 0, c;
     double d;
     optind = 1;
     opterr = 0;
@@ -155,6 +213,10 @@ int cmd_generate(int argc, char **argv) {
             eos_ids[n_eos++] = v;
             break;
         case OPT_IGNORE_EOS: so.ignore_eos = 1; break;
+        case OPT_BATCH:
+            if (cli_parse_long(optarg, &v) || v < 1 || v > 4096) return cli_usage_error("generate", "--batch needs a positive count, got '%s'", optarg);
+            batch = (int)v;
+            break;
         case 'o': out_path = optarg; break;
         case OPT_SKIP_BAD: skip_bad = 1; break;
         case 'q': quiet = 1; break;
@@ -185,52 +247,69 @@ int cmd_generate(int argc, char **argv) {
     fp_outfile *of = NULL;
     if (fp_outfile_open(&of, out_path, 0)) { fp_generator_free(g); fp_jsonl_close(rd); return cli_fail("generate"); }
     FILE *out = fp_outfile_stream(of);
-    fp_progress *bar = fp_progress_new("generate", 0, cli_progress_enabled(quiet));
-    fp_completion *res = calloc((size_t)n, sizeof *res);
-    int status = res ? EXIT_OK : cli_fail("generate");
+    fp_progress *bar = fp_progress_new("generate", 0, cli_progress_stream(quiet));
+    int group = batch / n > 0 ? batch / n : 1; /* records decoded together: group * n sequences <= --batch */
+    pending *grp = calloc((size_t)group, sizeof *grp);
+    uint64_t *index = calloc((size_t)group, sizeof *index);
+    fp_completion *res = calloc((size_t)group * (size_t)n, sizeof *res);
+    int status = grp && index && res ? EXIT_OK : (cli_error("generate: out of memory"), EXIT_RUNTIME);
     long nrec = 0, nbad = 0;
-    const char *line;
-    size_t len;
-    int rc = FP_OK;
-    while (status == EXIT_OK && (rc = fp_jsonl_next_line(rd, &line, &len)) == FP_OK) {
-        long lineno = fp_jsonl_line_number(rd);
-        json_t *rec = NULL;
-        int ok = 0;
-        if (fp_json_parse_record(&rec, line, len, fp_jsonl_path(rd), lineno) == FP_OK) {
-            if (gen_record(g, rec, &so, (uint64_t)nrec, n, res) == FP_OK) ok = 1;
-            else fp_error_prefix("%s:%ld: ", fp_jsonl_path(rd), lineno);
+    int rc = FP_OK, eof = 0;
+    while (status == EXIT_OK && !eof) {
+        int ng = 0;
+        const char *line;
+        size_t len;
+        while (ng < group && (rc = fp_jsonl_next_line(rd, &line, &len)) == FP_OK) { /* read and prepare a group */
+            pending *p = &grp[ng];
+            index[ng] = (uint64_t)nrec++;
+            p->lineno = fp_jsonl_line_number(rd);
+            p->line = malloc(len + 1);
+            if (!p->line) { rc = FP_ENOMEM; break; }
+            memcpy(p->line, line, len);
+            p->line[len] = 0;
+            p->len = len;
+            ng++;
+            if (fp_json_parse_record(&p->rec, line, len, fp_jsonl_path(rd), p->lineno) != FP_OK || prepare(g, p, &so) != FP_OK)
+                p->err = strdup(fp_last_error());
         }
-        nrec++;
-        rc = FP_OK;
-        if (ok) {
-            long toks = 0;
-            for (int j = 0; j < n && !rc; j++) {
-                json_t *ids = json_array();
-                for (size_t k = 0; k < res[j].n_tokens; k++) json_array_append_new(ids, json_integer(res[j].tokens[k]));
-                json_t *add = json_pack("{s:s, s:o, s:s, s:i}", "completion", res[j].text, "tokens", ids,
-                                        "finish_reason", fp_finish_name(res[j].finish), "prompt_tokens",
-                                        res[j].prompt_tokens);
-                if (add && n > 1) json_object_set_new(add, "sample", json_integer(j));
-                rc = add ? fp_json_write_extended(out, line, len, rec, add) : FP_ENOMEM;
+        if (rc == FP_ERANGE) eof = 1, rc = FP_OK;
+        if (rc) { status = cli_fail("generate"); break; }
+        if (ng && run_group(g, grp, ng, n, index, res)) { status = cli_fail("generate"); break; }
+        for (int i = 0; i < ng && status == EXIT_OK; i++) { /* write in input order */
+            pending *p = &grp[i];
+            int wrc = FP_OK;
+            if (!p->err) {
+                long toks = 0;
+                for (int j = 0; j < n && !wrc; j++) {
+                    fp_completion *c = &res[(size_t)i * n + j];
+                    json_t *ids = json_array();
+                    for (size_t k = 0; k < c->n_tokens; k++) json_array_append_new(ids, json_integer(c->tokens[k]));
+                    json_t *add = json_pack("{s:s, s:o, s:s, s:i}", "completion", c->text, "tokens", ids,
+                                            "finish_reason", fp_finish_name(c->finish), "prompt_tokens", c->prompt_tokens);
+                    if (add && n > 1) json_object_set_new(add, "sample", json_integer(j));
+                    wrc = add ? fp_json_write_extended(out, p->line, p->len, p->rec, add) : FP_ENOMEM;
+                    json_decref(add);
+                    toks += (long)c->n_tokens;
+                }
+                fp_progress_add(bar, 1, toks);
+            } else if (skip_bad) {
+                nbad++;
+                json_t *add = json_pack("{s:s}", "error", p->err);
+                wrc = p->rec ? fp_json_write_extended(out, p->line, p->len, p->rec, add)
+                             : (json_object_set_new(add, "line", json_integer(p->lineno)), fp_json_write_line(out, add));
                 json_decref(add);
-                toks += (long)res[j].n_tokens;
-                fp_completion_free(&res[j]);
+                fp_progress_add(bar, 1, 0);
+            } else {
+                cli_error("generate: %s:%ld: %s", fp_jsonl_path(rd), p->lineno, p->err);
+                status = EXIT_RUNTIME;
             }
-            fp_progress_add(bar, 1, toks);
-        } else if (skip_bad) {
-            nbad++;
-            json_t *add = json_pack("{s:s}", "error", fp_last_error());
-            rc = rec ? fp_json_write_extended(out, line, len, rec, add)
-                     : (json_object_set_new(add, "line", json_integer(lineno)), fp_json_write_line(out, add));
-            json_decref(add);
-            fp_progress_add(bar, 1, 0);
-        } else {
-            status = cli_fail("generate");
+            if (status == EXIT_OK && (wrc || fflush(out) != 0)) status = cli_fail("generate: writing output");
         }
-        json_decref(rec);
-        if (status == EXIT_OK && (rc || fflush(out) != 0)) status = cli_fail("generate: writing output");
+        for (int i = 0; i < ng; i++) {
+            for (int j = 0; j < n; j++) fp_completion_free(&res[(size_t)i * n + j]);
+            pending_clear(&grp[i]);
+        }
     }
-    if (status == EXIT_OK && rc != FP_ERANGE && rc != FP_OK) status = cli_fail("generate");
     fp_progress_finish(bar);
     if (status == EXIT_OK) {
         if (fp_outfile_commit(of)) status = cli_fail("generate");
@@ -238,7 +317,10 @@ int cmd_generate(int argc, char **argv) {
     } else {
         fp_outfile_abort(of);
     }
+    for (int i = 0; grp && i < group; i++) pending_clear(&grp[i]);
     free(res);
+    free(grp);
+    free(index);
     fp_generator_free(g);
     fp_jsonl_close(rd);
     return status;

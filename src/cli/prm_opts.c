@@ -34,6 +34,7 @@ int cli_prm_option(const char *cmd, int opt, const char *arg, fp_prm_opts *po) {
         if (cli_parse_long(arg, &v) || v < 1 || v > INT32_MAX) { cli_usage_error(cmd, "--max-tokens needs a positive integer, got '%s'", arg); return -1; }
         po->max_tokens = (int)v;
         return 1;
+    case CLI_PRM_FAST: po->fast = 1; return 1;
     case CLI_PRM_THREADS:
         if (cli_parse_long(arg, &v) || v < 1 || v > 4096) { cli_usage_error(cmd, "--threads needs a positive integer, got '%s'", arg); return -1; }
         po->threads = (int)v;

@@ -21,9 +21,8 @@ typedef struct {
     int *tokpos, *kst, *qkst; /* packed sequences: position in own sequence, its first row (all rows / requested) */
 } fwd_bufs;
 
-static void matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
-    /* w: [N, K] */
-    fp_matmul_forward(out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
+static void matmul(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
+    fp_model_linear(m, out, inp, w, bias, T); /* w: [N, K] */
 }
 
 /* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate/up: [chunk, I] scratch. */
@@ -35,12 +34,12 @@ void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *x
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int c = n - r0 < chunk ? n - r0 : chunk;
         const float *xin = xn + (size_t)r0 * H;
-        matmul(gate, xin, y->gate_w, NULL, c); /* [c,I] */
-        matmul(up, xin, y->up_w, NULL, c);     /* [c,I] */
+        matmul(m, gate, xin, y->gate_w, NULL, c); /* [c,I] */
+        matmul(m, up, xin, y->up_w, NULL, c);     /* [c,I] */
         fp_swiglu_forward(gate, gate, up, c, I);
         /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
         float *d = H <= I ? up : (float *)xin;
-        matmul(d, gate, y->down_w, NULL, c); /* [c,H] */
+        matmul(m, d, gate, y->down_w, NULL, c); /* [c,H] */
         float *xr = x + (size_t)r0 * H;
         for (size_t i = 0; i < (size_t)c * H; i++) xr[i] += d[i];
     }
@@ -141,14 +140,14 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         int nq = sub ? npos : T;
         /* attention block */
         fp_rmsnorm_forward(b.xn, b.x, y->in_norm, eps, T, H); /* [T,H] */
-        matmul(b.k, b.xn, y->k_w, y->k_b, T);                  /* [T,kvd] */
-        matmul(b.v, b.xn, y->v_w, y->v_b, T);                  /* [T,kvd] */
+        matmul(m, b.k, b.xn, y->k_w, y->k_b, T);                  /* [T,kvd] */
+        matmul(m, b.v, b.xn, y->v_w, y->v_b, T);                  /* [T,kvd] */
         if (sub) {
             for (int i = 0; i < npos; i++) /* gather normalised rows (xs as scratch) */
                 memcpy(b.xs + (size_t)i * H, b.xn + (size_t)positions[i] * H, sizeof(float) * H);
-            matmul(b.q, b.xs, y->q_w, y->q_b, npos); /* [npos,qd] */
+            matmul(m, b.q, b.xs, y->q_w, y->q_b, npos); /* [npos,qd] */
         } else {
-            matmul(b.q, b.xn, y->q_w, y->q_b, T); /* [T,qd] */
+            matmul(m, b.q, b.xn, y->q_w, y->q_b, T); /* [T,qd] */
         }
         if (y->q_norm) {
             fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, nq * nh, d);
@@ -162,7 +161,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
             rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
             break;
         }
-        matmul(b.q, b.xn, y->o_w, NULL, nq); /* [nq,H] */
+        matmul(m, b.q, b.xn, y->o_w, NULL, nq); /* [nq,H] */
         float *x = b.x;
         if (sub) { /* residual rows of the requested positions */
             for (int i = 0; i < npos; i++)

@@ -14,8 +14,8 @@
 #define MLP_CHUNK_FLOATS (16u << 20) /* gate+up chunk budget, as forward.c */
 #define CACHED_CHUNK 2048            /* longer appends run in chunks of this many tokens */
 
-static void matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
-    fp_matmul_forward(out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
+static void matmul(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
+    fp_model_linear(m, out, inp, w, bias, T); /* w: [N, K] */
 }
 
 /* One append of T <= CACHED_CHUNK tokens; out[nrows,H] final normed hidden states of rows (local indices). */
@@ -63,16 +63,16 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
         int sub = l == NL - 1, nq = sub ? nrows : T;
         float *k = c->k[l] + (size_t)p0 * kvd, *v = c->v[l] + (size_t)p0 * kvd;
         fp_rmsnorm_forward(xn, x, y->in_norm, eps, T, H);
-        matmul(k, xn, y->k_w, y->k_b, T);
-        matmul(v, xn, y->v_w, y->v_b, T);
+        matmul(m, k, xn, y->k_w, y->k_b, T);
+        matmul(m, v, xn, y->v_w, y->v_b, T);
         if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, T * nkv, d);
         fp_rope_forward(k, cos_t, sin_t, T, nkv, d);
         if (nq == 0) break; /* last layer, nothing to read: K and V are all the cache needs */
         if (sub) {
             for (int i = 0; i < nrows; i++) memcpy(xs + (size_t)i * H, xn + (size_t)rows[i] * H, sizeof(float) * H);
-            matmul(q, xs, y->q_w, y->q_b, nrows);
+            matmul(m, q, xs, y->q_w, y->q_b, nrows);
         } else {
-            matmul(q, xn, y->q_w, y->q_b, T);
+            matmul(m, q, xn, y->q_w, y->q_b, T);
         }
         if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nq * nh, d);
         fp_rope_forward(q, sub ? qcos : cos_t, sub ? qsin : sin_t, nq, nh, d);
@@ -80,7 +80,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
             rc = fp_errorf(FP_ENOMEM, "cached forward: out of memory (attention scratch)");
             break;
         }
-        matmul(q, xn, y->o_w, NULL, nq);
+        matmul(m, q, xn, y->o_w, NULL, nq);
         float *xr = x;
         if (sub) {
             for (int i = 0; i < nrows; i++) memcpy(xs + (size_t)i * H, x + (size_t)rows[i] * H, sizeof(float) * H);
@@ -139,7 +139,86 @@ int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int
         free(lr); free(slot); free(hb);
     }
     if (rc) c->n = p_start;
-    if (!rc && logits && nrows > 0) fp_matmul_forward(logits, h, lm->data, lm->dtype, NULL, nrows, H, cf->vocab_size);
+    if (!rc && logits && nrows > 0) fp_model_linear(m, logits, h, lm, NULL, nrows);
+    if (h != hidden) free(h);
+    return rc;
+}
+
+int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t *ids, int nseq, float *hidden,
+                          float *logits) {
+    if (!m || !caches || !ids || nseq < 1) return fp_errorf(FP_EINVAL, "batched decode: NULL argument or nseq < 1");
+    const fp_model_config *cf = &m->cfg;
+    const fp_tensor *lm = m->lm_head ? m->lm_head : cf->tie_word_embeddings ? m->embed : NULL;
+    if (logits && !lm)
+        return fp_errorf(FP_ESTATE, "model (%s) has no LM head (lm_head.weight or tied embeddings)", cf->architecture);
+    for (int s = 0; s < nseq; s++) {
+        if (!caches[s] || caches[s]->m != m) return fp_errorf(FP_EINVAL, "batched decode: cache %d is NULL or of another model", s);
+        if (caches[s]->n + 1 > caches[s]->max_tokens)
+            return fp_errorf(FP_ERANGE, "batched decode: cache %d is full (%d tokens)", s, caches[s]->max_tokens);
+        if (ids[s] < 0 || ids[s] >= cf->vocab_size)
+            return fp_errorf(FP_EINVAL, "batched decode: token id %d of sequence %d is outside the vocabulary [0, %d)",
+                             (int)ids[s], s, cf->vocab_size);
+        for (int r = 0; r < s; r++)
+            if (caches[r] == caches[s]) return fp_errorf(FP_EINVAL, "batched decode: cache %d appears twice", s);
+    }
+    for (int s = 0; s < nseq; s++) {
+        int rc = fp_kv_cache_reserve(caches[s], caches[s]->n + 1);
+        if (rc) return rc;
+    }
+    const int H = cf->hidden_size, I = cf->intermediate_size, nh = cf->num_heads, nkv = cf->num_kv_heads,
+              d = cf->head_dim, half = d / 2, NL = cf->num_layers;
+    const int qd = nh * d, kvd = nkv * d, wide = qd > H ? qd : H, gate_cols = I > H ? I : H;
+    const float eps = (float)cf->rms_norm_eps;
+    size_t n = (size_t)nseq;
+    float *x = fp_malloc(sizeof(float) * n * H), *xn = fp_malloc(sizeof(float) * n * wide),
+          *q = fp_malloc(sizeof(float) * n * wide), *k = fp_malloc(sizeof(float) * n * kvd),
+          *v = fp_malloc(sizeof(float) * n * kvd), *gate = fp_malloc(sizeof(float) * n * gate_cols),
+          *up = fp_malloc(sizeof(float) * n * gate_cols), *cos_t = fp_malloc(sizeof(float) * n * half),
+          *sin_t = fp_malloc(sizeof(float) * n * half), *h = hidden ? hidden : fp_malloc(sizeof(float) * n * H);
+    int *pos = fp_malloc(sizeof(int) * n), rc = FP_OK;
+    if (!x || !xn || !q || !k || !v || !gate || !up || !cos_t || !sin_t || !h || !pos) {
+        rc = fp_errorf(FP_ENOMEM, "batched decode: out of memory for %d sequences", nseq);
+        goto done;
+    }
+    int saved_threads = omp_get_max_threads();
+    if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
+    size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
+    for (int s = 0; s < nseq; s++) {
+        fp_row_to_f32(x + (size_t)s * H, (const char *)m->embed->data + (size_t)ids[s] * erow, m->embed->dtype, H);
+        pos[s] = caches[s]->n;
+    }
+    fp_rope_tables(cos_t, sin_t, m->inv_freq, pos, nseq, d);
+    for (int l = 0; l < NL && !rc; l++) {
+        const fp_layer *y = &m->layers[l];
+        fp_rmsnorm_forward(xn, x, y->in_norm, eps, nseq, H);
+        matmul(m, k, xn, y->k_w, y->k_b, nseq);
+        matmul(m, v, xn, y->v_w, y->v_b, nseq);
+        matmul(m, q, xn, y->q_w, y->q_b, nseq);
+        if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, nseq * nkv, d);
+        if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nseq * nh, d);
+        fp_rope_forward(k, cos_t, sin_t, nseq, nkv, d);
+        fp_rope_forward(q, cos_t, sin_t, nseq, nh, d);
+        for (int s = 0; s < nseq && !rc; s++) { /* each sequence: its new K/V row, then attention over its cache */
+            fp_kv_cache *c = caches[s];
+            memcpy(c->k[l] + (size_t)pos[s] * kvd, k + (size_t)s * kvd, sizeof(float) * kvd);
+            memcpy(c->v[l] + (size_t)pos[s] * kvd, v + (size_t)s * kvd, sizeof(float) * kvd);
+            if (fp_attention_forward(xn + (size_t)s * qd, q + (size_t)s * qd, c->k[l], c->v[l], &pos[s], NULL, 1,
+                                     pos[s] + 1, nh, nkv, d))
+                rc = fp_errorf(FP_ENOMEM, "batched decode: out of memory (attention scratch)");
+        }
+        if (rc) break;
+        matmul(m, q, xn, y->o_w, NULL, nseq);
+        for (size_t i = 0; i < n * H; i++) x[i] += q[i];
+        fp_model_mlp_block(m, y, x, xn, gate, up, nseq, nseq);
+    }
+    if (!rc) {
+        fp_rmsnorm_forward(h, x, m->final_norm, eps, nseq, H);
+        if (logits) fp_model_linear(m, logits, h, lm, NULL, nseq);
+        for (int s = 0; s < nseq; s++) caches[s]->n = pos[s] + 1;
+    }
+    if (m->nthreads > 0) omp_set_num_threads(saved_threads);
+done:
+    free(x); free(xn); free(q); free(k); free(v); free(gate); free(up); free(cos_t); free(sin_t); free(pos);
     if (h != hidden) free(h);
     return rc;
 }

@@ -250,6 +250,9 @@ int fp_model_load(fp_model **out, const char *dir) {
         else fp_rope_inv_freq(m->inv_freq, m->cfg.rope_theta, m->cfg.head_dim);
     }
     if (rc) { fp_model_free(m); return rc; }
+    /* FLUXPRM_PRECISION=fast|exact sets the default precision (benchmarks, tests); the API call overrides it */
+    const char *prec = getenv("FLUXPRM_PRECISION");
+    m->fast = prec && !strcmp(prec, "fast");
     *out = m;
     return FP_OK;
 }
@@ -290,6 +293,14 @@ void fp_model_get_info(const fp_model *m, fp_model_info *info) {
     info->pad_token_id = c->pad_token_id;
 }
 
+void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
+    fp_matmul_forward_ex(!m->fast, out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
+}
+
+void fp_model_set_precision(fp_model *m, int precision) {
+    if (m) m->fast = precision == FP_PRECISION_FAST;
+}
+
 void fp_model_set_threads(fp_model *m, int nthreads) {
     if (m) m->nthreads = nthreads > 0 ? nthreads : 0;
 }
@@ -304,8 +315,7 @@ int fp_model_hidden_states(fp_model *m, const int32_t *ids, int T, const int *po
 /* The head runs on a handful of rows (the step positions), so it always takes f32 activations: the bf16
  * fast path would round the hidden states right where the rewards are read out, for no measurable gain. */
 static void head_matmul(float *out, const float *inp, const fp_tensor *w, const float *bias, int n, int K, int N) {
-    int level = fp_kernel_level();
-    fp_matmul_forward_level(level > FP_KERN_AVX2 ? FP_KERN_AVX2 : level, out, inp, w->data, w->dtype, bias, n, K, N);
+    fp_matmul_forward_ex(1, out, inp, w->data, w->dtype, bias, n, K, N);
 }
 
 /* logits[n, L] from final hidden states h[n, H]. */

@@ -24,9 +24,13 @@ struct fp_model {
     float *head_b1, *head_b2;
     float *inv_freq; /* [head_dim/2] */
     int nthreads;
+    int fast;  /* fp_model_set_precision: let GEMMs round activations to bf16/int8 (default 0: f32) */
     float **owned; /* f32 copies to free */
     size_t nowned;
 };
+
+/* out[T, N] = inp[T, K] @ w[N, K]^T + bias with the model's precision setting. */
+void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T);
 
 /* The trunk: final hidden states (after the last RMSNorm) at positions (or every row when positions is
  * NULL: npos = T) into out[npos, H]. */
@@ -52,5 +56,23 @@ struct fp_kv_cache {
 };
 /* Makes room for `need` tokens (need <= max_tokens), keeping the first n rows. */
 int fp_kv_cache_reserve(fp_kv_cache *c, int need);
+
+/* Per-phase profile of the trunk prefill (profile.c, used by `fluxprm bench`): replays the operations of
+ * fp_model_trunk_forward over ids[T] (all rows, no head) with the model's weights and kernels, timing each
+ * phase (seconds summed over the layers).  A replay, not an instrumented forward.c. */
+enum {
+    FP_PROFILE_EMBED = 0, FP_PROFILE_RMSNORM, FP_PROFILE_QKV, FP_PROFILE_ROPE, FP_PROFILE_ATTENTION,
+    FP_PROFILE_OPROJ, FP_PROFILE_GATE_UP, FP_PROFILE_SWIGLU, FP_PROFILE_DOWN, FP_PROFILE_RESIDUAL,
+    FP_PROFILE_NPHASES
+};
+typedef struct {
+    double seconds[FP_PROFILE_NPHASES];
+    double total; /* wall time of the whole replay */
+} fp_model_profile_result;
+int fp_model_profile(fp_model *m, const int32_t *ids, int T, fp_model_profile_result *r);
+const char *fp_model_profile_phase_name(int phase);
+/* FLOPs of each phase for a full prefill of T tokens (0 for the phases not counted: norms, rope, swiglu,
+ * residual, embedding).  Matmuls 2*T*K*N; causal attention 2*2*d*nh*T(T+1)/2 per layer. */
+void fp_model_profile_flops(const fp_model *m, int T, double *flops);
 
 #endif

@@ -3,9 +3,11 @@
  *    (f32, vocab 1024, ids fed directly), and the logits of the first 3 decode steps agree within 1e-4;
  *  - the cached forward (any chunking, truncate + copy of a shared prefix, internal 2048-token chunks) equals
  *    the full prefill within f32 rounding;
- *  - eos ids, seeded sampling, top-k / top-p limits;
+ *  - a batched decode step over several caches equals separate one-token steps;
+ *  - eos ids, seeded sampling (the N samples of a prompt decode in lockstep), top-k / top-p limits;
  *  - `fluxprm generate` on chat and raw-prompt records with the real Qwen2 tokenizer and the Qwen2.5 chat
- *    template equals HF apply_chat_template + generate (greedy, 24 tokens), including stop strings. */
+ *    template equals HF apply_chat_template + generate (greedy, 24 tokens), including stop strings; records
+ *    decoded together (--batch) give the same output as one at a time. */
 #include "apps/generate.h"
 #include "base/json.h"
 #include "harness.h"
@@ -79,6 +81,44 @@ static void greedy_fixture(const char *name) {
     }
     json_decref(ex);
     fp_model_free(m);
+}
+
+/* Two prompts of different lengths decoded together with their own options: each equals HF's greedy tokens. */
+static int test_batch_prompts(void) {
+    json_t *ex = json_load_file(REF "/qwen2_gen/expected.json", 0, NULL);
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, REF "/qwen2_gen"));
+    CHECK(ex != NULL);
+    if (!m || !ex) { fp_model_free(m); json_decref(ex); return 0; }
+    json_t *cases = json_object_get(ex, "cases");
+    fp_sample_opts o[2];
+    fp_gen_prompt pr[2];
+    int *want[2], nw[2], *prompt[2];
+    int32_t *ids[2];
+    for (int i = 0; i < 2; i++) {
+        fp_sample_opts_default(&o[i]);
+        o[i].temperature = 0;
+        o[i].max_new_tokens = i ? 20 : 64;
+        int T;
+        prompt[i] = ints(json_object_get(json_array_get(cases, (size_t)i), "prompt"), &T);
+        want[i] = ints(json_object_get(json_array_get(cases, (size_t)i), "tokens"), &nw[i]);
+        ids[i] = malloc(sizeof(int32_t) * (size_t)T);
+        for (int t = 0; t < T; t++) ids[i][t] = prompt[i][t];
+        pr[i] = (fp_gen_prompt){ids[i], T, (uint64_t)i, &o[i]};
+    }
+    fp_completion out[4];
+    CHECK_OK(fp_generate_batch(m, NULL, NULL, 0, pr, 2, NULL, 2, out)); /* 2 samples each: greedy, so equal */
+    for (int k = 0; k < 4; k++) {
+        int i = k / 2;
+        CHECK(out[k].n_tokens == (size_t)o[i].max_new_tokens && out[k].finish == FP_FINISH_LENGTH);
+        for (size_t t = 0; t < out[k].n_tokens && t < (size_t)nw[i]; t++)
+            CHECK_MSG(out[k].tokens[t] == want[i][t], "prompt %d sample %d token %zu", i, k % 2, t);
+        fp_completion_free(&out[k]);
+    }
+    for (int i = 0; i < 2; i++) { free(want[i]); free(prompt[i]); free(ids[i]); }
+    json_decref(ex);
+    fp_model_free(m);
+    return 0;
 }
 
 static int test_greedy_qwen2(void) { greedy_fixture("qwen2_gen"); return 0; }
@@ -166,6 +206,43 @@ static int test_cached_equals_full(void) {
     CHECK(fp_kv_cache_new(m, 0) == NULL);
     fp_kv_cache_free(c);
     free(hl); free(hr); free(ids); free(full); free(full2); free(got);
+    fp_model_free(m);
+    return 0;
+}
+
+/* One batched decode step over several caches equals separate one-token cached forwards. */
+static int test_decode_batch(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, REF "/qwen3_gen"));
+    if (!m) return 0;
+    const int V = m->cfg.vocab_size;
+    int32_t a[40], b[40];
+    for (int t = 0; t < 40; t++) a[t] = (t * 37 + 11) % V, b[t] = (t * 101 + 3) % V;
+    fp_kv_cache *c[3] = {fp_kv_cache_new(m, 64), fp_kv_cache_new(m, 64), NULL}, *r[3];
+    CHECK_OK(fp_model_forward_cached(m, c[0], a, 10, NULL, 0, NULL, NULL));
+    CHECK_OK(fp_model_forward_cached(m, c[1], b, 33, NULL, 0, NULL, NULL));
+    c[2] = fp_kv_cache_fork(c[0]);
+    for (int s = 0; s < 3; s++) r[s] = fp_kv_cache_fork(c[s]);
+    int32_t ids[3] = {5, 6, 7};
+    float *got = malloc(sizeof(float) * 3 * (size_t)V), *want = malloc(sizeof(float) * 3 * (size_t)V);
+    for (int step = 0; step < 3; step++) {
+        CHECK_OK(fp_model_decode_batch(m, c, ids, 3, NULL, got));
+        int row = 0;
+        for (int s = 0; s < 3; s++) CHECK_OK(fp_model_forward_cached(m, r[s], &ids[s], 1, &row, 1, NULL, want + (size_t)s * V));
+        double mr, md = maxdiff(got, want, 3 * (size_t)V, &mr);
+        CHECK_MSG(md <= 1e-5 * mr, "step %d: batched decode differs by %g (max |ref| %g)", step, md, mr);
+        for (int s = 0; s < 3; s++) ids[s] = (ids[s] * 7 + step) % V;
+    }
+    CHECK(fp_kv_cache_len(c[0]) == 13 && fp_kv_cache_len(c[1]) == 36 && fp_kv_cache_len(c[2]) == 13);
+    fp_kv_cache *dup[2] = {c[0], c[0]};
+    CHECK(fp_model_decode_batch(m, dup, ids, 2, NULL, got) == FP_EINVAL);
+    fp_kv_cache *full = fp_kv_cache_new(m, 1);
+    CHECK_OK(fp_model_forward_cached(m, full, a, 1, NULL, 0, NULL, NULL));
+    fp_kv_cache *mix[2] = {c[0], full};
+    CHECK(fp_model_decode_batch(m, mix, ids, 2, NULL, got) == FP_ERANGE && fp_kv_cache_len(c[0]) == 13);
+    fp_kv_cache_free(full);
+    for (int s = 0; s < 3; s++) { fp_kv_cache_free(c[s]); fp_kv_cache_free(r[s]); }
+    free(got); free(want);
     fp_model_free(m);
     return 0;
 }
@@ -311,6 +388,12 @@ static int test_cli_chat(void) {
     CHECK(run_gen(args, out2) == 0);
     json_t *got2 = load_lines(out2);
     CHECK(json_equal(got, got2));
+    json_decref(got2);
+    /* all 4 records x 3 samples decoded together (default --batch 16) == one record at a time (--batch 3) */
+    snprintf(args, sizeof args, "--model %s --n 3 --seed 9 --top-k 50 --max-new-tokens 6 --batch 3 " REF "/chat_records.jsonl", dir);
+    CHECK(run_gen(args, out2) == 0);
+    got2 = load_lines(out2);
+    CHECK(json_equal(got, got2));
     json_decref(got);
     json_decref(got2);
 
@@ -336,8 +419,10 @@ static int test_cli_chat(void) {
 
 int main(void) {
     RUN(test_cached_equals_full);
+    RUN(test_decode_batch);
     RUN(test_greedy_qwen2);
     RUN(test_greedy_qwen3);
+    RUN(test_batch_prompts);
     RUN(test_sampling);
     RUN(test_cli_chat);
     return th_finish();
