@@ -16,6 +16,7 @@
  *     differ from this test's) / n of the label-based count, with exact per-record choices elsewhere. */
 #include "apps/bestofn.h"
 #include "harness.h"
+#include "cli_helpers.h"
 #include <jansson.h>
 #include <stdint.h>
 
@@ -29,29 +30,7 @@ typedef struct {
     char *gold;      /* canonical gold */
 } rec_t;
 
-static int run_cli(const char *args, const char *errfile) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s bestofn %s 2>%s", th_bin(), args, errfile);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
-static int count_sub(const char *s, const char *sub) {
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, sub)); p += strlen(sub)) n++;
-    return n;
-}
+static int run_cli(const char *args, const char *errfile) { return cli_run("bestofn", args, errfile); }
 
 /* Canonical number after the last line starting "A:" (GSM8K model-solution convention); NULL if none. */
 static char *canon_answer(const char *text) {
@@ -186,37 +165,6 @@ static int build_input(const char *src, const char *dst) {
     return 0;
 }
 
-/* Well-formedness in the small (tag stack; the single root is <svg>). */
-static int xml_balanced(const char *s) {
-    char stack[64][32];
-    int depth = 0, roots = 0;
-    const char *p = s;
-    if (!strncmp(p, "<?xml", 5)) { p = strstr(p, "?>"); if (!p) return 0; p += 2; }
-    while (*p) {
-        if (*p != '<') { p++; continue; }
-        int closing = p[1] == '/';
-        const char *n = p + 1 + closing;
-        size_t len = strcspn(n, " \t\n/>");
-        if (len == 0 || len >= 32) return 0;
-        const char *q = n + len;
-        int inq = 0;
-        while (*q && (inq || *q != '>')) { if (*q == '"') inq = !inq; q++; }
-        if (!*q) return 0;
-        int self = q[-1] == '/';
-        if (closing) {
-            if (depth == 0 || strlen(stack[depth - 1]) != len || strncmp(stack[depth - 1], n, len)) return 0;
-            depth--;
-        } else if (!self) {
-            if (depth == 0) { roots++; if (len != 3 || strncmp(n, "svg", 3)) return 0; }
-            if (depth == 64) return 0;
-            memcpy(stack[depth], n, len);
-            stack[depth++][len] = 0;
-        }
-        p = q + 1;
-    }
-    return depth == 0 && roots == 1;
-}
-
 static char dir_in[512];
 
 static int test_gsm8k_exact(void) {
@@ -298,7 +246,7 @@ static int test_gsm8k_exact(void) {
 
     /* the curve chart */
     char *s = slurp(svg);
-    CHECK(s && xml_balanced(s));
+    CHECK(s && xml_balanced(s, 0));
     CHECK(s && count_sub(s, "<polyline") == 4 && count_sub(s, "<circle") == 12);
     free(s);
     /* stderr summary unless --quiet */
@@ -530,9 +478,7 @@ static int test_bad_input(void) {
     CHECK(run_cli("", err) == 2);
     CHECK(run_cli("--help >/dev/null", err) == 0);
     /* no temp files left behind */
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "ls %s | grep -q -e '\\.tmp\\.' -e '\\.partial$'", d);
-    CHECK(system(cmd) != 0);
+    CHECK(no_temp_files(d));
     return 0;
 }
 

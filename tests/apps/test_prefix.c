@@ -5,49 +5,13 @@
 #include "apps/prm.h"
 #include "apps/prm_sources.h"
 #include "harness.h"
-#include <limits.h>
+#include "tiny_models.h"
 
 #define REF "tests/ref/score"
 
-static char prm_dir[512], scalar_dir[512];
+static const char *prm_dir, *scalar_dir;
 
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
-
-static int setup_models(void) {
-    if (prm_dir[0]) return 0;
-    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
-    if (!tj) return TH_SKIP;
-    char tok[PATH_MAX];
-    snprintf(tok, sizeof tok, "%s", tj);
-    const char *tpl = th_shared_file("templates/qwen2.5-instruct.jinja");
-    if (!tpl) return TH_SKIP;
-    char *tpl_text;
-    size_t tpl_len;
-    if (fp_read_file(tpl, &tpl_text, &tpl_len)) return -1;
-    snprintf(prm_dir, sizeof prm_dir, "%s/prm", th_tmpdir());
-    snprintf(scalar_dir, sizeof scalar_dir, "%s/scalar", th_tmpdir());
-    mkdir(prm_dir, 0755);
-    mkdir(scalar_dir, 0755);
-    int bad = link_to(REF "/config_prm.json", prm_dir, "config.json") ||
-              link_to(REF "/model.safetensors.index.json", prm_dir, "model.safetensors.index.json") ||
-              link_to(REF "/trunk.safetensors", prm_dir, "trunk.safetensors") ||
-              link_to(REF "/prm_head.safetensors", prm_dir, "prm_head.safetensors") || link_to(tok, prm_dir, "tokenizer.json") ||
-              link_to(REF "/config_causal.json", scalar_dir, "config.json") ||
-              link_to(REF "/trunk.safetensors", scalar_dir, "model.safetensors") ||
-              link_to(REF "/reward_head.pt", scalar_dir, "reward_head.pt") || link_to(tok, scalar_dir, "tokenizer.json");
-    json_t *cfg = json_pack("{s:s%}", "chat_template", tpl_text, tpl_len);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", prm_dir);
-    bad |= json_dump_file(cfg, path, 0);
-    json_decref(cfg);
-    free(tpl_text);
-    return bad ? -1 : 0;
-}
+static int setup_models(void) { return th_tiny_prm_dirs(&prm_dir, &scalar_dir); }
 
 static const char *QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
                               "in May. How many clips did Natalia sell altogether in April and May?";

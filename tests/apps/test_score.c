@@ -4,52 +4,14 @@
  * Tolerance: 1e-5 absolute on every reward (f32 weights; HF runs in float32). */
 #include "base/json.h"
 #include "harness.h"
-#include <limits.h>
+#include "tiny_models.h"
 
 #define REF "tests/ref/score"
 
-static char prm_dir[512], scalar_dir[512], tokjson[PATH_MAX];
-
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
+static const char *prm_dir, *scalar_dir;
 
 /* Builds the two model directories under the scratch dir (once). */
-static int setup_models(void) {
-    if (prm_dir[0]) return 0;
-    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json"); /* static buffer: copy it now */
-    if (!tj) return TH_SKIP;
-    snprintf(tokjson, sizeof tokjson, "%s", tj);
-    const char *tpl = th_shared_file("templates/qwen2.5-instruct.jinja");
-    if (!tpl) return TH_SKIP;
-    char *tpl_text;
-    size_t tpl_len;
-    if (fp_read_file(tpl, &tpl_text, &tpl_len)) return -1;
-    snprintf(prm_dir, sizeof prm_dir, "%s/prm", th_tmpdir());
-    snprintf(scalar_dir, sizeof scalar_dir, "%s/scalar", th_tmpdir());
-    mkdir(prm_dir, 0755);
-    mkdir(scalar_dir, 0755);
-    int bad = link_to(REF "/config_prm.json", prm_dir, "config.json") ||
-              link_to(REF "/model.safetensors.index.json", prm_dir, "model.safetensors.index.json") ||
-              link_to(REF "/trunk.safetensors", prm_dir, "trunk.safetensors") ||
-              link_to(REF "/prm_head.safetensors", prm_dir, "prm_head.safetensors") ||
-              link_to(tokjson, prm_dir, "tokenizer.json") ||
-              link_to(REF "/config_causal.json", scalar_dir, "config.json") ||
-              link_to(REF "/trunk.safetensors", scalar_dir, "model.safetensors") ||
-              link_to(REF "/reward_head.pt", scalar_dir, "reward_head.pt") ||
-              link_to(tokjson, scalar_dir, "tokenizer.json");
-    /* the checkpoint's tokenizer_config.json carries the chat template (whose default system prompt we use) */
-    json_t *cfg = json_pack("{s:s%}", "chat_template", tpl_text, tpl_len);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", prm_dir);
-    bad |= json_dump_file(cfg, path, 0);
-    json_decref(cfg);
-    free(tpl_text);
-    return bad ? -1 : 0;
-}
+static int setup_models(void) { return th_tiny_prm_dirs(&prm_dir, &scalar_dir); }
 
 static int run(const char *args, char *out_path, size_t cap) {
     char cmd[4096];

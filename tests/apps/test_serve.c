@@ -6,9 +6,9 @@
 #include "apps/serve.h"
 #include "base/json.h"
 #include "harness.h"
+#include "tiny_models.h"
 #include <curl/curl.h>
 #include <errno.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -19,42 +19,10 @@
 #define REF "tests/ref/score"
 #define MAX_BODY 65536
 
-static char prm_dir[512];
+static const char *prm_dir;
 
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
-
-/* The PRM model directory, assembled exactly like tests/apps/test_score.c does. */
-static int setup_model(void) {
-    if (prm_dir[0]) return 0;
-    char tokjson[PATH_MAX];
-    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
-    if (!tj) return TH_SKIP;
-    snprintf(tokjson, sizeof tokjson, "%s", tj);
-    const char *tpl = th_shared_file("templates/qwen2.5-instruct.jinja");
-    if (!tpl) return TH_SKIP;
-    char *tpl_text;
-    size_t tpl_len;
-    if (fp_read_file(tpl, &tpl_text, &tpl_len)) return -1;
-    snprintf(prm_dir, sizeof prm_dir, "%s/prm", th_tmpdir());
-    mkdir(prm_dir, 0755);
-    int bad = link_to(REF "/config_prm.json", prm_dir, "config.json") ||
-              link_to(REF "/model.safetensors.index.json", prm_dir, "model.safetensors.index.json") ||
-              link_to(REF "/trunk.safetensors", prm_dir, "trunk.safetensors") ||
-              link_to(REF "/prm_head.safetensors", prm_dir, "prm_head.safetensors") ||
-              link_to(tokjson, prm_dir, "tokenizer.json");
-    json_t *cfg = json_pack("{s:s%}", "chat_template", tpl_text, tpl_len);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", prm_dir);
-    bad |= json_dump_file(cfg, path, 0);
-    json_decref(cfg);
-    free(tpl_text);
-    return bad ? -1 : 0;
-}
+/* The PRM model directory of tests/apps/test_score.c. */
+static int setup_model(void) { return th_tiny_prm_dirs(&prm_dir, NULL); }
 
 /* ---------------------------------------------------------------- the texts and their reference scores */
 typedef struct {

@@ -11,6 +11,8 @@
 #include "apps/generate.h"
 #include "base/json.h"
 #include "harness.h"
+#include "json_files.h"
+#include "tiny_models.h"
 #include "model/model.h"
 #include <limits.h>
 #include <sys/wait.h>
@@ -287,24 +289,6 @@ static int test_sampling(void) {
 
 /* ---- CLI with the real tokenizer and chat template */
 
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
-
-static json_t *load_lines(const char *path) {
-    json_t *arr = json_array();
-    fp_jsonl_reader *r;
-    if (fp_jsonl_open(&r, path)) return arr;
-    const char *line;
-    size_t len;
-    while (fp_jsonl_next_line(r, &line, &len) == FP_OK) json_array_append_new(arr, json_loadb(line, len, 0, NULL));
-    fp_jsonl_close(r);
-    return arr;
-}
-
 static int run_gen(const char *args, const char *out) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s generate --quiet --threads 1 %s -o %s 2>%s.err", th_bin(), args, out, out);
@@ -313,33 +297,23 @@ static int run_gen(const char *args, const char *out) {
 }
 
 static int test_cli_chat(void) {
-    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
-    if (!tj) return TH_SKIP;
-    char tok[PATH_MAX];
-    snprintf(tok, sizeof tok, "%s", tj);
-    const char *tpl = th_shared_file("templates/qwen2.5-instruct.jinja");
-    if (!tpl) return TH_SKIP;
-    char *tpl_text;
+    char tok[PATH_MAX], *tpl_text;
     size_t tpl_len;
-    if (fp_read_file(tpl, &tpl_text, &tpl_len)) return -1;
-    char dir[512], path[1024], out[1024], args[2048];
+    int s = th_tiny_qwen_files(tok, &tpl_text, &tpl_len);
+    if (s) return s;
+    char dir[512], out[1024], args[2048];
     snprintf(dir, sizeof dir, "%s/lm", th_tmpdir());
-    mkdir(dir, 0755);
-    CHECK(!link_to("tests/ref/score/config_causal.json", dir, "config.json") &&
-          !link_to("tests/ref/score/trunk.safetensors", dir, "model.safetensors") && !link_to(tok, dir, "tokenizer.json"));
-    json_t *cfg = json_pack("{s:s%}", "chat_template", tpl_text, tpl_len);
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    CHECK(json_dump_file(cfg, path, 0) == 0);
-    json_decref(cfg);
+    CHECK(th_tiny_lm_dir(dir, tok) == 0);
+    CHECK(th_tiny_chat_template(dir, tpl_text, tpl_len) == 0);
     free(tpl_text);
 
-    json_t *exp = load_lines(REF "/chat_expected.jsonl"), *recs = load_lines(REF "/chat_records.jsonl");
+    json_t *exp = th_load_lines(REF "/chat_expected.jsonl"), *recs = th_load_lines(REF "/chat_records.jsonl");
     size_t n = json_array_size(exp);
     CHECK(n == 4 && json_array_size(recs) == n);
     snprintf(out, sizeof out, "%s/greedy.jsonl", th_tmpdir());
     snprintf(args, sizeof args, "--model %s --temperature 0 --max-new-tokens 24 " REF "/chat_records.jsonl", dir);
     CHECK(run_gen(args, out) == 0);
-    json_t *got = load_lines(out);
+    json_t *got = th_load_lines(out);
     CHECK(json_array_size(got) == n);
     for (size_t i = 0; i < n && i < json_array_size(got); i++) {
         json_t *g = json_array_get(got, i), *e = json_array_get(exp, i);
@@ -367,7 +341,7 @@ static int test_cli_chat(void) {
     snprintf(out, sizeof out, "%s/stop.jsonl", th_tmpdir());
     snprintf(args, sizeof args, "--model %s --temperature 0 --max-new-tokens 24 %s", dir, in);
     CHECK(run_gen(args, out) == 0);
-    got = load_lines(out);
+    got = th_load_lines(out);
     for (size_t i = 0; i < n && i < json_array_size(got); i++) {
         json_t *g = json_array_get(got, i), *e = json_array_get(exp, i);
         CHECK_MSG(json_equal(json_object_get(g, "tokens"), json_object_get(e, "stop_tokens")), "record %zu: stop tokens", i);
@@ -380,19 +354,19 @@ static int test_cli_chat(void) {
     snprintf(out, sizeof out, "%s/n3.jsonl", th_tmpdir());
     snprintf(args, sizeof args, "--model %s --n 3 --seed 9 --top-k 50 --max-new-tokens 6 " REF "/chat_records.jsonl", dir);
     CHECK(run_gen(args, out) == 0);
-    got = load_lines(out);
+    got = th_load_lines(out);
     CHECK(json_array_size(got) == 3 * n);
     CHECK(json_integer_value(json_object_get(json_array_get(got, 2), "sample")) == 2);
     char out2[1024];
     snprintf(out2, sizeof out2, "%s/n3b.jsonl", th_tmpdir());
     CHECK(run_gen(args, out2) == 0);
-    json_t *got2 = load_lines(out2);
+    json_t *got2 = th_load_lines(out2);
     CHECK(json_equal(got, got2));
     json_decref(got2);
     /* all 4 records x 3 samples decoded together (default --batch 16) == one record at a time (--batch 3) */
     snprintf(args, sizeof args, "--model %s --n 3 --seed 9 --top-k 50 --max-new-tokens 6 --batch 3 " REF "/chat_records.jsonl", dir);
     CHECK(run_gen(args, out2) == 0);
-    got2 = load_lines(out2);
+    got2 = th_load_lines(out2);
     CHECK(json_equal(got, got2));
     json_decref(got);
     json_decref(got2);
@@ -407,7 +381,7 @@ static int test_cli_chat(void) {
     CHECK(run_gen(args, out) == 1);
     snprintf(args, sizeof args, "--model %s --max-new-tokens 2 --skip-bad %s", dir, in);
     CHECK(run_gen(args, out) == 0);
-    got = load_lines(out);
+    got = th_load_lines(out);
     CHECK(json_array_size(got) == 2 && json_object_get(json_array_get(got, 1), "error"));
     json_decref(got);
     snprintf(args, sizeof args, "--model %s --temperature -1 %s", dir, in);

@@ -90,15 +90,14 @@ static enum MHD_Result mock_reply(struct MHD_Connection *conn, const char *conte
     return mock_send(conn, 200, body, NULL);
 }
 
-static enum MHD_Result mock_handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
-    (void)version;
-    mock_server *m = cls;
+/* Gathers the request body across libmicrohttpd's calls of a handler into the mock_conn at *con_cls: 1 while it is
+ * still coming (the handler answers MHD_YES), 0 once it is whole. */
+static int mock_receiving(void **con_cls, const char *upload, size_t *upload_size) {
     mock_conn *mc = *con_cls;
     if (!mc) {
         mc = calloc(1, sizeof *mc);
         *con_cls = mc;
-        return MHD_YES;
+        return 1;
     }
     if (*upload_size) {
         mc->data = realloc(mc->data, mc->len + *upload_size + 1);
@@ -106,8 +105,17 @@ static enum MHD_Result mock_handle(void *cls, struct MHD_Connection *conn, const
         mc->len += *upload_size;
         mc->data[mc->len] = 0;
         *upload_size = 0;
-        return MHD_YES;
+        return 1;
     }
+    return 0;
+}
+
+static enum MHD_Result mock_handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    mock_server *m = cls;
+    if (mock_receiving(con_cls, upload, upload_size)) return MHD_YES;
+    mock_conn *mc = *con_cls;
     if (strcmp(method, "POST") || strcmp(url, "/v1/chat/completions"))
         return mock_send(conn, 404, "{\"error\":{\"message\":\"not found\",\"type\":\"invalid_request_error\"}}", NULL);
     const char *body = mc->data ? mc->data : "";
@@ -167,7 +175,8 @@ static void mock_done(void *cls, struct MHD_Connection *conn, void **con_cls, en
     *con_cls = NULL;
 }
 
-static int mock_start(mock_server *m) {
+/* Starts a server whose requests go to handler (called with m): 0, or -1. */
+static int mock_start_with(mock_server *m, MHD_AccessHandlerCallback handler) {
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->mu, NULL);
     struct sockaddr_in sa;
@@ -176,13 +185,15 @@ static int mock_start(mock_server *m) {
     sa.sin_port = 0;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     m->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
-                            NULL, NULL, mock_handle, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            NULL, NULL, handler, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_NOTIFY_COMPLETED, mock_done, m, MHD_OPTION_END);
     if (!m->d) return -1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_BIND_PORT);
     m->port = info ? info->port : 0;
     return m->port ? 0 : -1;
 }
+
+static int mock_start(mock_server *m) { return mock_start_with(m, mock_handle); }
 
 static void mock_stop(mock_server *m) {
     if (m->d) MHD_stop_daemon(m->d);

@@ -5,6 +5,7 @@
 #include "base/json.h"
 #include "format/format.h"
 #include "harness.h"
+#include "tiny_models.h"
 #include "reward/curate.h"
 #include <limits.h>
 
@@ -202,20 +203,11 @@ static int test_reservoir(void) {
     return 0;
 }
 
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
-
 static int test_encoder_vs_hf(void) {
     REQUIRE_SHARED(tj, "tokenizer/qwen2/tokenizer.json");
     char dir[512];
     snprintf(dir, sizeof dir, "%s/enc", th_tmpdir());
-    mkdir(dir, 0755);
-    CHECK(!link_to("tests/ref/score/config_causal.json", dir, "config.json") &&
-          !link_to("tests/ref/score/trunk.safetensors", dir, "model.safetensors") && !link_to(tj, dir, "tokenizer.json"));
+    CHECK(th_tiny_lm_dir(dir, tj) == 0);
     json_t *fx;
     CHECK_OK(fp_json_load_file(&fx, "tests/ref/curate/fixture.json"));
     if (!fx) return 1;

@@ -12,6 +12,8 @@
  *  - --no-judge --no-final with mean pooling, no server at all. */
 #include "base/json.h"
 #include "harness.h"
+#include "json_files.h"
+#include "tiny_models.h"
 #include "mock_server.h"
 #include <jansson.h>
 #include <limits.h>
@@ -40,16 +42,8 @@ static enum MHD_Result keyed_handle(void *cls, struct MHD_Connection *conn, cons
                                     const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version; (void)url_; (void)method;
     mock_server *m = cls;
+    if (mock_receiving(con_cls, upload, upload_size)) return MHD_YES;
     mock_conn *mc = *con_cls;
-    if (!mc) { *con_cls = calloc(1, sizeof *mc); return MHD_YES; }
-    if (*upload_size) {
-        mc->data = realloc(mc->data, mc->len + *upload_size + 1);
-        memcpy(mc->data + mc->len, upload, *upload_size);
-        mc->len += *upload_size;
-        mc->data[mc->len] = 0;
-        *upload_size = 0;
-        return MHD_YES;
-    }
     atomic_fetch_add(&m->requests, 1);
     mock_count_attempt(m, mc->data, mc->len);
     json_t *req = json_loadb(mc->data, mc->len, 0, NULL);
@@ -76,21 +70,7 @@ static enum MHD_Result keyed_handle(void *cls, struct MHD_Connection *conn, cons
     return mock_reply(conn, reply);
 }
 
-static int keyed_start(mock_server *m) {
-    memset(m, 0, sizeof *m);
-    pthread_mutex_init(&m->mu, NULL);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    m->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
-                            NULL, NULL, keyed_handle, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                            MHD_OPTION_NOTIFY_COMPLETED, mock_done, m, MHD_OPTION_END);
-    if (!m->d) return -1;
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_BIND_PORT);
-    m->port = info ? info->port : 0;
-    return m->port ? 0 : -1;
-}
+static int keyed_start(mock_server *m) { return mock_start_with(m, keyed_handle); }
 
 static void keyed_reset_counts(mock_server *m) {
     pthread_mutex_lock(&m->mu);
@@ -98,22 +78,12 @@ static void keyed_reset_counts(mock_server *m) {
     pthread_mutex_unlock(&m->mu);
 }
 
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
-
 static int setup(void) {
     if (encdir[0]) return 0;
     const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
     if (!tj) { printf("  (needs ../shared/data/tokenizer/qwen2/tokenizer.json)\n"); return TH_SKIP; }
     snprintf(encdir, sizeof encdir, "%s/enc", th_tmpdir());
-    mkdir(encdir, 0755);
-    if (link_to("tests/ref/score/config_causal.json", encdir, "config.json") ||
-        link_to("tests/ref/score/trunk.safetensors", encdir, "model.safetensors") || link_to(tj, encdir, "tokenizer.json"))
-        return -1;
+    if (th_tiny_lm_dir(encdir, tj)) return -1;
     static const char *const text[3] = {
         "[system]\nYou grade.\n[user]\nJUDGE-STEP Q {question} PREV {previous_steps} STEP<<{step}>>STEP RESP {response}\n",
         "JUDGE-TEMPLATE {question} RESP {response} STEPS {steps}\n", "ROLLOUT {question} T {template}\n"};
@@ -144,28 +114,6 @@ static int run(const char *extra, const char *out) {
     snprintf(cmd + l, sizeof cmd - l, " 2>%s.err", out);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static json_t *load_lines(const char *path) {
-    json_t *arr = json_array();
-    fp_jsonl_reader *r;
-    if (fp_jsonl_open(&r, path)) return arr;
-    const char *line;
-    size_t len;
-    while (fp_jsonl_next_line(r, &line, &len) == FP_OK) json_array_append_new(arr, json_loadb(line, len, 0, NULL));
-    fp_jsonl_close(r);
-    return arr;
-}
-
-static int same_file(const char *a, const char *b) {
-    char *da, *db;
-    size_t la, lb;
-    if (fp_read_file(a, &da, &la)) return 0;
-    if (fp_read_file(b, &db, &lb)) { free(da); return 0; }
-    int same = la == lb && !memcmp(da, db, la);
-    free(da);
-    free(db);
-    return same;
 }
 
 static double num(json_t *v) { return json_is_null(v) || !v ? NAN : json_number_value(v); }
@@ -280,7 +228,7 @@ static int test_curate_e2e(void) {
     snprintf(extra, sizeof extra, "--cache %s --batch 2 --concurrency 3 --skip-bad", cacheA);
     int rc = run(extra, outA);
     CHECK_MSG(rc == 0, "exit %d", rc);
-    json_t *out = load_lines(outA);
+    json_t *out = th_load_lines(outA);
     check_targets(out, fx);
     json_decref(out);
     /* the same run again: all from the cache, same bytes */
@@ -289,7 +237,7 @@ static int test_curate_e2e(void) {
     snprintf(outA2, sizeof outA2, "%s/a2.jsonl", th_tmpdir());
     CHECK(run(extra, outA2) == 0);
     CHECK_MSG(atomic_load(&keyed.requests) == before, "rerun sent %d requests", atomic_load(&keyed.requests) - before);
-    CHECK(same_file(outA, outA2));
+    CHECK(th_same_file(outA, outA2));
 
     /* a bad record without --skip-bad: exit 1, the three records before it kept in .partial */
     char outB[512], cacheB[512], part[600];
@@ -299,13 +247,13 @@ static int test_curate_e2e(void) {
     snprintf(extra, sizeof extra, "--cache %s --batch 1", cacheB);
     keyed_reset_counts(&keyed);
     CHECK(run(extra, outB) == 1);
-    json_t *pl = load_lines(part);
+    json_t *pl = th_load_lines(part);
     CHECK_MSG(json_array_size(pl) == 3, "%zu lines kept", json_array_size(pl));
     json_decref(pl);
     CHECK(access(outB, F_OK) != 0);
     snprintf(extra, sizeof extra, "--cache %s --batch 1 --resume --skip-bad", cacheB);
     CHECK(run(extra, outB) == 0);
-    CHECK_MSG(same_file(outA, outB), "resumed output differs from the uninterrupted run");
+    CHECK_MSG(th_same_file(outA, outB), "resumed output differs from the uninterrupted run");
     pthread_mutex_lock(&keyed.mu);
     for (int k = 0; k < keyed.n_keys; k++) CHECK_MSG(keyed.counts[k] == 1, "a request was sent %d times", keyed.counts[k]);
     pthread_mutex_unlock(&keyed.mu);
@@ -336,7 +284,7 @@ static int test_curate_e2e(void) {
     int wst;
     waitpid(pid, &wst, 0);
     atomic_store(&block_slow, 0);
-    pl = load_lines(part);
+    pl = th_load_lines(part);
     CHECK_MSG(json_array_size(pl) == 2, "%zu lines before the kill", json_array_size(pl));
     json_decref(pl);
     CHECK(access(outC, F_OK) != 0);
@@ -351,7 +299,7 @@ static int test_curate_e2e(void) {
     snprintf(cmd + l, sizeof cmd - l, " 2>%s", outC_err);
     rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
-    CHECK_MSG(same_file(outA, outC), "output after kill + resume differs from the uninterrupted run");
+    CHECK_MSG(th_same_file(outA, outC), "output after kill + resume differs from the uninterrupted run");
     pthread_mutex_lock(&keyed.mu);
     for (int k = 0; k < keyed.n_keys; k++)
         CHECK_MSG(keyed.counts[k] == 1 || (!strcmp(keyed.keys[k], blocked_key) && keyed.counts[k] == 2),
@@ -392,7 +340,7 @@ static int test_stock_mock_retries(void) {
              th_bin(), encdir, stock_url, out, in, out);
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
-    json_t *o = load_lines(out);
+    json_t *o = th_load_lines(out);
     CHECK(json_array_size(o) == 2);
     json_t *r0 = json_array_get(o, 0), *r1 = json_array_get(o, 1);
     int ok = -1;
@@ -426,7 +374,7 @@ static int test_stock_mock_retries(void) {
              "--no-final --retries 0 -o %s %s 2>/dev/null", th_bin(), encdir, stock_url, out, in);
     rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
-    o = load_lines(out);
+    o = th_load_lines(out);
     r0 = json_array_get(o, 0);
     qual = json_object_get(json_object_get(r0, "step_components"), "qual");
     CHECK(num(json_array_get(qual, 0)) == 0.5 && json_is_null(json_array_get(qual, 1)));
@@ -466,7 +414,7 @@ static int test_no_network(void) {
              "-o %s " REF "/records.jsonl 2>/dev/null", th_bin(), encdir, out);
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
-    json_t *o = load_lines(out);
+    json_t *o = th_load_lines(out);
     CHECK(json_array_size(o) == 5);
     for (size_t i = 0; i < json_array_size(o); i++) {
         json_t *r = json_array_get(o, i);

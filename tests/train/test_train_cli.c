@@ -11,9 +11,10 @@
  *   - LoRA (adapter + --merge-lora), head-only, usage errors. */
 #include "base/json.h"
 #include "harness.h"
+#include "json_files.h"
+#include "tiny_models.h"
 #include "model/weights.h"
 #include "train/trainer.h"
-#include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -21,41 +22,9 @@
 #define REF "tests/ref/train_cli"
 #define SREF "tests/ref/score"
 
-static char prm_dir[512];
+static const char *prm_dir;
 
-static int link_to(const char *target, const char *dir, const char *name) {
-    char src[PATH_MAX], dst[1024];
-    if (!realpath(target, src)) return -1;
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    return symlink(src, dst);
-}
-
-static int setup_model(void) {
-    if (prm_dir[0]) return 0;
-    const char *tj = th_shared_file("tokenizer/qwen2/tokenizer.json");
-    if (!tj) return TH_SKIP;
-    char tokjson[PATH_MAX];
-    snprintf(tokjson, sizeof tokjson, "%s", tj);
-    const char *tpl = th_shared_file("templates/qwen2.5-instruct.jinja");
-    if (!tpl) return TH_SKIP;
-    char *tpl_text;
-    size_t tpl_len;
-    if (fp_read_file(tpl, &tpl_text, &tpl_len)) return -1;
-    snprintf(prm_dir, sizeof prm_dir, "%s/prm", th_tmpdir());
-    mkdir(prm_dir, 0755);
-    int bad = link_to(SREF "/config_prm.json", prm_dir, "config.json") ||
-              link_to(SREF "/model.safetensors.index.json", prm_dir, "model.safetensors.index.json") ||
-              link_to(SREF "/trunk.safetensors", prm_dir, "trunk.safetensors") ||
-              link_to(SREF "/prm_head.safetensors", prm_dir, "prm_head.safetensors") ||
-              link_to(tokjson, prm_dir, "tokenizer.json");
-    json_t *cfg = json_pack("{s:s%}", "chat_template", tpl_text, tpl_len);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", prm_dir);
-    bad |= json_dump_file(cfg, path, 0);
-    json_decref(cfg);
-    free(tpl_text);
-    return bad ? -1 : 0;
-}
+static int setup_model(void) { return th_tiny_prm_dirs(&prm_dir, NULL); }
 
 static char last_err[1024];
 
@@ -89,17 +58,6 @@ static char *outdir(const char *name) {
     return b;
 }
 
-static json_t *load_lines(const char *path) {
-    json_t *arr = json_array();
-    fp_jsonl_reader *r;
-    if (fp_jsonl_open(&r, path)) return arr;
-    const char *line;
-    size_t len;
-    while (fp_jsonl_next_line(r, &line, &len) == FP_OK) json_array_append_new(arr, json_loadb(line, len, 0, NULL));
-    fp_jsonl_close(r);
-    return arr;
-}
-
 static double expected_loss(const char *which) {
     json_t *e;
     if (fp_json_load_file(&e, REF "/expected.json")) return NAN;
@@ -115,7 +73,7 @@ static double score_error(const char *model) {
     snprintf(cmd, sizeof cmd, "%s score --quiet --model %s --step-token-id 151651 -o %s " REF "/targets.jsonl", th_bin(),
              model, out);
     if (system(cmd) != 0) return NAN;
-    json_t *got = load_lines(out), *in = load_lines(REF "/targets.jsonl");
+    json_t *got = th_load_lines(out), *in = th_load_lines(REF "/targets.jsonl");
     double err = 0;
     int n = 0;
     for (size_t i = 0; i < json_array_size(got) && i < json_array_size(in); i++) {
@@ -133,17 +91,6 @@ static double score_error(const char *model) {
     json_decref(got);
     json_decref(in);
     return n ? err / n : NAN;
-}
-
-static int same_file(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    if (fp_read_file(a, &x, &nx)) return 0;
-    if (fp_read_file(b, &y, &ny)) { free(x); return 0; }
-    int same = nx == ny && !memcmp(x, y, nx);
-    free(x);
-    free(y);
-    return same;
 }
 
 static int exists(const char *dir, const char *name) {
@@ -177,7 +124,7 @@ static int test_first_loss_matches_hf(void) {
         snprintf(args, sizeof args, "--data " REF "/%s.jsonl --loss %s --batch-size %d --steps 1 --lr 1e-3 %s --out %s --log %s",
                  c[i].data, c[i].loss, c[i].batch, c[i].extra, outdir(c[i].key), log);
         CHECK(train(args) == 0);
-        json_t *l = load_lines(log);
+        json_t *l = th_load_lines(log);
         CHECK(json_array_size(l) == 1);
         json_t *s1 = json_array_get(l, 0);
         double exp = expected_loss(c[i].key);
@@ -200,7 +147,7 @@ static int test_overfit_and_score(void) {
     snprintf(args, sizeof args, "--data " REF "/targets.jsonl --batch-size 4 --epochs 40 --lr 2e-2 --schedule constant "
              "--out %s --log %s", out, log);
     CHECK(train(args) == 0);
-    json_t *l = load_lines(log);
+    json_t *l = th_load_lines(log);
     CHECK(json_array_size(l) == 40);
     double first = json_real_value(json_object_get(json_array_get(l, 0), "loss"));
     double last = json_real_value(json_object_get(json_array_get(l, json_array_size(l) - 1), "loss"));
@@ -253,7 +200,7 @@ static int test_resume_bitwise(void) {
     CHECK(state_step(stopped) == 7);
     snprintf(a, sizeof a, "%s/model.safetensors", full);
     snprintf(b, sizeof b, "%s/model.safetensors", stopped);
-    CHECK_MSG(same_file(a, b), "resumed weights differ from the uninterrupted run");
+    CHECK_MSG(th_same_file(a, b), "resumed weights differ from the uninterrupted run");
     /* SIGKILL while the step-4 checkpoint is half-way (new state written, not yet swapped in) */
     setenv("FLUXPRM_TEST_KILL_AT_SAVE", "4", 1);
     snprintf(args, sizeof args, "%s --out %s --save-every 2", common, killed);
@@ -263,7 +210,7 @@ static int test_resume_bitwise(void) {
     snprintf(args, sizeof args, "%s --out %s --save-every 2 --resume", common, killed);
     CHECK(train(args) == 0);
     snprintf(b, sizeof b, "%s/model.safetensors", killed);
-    CHECK_MSG(same_file(a, b), "weights after kill + resume differ from the uninterrupted run");
+    CHECK_MSG(th_same_file(a, b), "weights after kill + resume differ from the uninterrupted run");
     CHECK(!exists(killed, "training_state.tmp"));
     /* a real SIGKILL at whatever moment the run has reached (before the first checkpoint, during one, or after
      * the end): the resumed run still ends bit-identical */
@@ -285,7 +232,7 @@ static int test_resume_bitwise(void) {
     snprintf(args, sizeof args, "%s --out %s --save-every 1 --resume", common, killed2);
     CHECK(train(args) == 0);
     snprintf(b, sizeof b, "%s/model.safetensors", killed2);
-    CHECK_MSG(same_file(a, b), "weights after a SIGKILL + resume differ from the uninterrupted run");
+    CHECK_MSG(th_same_file(a, b), "weights after a SIGKILL + resume differ from the uninterrupted run");
     /* a full disk while checkpointing (RLIMIT_FSIZE 6 MB: the 9.7 MB optimizer file cannot be written): exit 1, the
      * previous state stays complete, and resuming from it later still ends bit-identical */
     const char *disk = outdir("fulldisk");
@@ -310,7 +257,7 @@ static int test_resume_bitwise(void) {
     snprintf(args, sizeof args, "%s --out %s --resume", common, disk);
     CHECK(train(args) == 0);
     snprintf(b, sizeof b, "%s/model.safetensors", disk);
-    CHECK_MSG(same_file(a, b), "weights after a failed checkpoint + resume differ from the uninterrupted run");
+    CHECK_MSG(th_same_file(a, b), "weights after a failed checkpoint + resume differ from the uninterrupted run");
     /* resuming a finished run does nothing; other data or batch size is refused */
     CHECK(train(args) == 0);
     snprintf(args, sizeof args, "--data " REF "/targets.jsonl --steps 7 --batch-size 2 --out %s --resume", killed);
@@ -452,7 +399,7 @@ static int test_lora_and_head(void) {
     snprintf(args, sizeof args, "--data " REF "/targets.jsonl --mode head --batch-size 4 --epochs 20 --lr 5e-2 --out %s --log %s",
              head, log);
     CHECK(train(args) == 0);
-    json_t *l = load_lines(log);
+    json_t *l = th_load_lines(log);
     CHECK(json_array_size(l) == 20);
     CHECK(json_real_value(json_object_get(json_array_get(l, 19), "loss")) <
           0.8 * json_real_value(json_object_get(json_array_get(l, 0), "loss")));
@@ -489,7 +436,7 @@ static int test_same_encoding_as_score(void) {
     char path[600];
     snprintf(path, sizeof path, "%s/enc.jsonl", th_tmpdir());
     FILE *f = fopen(path, "w");
-    json_t *recs = load_lines(SREF "/records.jsonl");
+    json_t *recs = th_load_lines(SREF "/records.jsonl");
     for (size_t i = 0; i < json_array_size(recs); i++) {
         json_t *r = json_array_get(recs, i);
         fp_record rec;
