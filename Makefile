@@ -9,6 +9,12 @@ CFLAGS  ?= -O2 -g
 FP_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags $(DEPS))
 FP_LDLIBS := $(shell pkg-config --libs $(DEPS)) -lm -lpthread -fopenmp
+# Optional MPI build (`make MPI=1`, needs `scripts/install-deps.sh --mpi`): mpicc compiles and links, and
+# -DFP_WITH_MPI enables `mpirun -np P fluxprm select ...` (docs/apps.md).  Use its own BUILD dir.
+ifeq ($(MPI),1)
+CC := mpicc
+FP_CFLAGS += -DFP_WITH_MPI
+endif
 VERSION := 0.1.0
 
 # Every .c under src/<subsystem>/ is library code, except the CLI (src/cli) and fuzz targets.

@@ -4,7 +4,14 @@
 set -eu
 # --long also installs what `make check-long` / `make fuzz` need (clang for libFuzzer).
 PKGS="build-essential pkg-config libpcre2-dev libutf8proc-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev"
-[ "${1:-}" = "--long" ] && PKGS="$PKGS clang"
+# --mpi also installs OpenMPI for the optional `make MPI=1` build (mpicc, mpirun); options may be combined.
+for a in "$@"; do
+  case "$a" in
+    --long) PKGS="$PKGS clang" ;;
+    --mpi) PKGS="$PKGS libopenmpi-dev openmpi-bin" ;;
+    *) ;;
+  esac
+done
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -100,10 +100,13 @@ static int blank(const char *s, size_t n) {
     return 1;
 }
 
-/* Reads the next non-blank line; *off its byte offset, *len without "\r\n".  FP_ERANGE at EOF. */
-static int next_line(FILE *f, const char *path, char **buf, size_t *cap, long *lineno, off_t *off, size_t *len) {
+/* Reads the next non-blank line that starts before end (end < 0: no limit); *off its byte offset, *len
+ * without "\r\n".  FP_ERANGE at EOF or at end. */
+static int next_line(FILE *f, const char *path, char **buf, size_t *cap, long *lineno, off_t *off, size_t *len,
+                     off_t end) {
     for (;;) {
         off_t o = ftello(f);
+        if (end >= 0 && o >= end) return FP_ERANGE;
         errno = 0;
         ssize_t n = getline(buf, cap, f);
         if (n < 0) {
@@ -121,7 +124,7 @@ static int next_line(FILE *f, const char *path, char **buf, size_t *cap, long *l
     }
 }
 
-static int file_id(FILE *f, const char *path, uint64_t *size, int64_t *mtime_ns) {
+int fp_select_file_id(FILE *f, const char *path, uint64_t *size, int64_t *mtime_ns) {
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) return fp_errorf(FP_EIO, "%s: cannot stat: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
@@ -131,18 +134,167 @@ static int file_id(FILE *f, const char *path, uint64_t *size, int64_t *mtime_ns)
     return FP_OK;
 }
 
-static int count_records(FILE *f, const char *path, long *n) {
+int fp_select_count_range(FILE *f, const char *path, off_t start, off_t end, long *n_lines, long *n_records) {
     char *buf = NULL;
     size_t cap = 0, len;
     long lineno = 0;
     off_t off;
     int rc;
-    *n = 0;
-    while ((rc = next_line(f, path, &buf, &cap, &lineno, &off, &len)) == FP_OK) ++*n;
+    *n_records = 0;
+    if (fseeko(f, start, SEEK_SET) != 0) return fp_errorf(FP_EIO, "%s: cannot seek: %s", path, strerror(errno));
+    while ((rc = next_line(f, path, &buf, &cap, &lineno, &off, &len, end)) == FP_OK) ++*n_records;
     free(buf);
+    *n_lines = lineno;
     if (rc != FP_ERANGE) return rc;
-    if (fseeko(f, 0, SEEK_SET) != 0) return fp_errorf(FP_EIO, "%s: cannot seek: %s", path, strerror(errno));
+    if (fseeko(f, start, SEEK_SET) != 0) return fp_errorf(FP_EIO, "%s: cannot seek: %s", path, strerror(errno));
     return FP_OK;
+}
+
+typedef struct {
+    double s;
+    long i;
+} spill_rec; /* one scored record in the histogram spill file */
+
+int fp_select_scan_range(const fp_select_opts *o, FILE *f, const char *path, off_t start, off_t end,
+                         long first_index, long first_lineno, fp_topk *heap, FILE *spill, fp_select_part *p) {
+    memset(p, 0, sizeof *p);
+    p->min = p->max = NAN;
+    if (fseeko(f, start, SEEK_SET) != 0) return fp_errorf(FP_EIO, "%s: cannot seek: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t cap = 0;
+    long lineno = first_lineno;
+    char where[1200];
+    int rc = FP_OK;
+    while (!rc) {
+        off_t off;
+        size_t len;
+        rc = next_line(f, path, &buf, &cap, &lineno, &off, &len, end);
+        if (rc == FP_ERANGE) { rc = FP_OK; break; }
+        if (rc) break;
+        long index = first_index + p->n_records++;
+        if (o->progress) fp_progress_add(o->progress, 1, 0);
+        snprintf(where, sizeof where, "%s:%ld", path, lineno);
+        json_t *rec = NULL;
+        double s = NAN;
+        rc = fp_json_parse_record(&rec, buf, len, path, lineno);
+        if (!rc) {
+            if (o->scorer.score) {
+                rc = o->scorer.score(o->scorer.ctx, rec, where, &s);
+                if (!rc && !isfinite(s)) rc = fp_errorf(FP_EINVAL, "%s: the score source gave a non-finite score", where);
+            } else {
+                rc = fp_record_score(rec, o->scores_field, o->final_field, o->agg, o->alpha, where, &s);
+            }
+        }
+        json_decref(rec);
+        if (rc == FP_EINVAL || rc == FP_EPARSE) {
+            if (o->skip_bad) {
+                if (o->on_skip) o->on_skip(o->on_skip_ctx, fp_last_error());
+                p->n_skipped++;
+                rc = FP_OK;
+                continue;
+            }
+        }
+        if (rc) break;
+        p->n_scored++;
+        p->sum += s;
+        if (p->n_scored == 1 || s < p->min) p->min = s;
+        if (p->n_scored == 1 || s > p->max) p->max = s;
+        fp_topk_item it = {s, index, lineno, off, len, 0};
+        fp_topk_push(heap, &it);
+        if (spill) {
+            spill_rec rec2 = {s, index};
+            if (fwrite(&rec2, sizeof rec2, 1, spill) != 1)
+                rc = fp_errorf(FP_EIO, "histogram temporary file: write failed: %s", strerror(errno));
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int fp_select_spill_sum(FILE *spill, double *sum) {
+    if (fseeko(spill, 0, SEEK_SET) != 0) return fp_errorf(FP_EIO, "score temporary file: cannot seek");
+    spill_rec r;
+    while (fread(&r, sizeof r, 1, spill) == 1) *sum += r.s;
+    if (ferror(spill)) return fp_errorf(FP_EIO, "score temporary file: read failed");
+    return FP_OK;
+}
+
+int fp_select_hist_spill(FILE *spill, size_t bins, double min, double max, const fp_topk_item *worst, long *all,
+                         long *kept) {
+    if (fseeko(spill, 0, SEEK_SET) != 0) return fp_errorf(FP_EIO, "histogram temporary file: cannot seek");
+    spill_rec r2;
+    double span = max - min;
+    while (fread(&r2, sizeof r2, 1, spill) == 1) {
+        size_t b = 0;
+        if (span > 0) {
+            double x = (r2.s - min) / span * (double)bins;
+            b = x >= (double)bins ? bins - 1 : (size_t)x;
+        }
+        all[b]++;
+        fp_topk_item probe = {r2.s, r2.i, 0, 0, 0, 0};
+        if (worst && (probe.score == worst->score && probe.index == worst->index ? 1 : fp_topk_better(&probe, worst)))
+            kept[b]++;
+    }
+    if (ferror(spill)) return fp_errorf(FP_EIO, "histogram temporary file: read failed");
+    return FP_OK;
+}
+
+int fp_select_emit(const fp_select_opts *o, FILE *f, const char *path, fp_topk *heap, FILE *out,
+                   fp_select_stats *st, fp_topk_item *worst_out) {
+    int rc = FP_OK;
+    st->heap_peak = heap->peak;
+    st->n_kept = (long)heap->size;
+    st->n_dropped = st->n_scored - st->n_kept;
+    fp_topk_item worst = {0};
+    if (heap->size) {
+        worst = heap->items[0];
+        st->threshold = worst.score;
+    }
+    if (worst_out) *worst_out = worst;
+    /* ranks (1 = best) for annotation: sort by rank first, then (for input order) by index */
+    fp_topk_sort(heap, 0);
+    double ksum = 0;
+    for (size_t i = 0; i < heap->size; i++) {
+        heap->items[i].rank = (long)i + 1;
+        ksum += heap->items[i].score;
+    }
+    if (heap->size) {
+        st->kept_max = heap->items[0].score;
+        st->kept_min = heap->items[heap->size - 1].score;
+        st->kept_mean = ksum / (double)heap->size;
+    }
+    if (o->order == FP_SELECT_ORDER_INPUT) fp_topk_sort(heap, 1);
+    /* pass 2: copy the kept lines by offset */
+    char *buf = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; !rc && i < heap->size; i++) {
+        const fp_topk_item *it = &heap->items[i];
+        if (it->len + 1 > cap) {
+            char *nb = fp_realloc(buf, it->len + 1);
+            if (!nb) { rc = FP_ENOMEM; break; }
+            buf = nb;
+            cap = it->len + 1;
+        }
+        if (fseeko(f, it->offset, SEEK_SET) != 0 || fread(buf, 1, it->len, f) != it->len) {
+            rc = fp_errorf(FP_EIO, "%s:%ld: cannot re-read the kept record: %s", path, it->lineno, strerror(errno));
+            break;
+        }
+        buf[it->len] = 0;
+        if (o->annotate) {
+            json_t *rec = NULL;
+            rc = fp_json_parse_record(&rec, buf, it->len, path, it->lineno);
+            if (rc) break;
+            json_t *added = json_pack("{s:{s:f,s:I}}", "select", "score", it->score, "rank",
+                                      (json_int_t)it->rank);
+            rc = added ? fp_json_write_extended(out, buf, it->len, rec, added) : FP_ENOMEM;
+            json_decref(added);
+            json_decref(rec);
+        } else if (fwrite(buf, 1, it->len, out) != it->len || fputc('\n', out) == EOF) {
+            rc = fp_errorf(FP_EIO, "write failed: %s", strerror(errno));
+        }
+    }
+    free(buf);
+    return rc;
 }
 
 int fp_select_run(const fp_select_opts *o, const char *in_path, FILE *out, fp_select_stats *st) {
@@ -156,15 +308,12 @@ int fp_select_run(const fp_select_opts *o, const char *in_path, FILE *out, fp_se
     if (!f) return fp_errorf(FP_EIO, "%s: cannot open: %s", in_path, strerror(errno));
     FILE *spill = NULL;
     fp_topk heap = {0};
-    char *buf = NULL;
-    size_t cap = 0;
-    int rc = file_id(f, in_path, &st->in_size, &st->in_mtime_ns);
+    int rc = fp_select_file_id(f, in_path, &st->in_size, &st->in_mtime_ns);
     long k = o->top_k;
     if (!rc && k == 0) {
-        long n;
-        rc = count_records(f, in_path, &n);
-        k = (long)ceil(o->top_frac * (double)n - 1e-9);
-        if (k < 1) k = 1;
+        long n, lines;
+        rc = fp_select_count_range(f, in_path, 0, -1, &lines, &n);
+        k = fp_select_frac_k(o->top_frac, n);
     }
     st->k = k;
     if (!rc) rc = fp_topk_init(&heap, (size_t)k);
@@ -173,108 +322,26 @@ int fp_select_run(const fp_select_opts *o, const char *in_path, FILE *out, fp_se
         if (!spill) rc = fp_errorf(FP_EIO, "cannot create a temporary file for the histogram: %s", strerror(errno));
     }
     /* pass 1: score every record, keep the top K offsets */
-    long lineno = 0;
-    double sum = 0;
-    char where[1200];
-    while (!rc) {
-        off_t off;
-        size_t len;
-        rc = next_line(f, in_path, &buf, &cap, &lineno, &off, &len);
-        if (rc == FP_ERANGE) { rc = FP_OK; break; }
-        if (rc) break;
-        long index = st->n_records++;
-        if (o->progress) fp_progress_add(o->progress, 1, 0);
-        snprintf(where, sizeof where, "%s:%ld", in_path, lineno);
-        json_t *rec = NULL;
-        double s = NAN;
-        rc = fp_json_parse_record(&rec, buf, len, in_path, lineno);
-        if (!rc) {
-            if (o->scorer.score) {
-                rc = o->scorer.score(o->scorer.ctx, rec, where, &s);
-                if (!rc && !isfinite(s)) rc = fp_errorf(FP_EINVAL, "%s: the score source gave a non-finite score", where);
-            } else {
-                rc = fp_record_score(rec, o->scores_field, o->final_field, o->agg, o->alpha, where, &s);
-            }
-        }
-        json_decref(rec);
-        if (rc == FP_EINVAL || rc == FP_EPARSE) {
-            if (o->skip_bad) {
-                if (o->on_skip) o->on_skip(o->on_skip_ctx, fp_last_error());
-                st->n_skipped++;
-                rc = FP_OK;
-                continue;
-            }
-        }
-        if (rc) break;
-        st->n_scored++;
-        sum += s;
-        if (st->n_scored == 1 || s < st->min) st->min = s;
-        if (st->n_scored == 1 || s > st->max) st->max = s;
-        fp_topk_item it = {s, index, lineno, off, len, 0};
-        fp_topk_push(&heap, &it);
-        if (spill) {
-            struct { double s; long i; } rec2 = {s, index};
-            if (fwrite(&rec2, sizeof rec2, 1, spill) != 1)
-                rc = fp_errorf(FP_EIO, "histogram temporary file: write failed: %s", strerror(errno));
-        }
+    fp_select_part part;
+    if (!rc) {
+        rc = fp_select_scan_range(o, f, in_path, 0, -1, 0, 0, &heap, spill, &part);
+        st->n_records = part.n_records;
+        st->n_scored = part.n_scored;
+        st->n_skipped = part.n_skipped;
+        st->min = part.min;
+        st->max = part.max;
     }
     if (!rc) {
         uint64_t size2;
         int64_t mt2;
-        rc = file_id(f, in_path, &size2, &mt2);
+        rc = fp_select_file_id(f, in_path, &size2, &mt2);
         if (!rc && (size2 != st->in_size || mt2 != st->in_mtime_ns))
             rc = fp_errorf(FP_ESTATE, "%s: the file changed while it was being read", in_path);
     }
     if (!rc) {
-        st->heap_peak = heap.peak;
-        st->n_kept = (long)heap.size;
-        st->n_dropped = st->n_scored - st->n_kept;
-        if (st->n_scored) st->mean = sum / (double)st->n_scored;
-        fp_topk_item worst = {0};
-        if (heap.size) {
-            worst = heap.items[0];
-            st->threshold = worst.score;
-        }
-        /* ranks (1 = best) for annotation: sort by rank first, then (for input order) by index */
-        fp_topk_sort(&heap, 0);
-        double ksum = 0;
-        for (size_t i = 0; i < heap.size; i++) {
-            heap.items[i].rank = (long)i + 1;
-            ksum += heap.items[i].score;
-        }
-        if (heap.size) {
-            st->kept_max = heap.items[0].score;
-            st->kept_min = heap.items[heap.size - 1].score;
-            st->kept_mean = ksum / (double)heap.size;
-        }
-        if (o->order == FP_SELECT_ORDER_INPUT) fp_topk_sort(&heap, 1);
-        /* pass 2: copy the kept lines by offset */
-        for (size_t i = 0; !rc && i < heap.size; i++) {
-            const fp_topk_item *it = &heap.items[i];
-            if (it->len + 1 > cap) {
-                char *nb = fp_realloc(buf, it->len + 1);
-                if (!nb) { rc = FP_ENOMEM; break; }
-                buf = nb;
-                cap = it->len + 1;
-            }
-            if (fseeko(f, it->offset, SEEK_SET) != 0 || fread(buf, 1, it->len, f) != it->len) {
-                rc = fp_errorf(FP_EIO, "%s:%ld: cannot re-read the kept record: %s", in_path, it->lineno, strerror(errno));
-                break;
-            }
-            buf[it->len] = 0;
-            if (o->annotate) {
-                json_t *rec = NULL;
-                rc = fp_json_parse_record(&rec, buf, it->len, in_path, it->lineno);
-                if (rc) break;
-                json_t *added = json_pack("{s:{s:f,s:I}}", "select", "score", it->score, "rank",
-                                          (json_int_t)it->rank);
-                rc = added ? fp_json_write_extended(out, buf, it->len, rec, added) : FP_ENOMEM;
-                json_decref(added);
-                json_decref(rec);
-            } else if (fwrite(buf, 1, it->len, out) != it->len || fputc('\n', out) == EOF) {
-                rc = fp_errorf(FP_EIO, "write failed: %s", strerror(errno));
-            }
-        }
+        if (st->n_scored) st->mean = part.sum / (double)st->n_scored;
+        fp_topk_item worst;
+        rc = fp_select_emit(o, f, in_path, &heap, out, st, &worst);
         /* histogram from the spilled scores */
         if (!rc && spill) {
             st->bins = o->bins;
@@ -283,29 +350,21 @@ int fp_select_run(const fp_select_opts *o, const char *in_path, FILE *out, fp_se
             st->hist_all = fp_calloc(o->bins, sizeof *st->hist_all);
             st->hist_kept = fp_calloc(o->bins, sizeof *st->hist_kept);
             if (!st->hist_all || !st->hist_kept) rc = FP_ENOMEM;
-            if (!rc && fseeko(spill, 0, SEEK_SET) != 0) rc = fp_errorf(FP_EIO, "histogram temporary file: cannot seek");
-            struct { double s; long i; } r2;
-            double span = st->max - st->min;
-            while (!rc && fread(&r2, sizeof r2, 1, spill) == 1) {
-                size_t b = 0;
-                if (span > 0) {
-                    double x = (r2.s - st->min) / span * (double)o->bins;
-                    b = x >= (double)o->bins ? o->bins - 1 : (size_t)x;
-                }
-                st->hist_all[b]++;
-                fp_topk_item probe = {r2.s, r2.i, 0, 0, 0, 0};
-                if (st->n_kept && (probe.score == worst.score && probe.index == worst.index ? 1 : fp_topk_better(&probe, &worst)))
-                    st->hist_kept[b]++;
-            }
-            if (!rc && ferror(spill)) rc = fp_errorf(FP_EIO, "histogram temporary file: read failed");
+            if (!rc)
+                rc = fp_select_hist_spill(spill, o->bins, st->min, st->max, st->n_kept ? &worst : NULL, st->hist_all,
+                                          st->hist_kept);
         }
     }
     if (spill) fclose(spill);
     fp_topk_free(&heap);
-    free(buf);
     fclose(f);
     if (rc) fp_select_stats_free(st);
     return rc;
+}
+
+long fp_select_frac_k(double frac, long n_records) {
+    long k = (long)ceil(frac * (double)n_records - 1e-9);
+    return k < 1 ? 1 : k;
 }
 
 /* ---------------------------------------------------------------- summary, histogram, resume */

@@ -90,4 +90,53 @@ int fp_select_histogram_svg(const fp_select_stats *st, FILE *f);
  * anything missing or different simply means "run again"). */
 int fp_select_is_complete(const fp_select_opts *o, const char *in_path, const char *out_path,
                           const char *summary_path);
+/* ---- building blocks of fp_select_run, shared with the distributed driver (select_mpi.c).  A "range" is
+ * the lines that START at a byte offset in [start, end) (end < 0: to the end of the file); start must be a
+ * line start.  Record indices and line numbers continue from first_index / first_lineno (the records and
+ * lines before start), so ranges scanned separately give the same items and messages as one scan. */
+typedef struct {
+    long n_records, n_scored, n_skipped;
+    double sum;      /* sequential sum of the scores, in record order, starting from 0 */
+    double min, max; /* NAN when nothing was scored; on equal values the first one is kept */
+} fp_select_part;
+int fp_select_file_id(FILE *f, const char *path, uint64_t *size, int64_t *mtime_ns);
+/* Lines (blank ones included) and records (non-blank lines) in a range; leaves f at start. */
+int fp_select_count_range(FILE *f, const char *path, off_t start, off_t end, long *n_lines, long *n_records);
+/* --top-frac: K = ceil(frac · n_records), at least 1. */
+long fp_select_frac_k(double frac, long n_records);
+/* Pass 1 over a range: scores each record, offers it to heap, appends (r̂, index) to spill when not NULL. */
+int fp_select_scan_range(const fp_select_opts *o, FILE *f, const char *path, off_t start, off_t end,
+                         long first_index, long first_lineno, fp_topk *heap, FILE *spill, fp_select_part *part);
+/* Adds the spilled scores, in order, to *sum. */
+int fp_select_spill_sum(FILE *spill, double *sum);
+/* Bins the spilled scores over [min, max] into all[bins]; those ranking at or above worst (NULL: none kept)
+ * also into kept[bins].  The arrays are added to, not cleared. */
+int fp_select_hist_spill(FILE *spill, size_t bins, double min, double max, const fp_topk_item *worst, long *all,
+                         long *kept);
+/* After pass 1 (heap: a valid heap of the kept items; st->n_scored set): sets heap_peak, kept, dropped,
+ * threshold and kept_*, ranks and orders the items and copies the kept lines of f to out (pass 2).
+ * *worst_out (may be NULL) gets the worst kept item (zeroed when none). */
+int fp_select_emit(const fp_select_opts *o, FILE *f, const char *path, fp_topk *heap, FILE *out,
+                   fp_select_stats *st, fp_topk_item *worst_out);
+
+/* ---- distributed selection over MPI (src/apps/select_mpi.c; real only in a `make MPI=1` build, which
+ * defines FP_WITH_MPI).  Under `mpirun -np P fluxprm select ...` each rank scans its own byte range of the
+ * pool (aligned to line starts), rank 0 gathers the P local top-K heaps, merges them with the same ranking
+ * and writes the output; the output and every statistic are identical to fp_select_run's.  Without
+ * FP_WITH_MPI, or when the process was not started by an MPI launcher, the size is 1 and everything below
+ * is a no-op / fp_select_run itself. */
+/* Initialises MPI when the process was started by an MPI launcher (OMPI_COMM_WORLD_SIZE, PMI_SIZE or
+ * PMIX_RANK in the environment); *rank = 0 and *size = 1 otherwise. */
+int fp_select_mpi_init(int *rank, int *size);
+void fp_select_mpi_finalize(void);
+/* Collective (size > 1): every rank passes its status; all get the status of the lowest failing rank, with
+ * its error message (fp_last_error) copied to every rank.  Size 1: returns rc. */
+int fp_select_mpi_agree(int rc);
+/* Collective: rank 0's v on every rank / the largest v over the ranks.  Size 1: v. */
+int fp_select_mpi_bcast_int(int v);
+int fp_select_mpi_max_int(int v);
+/* Collective: the distributed fp_select_run.  out is written on rank 0 only (other ranks may pass NULL);
+ * st is complete on rank 0 (other ranks hold their partial counts).  Every rank returns the same status.
+ * Size 1: exactly fp_select_run. */
+int fp_select_run_mpi(const fp_select_opts *o, const char *in_path, FILE *out, fp_select_stats *st);
 #endif

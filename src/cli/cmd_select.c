@@ -4,6 +4,7 @@
 #include "base/json.h"
 #include "cli/cli.h"
 #include "cli/prm_opts.h"
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -41,13 +42,20 @@ static void usage(FILE *f) {
           "  --quiet            no summary on stderr\n"
           "  -h, --help         this help\n"
           "\n"
+          "Under `mpirun -np P` (a `make MPI=1` build) the P ranks share the pool by byte ranges and rank 0 writes\n"
+          "the same output, summary and histogram as one process would (see docs/apps.md).\n"
+          "\n"
           "Exit codes: 0 ok, 1 runtime error, 2 usage error.\n",
           f);
 }
 
+/* Where skip reports go: stderr, except on MPI ranks other than 0, whose stderr is silenced (rank 0 reports
+ * usage and errors for all ranks) while their skip reports still go to the real stderr. */
+static FILE *skip_stream;
+
 static void print_skip(void *ctx, const char *msg) {
     (void)ctx;
-    fprintf(stderr, "fluxprm select: skipped: %s\n", msg);
+    fprintf(skip_stream ? skip_stream : stderr, "fluxprm select: skipped: %s\n", msg);
 }
 
 static int write_json_pretty(FILE *f, json_t *j) {
@@ -60,7 +68,8 @@ static int write_json_pretty(FILE *f, json_t *j) {
 
 static fp_prm *select_prm; /* the model source, when --model is given (freed by cmd_select) */
 
-static int select_main(int argc, char **argv) {
+/* rank, size: this process in an MPI run (0, 1 otherwise: then everything is the single-process path). */
+static int select_main(int argc, char **argv, int rank, int size) {
     enum { O_SCORES = 256, O_FINAL, O_AGG, O_ALPHA, O_TOPK, O_FRAC, O_ORDER, O_ANNOTATE, O_SUMMARY, O_HIST, O_BINS,
            O_RESUME, O_SKIP, O_QUIET };
     static const struct option lo[] = {
@@ -84,7 +93,7 @@ static int select_main(int argc, char **argv) {
         if (handled < 0) return EXIT_USAGE;
         if (handled) continue;
         switch (c) {
-        case 'h': usage(stdout); return EXIT_OK;
+        case 'h': if (rank == 0) usage(stdout); return EXIT_OK;
         case 'o': out_path = optarg; break;
         case O_SCORES: o.scores_field = optarg; field_given = 1; break;
         case O_FINAL: o.final_field = optarg; field_given = 1; break;
@@ -137,7 +146,9 @@ static int select_main(int argc, char **argv) {
     if (po.model_path) {
         po.aggregate = o.agg;
         po.alpha = o.alpha;
-        if (fp_prm_open(&select_prm, &po)) return cli_fail("select");
+        int prc = fp_prm_open(&select_prm, &po);
+        if (size > 1) prc = fp_select_mpi_agree(prc); /* every rank loads the model; any failure stops all */
+        if (prc) return cli_fail("select");
         o.scorer = (fp_record_scorer){fp_prm_record_score, select_prm, po.model_path};
     }
     const char *in_path = argv[optind];
@@ -151,7 +162,9 @@ static int select_main(int argc, char **argv) {
         snprintf(auto_summary, n, "%s.summary.json", out_path);
         summary = auto_summary;
     }
-    if (resume && fp_select_is_complete(&o, in_path, out_path, summary) && (!hist || access(hist, F_OK) == 0)) {
+    int complete = resume && fp_select_is_complete(&o, in_path, out_path, summary) && (!hist || access(hist, F_OK) == 0);
+    if (size > 1) complete = fp_select_mpi_bcast_int(complete); /* rank 0's files decide */
+    if (complete) {
         if (!quiet) fprintf(stderr, "select: %s is complete for this input and parameters (see %s); nothing to do\n", out_path, summary);
         free(auto_summary);
         return EXIT_OK;
@@ -163,12 +176,17 @@ static int select_main(int argc, char **argv) {
     fp_select_stats st;
     memset(&st, 0, sizeof st);
     int ret = EXIT_OK;
-    if (fp_outfile_open(&of, out_path, 0)) { free(auto_summary); return cli_fail(""); }
-    if (hist && fp_outfile_open(&hf, hist, 0)) ret = cli_fail("");
-    if (!ret && summary && fp_outfile_open(&sf, summary, 0)) ret = cli_fail("");
+    const int writer = rank == 0; /* in an MPI run only rank 0 opens and writes the output files */
+    int orc = writer ? fp_outfile_open(&of, out_path, 0) : FP_OK;
+    if (size > 1) orc = fp_select_mpi_agree(orc);
+    if (orc) { free(auto_summary); return cli_fail(""); }
+    if (writer && hist && fp_outfile_open(&hf, hist, 0)) ret = cli_fail("");
+    if (writer && !ret && summary && fp_outfile_open(&sf, summary, 0)) ret = cli_fail("");
+    if (size > 1 && fp_select_mpi_agree(ret ? FP_EIO : FP_OK)) ret = EXIT_RUNTIME;
     if (!ret) {
-        o.progress = fp_progress_new("select", 0, cli_progress_stream(quiet));
-        int rc = fp_select_run(&o, in_path, fp_outfile_stream(of), &st);
+        o.progress = fp_progress_new("select", 0, cli_progress_stream(quiet || !writer));
+        int rc = size > 1 ? fp_select_run_mpi(&o, in_path, of ? fp_outfile_stream(of) : NULL, &st)
+                          : fp_select_run(&o, in_path, fp_outfile_stream(of), &st);
         fp_progress_finish(o.progress);
         if (rc) ret = cli_fail("select");
     }
@@ -186,12 +204,12 @@ static int select_main(int argc, char **argv) {
         fp_outfile_abort(of);
         fp_outfile_abort(hf);
         fp_outfile_abort(sf);
-    } else {
+    } else if (writer) {
         if (fp_outfile_commit(of)) ret = cli_fail("");
         if (hf) { if (ret) fp_outfile_abort(hf); else if (fp_outfile_commit(hf)) ret = cli_fail(""); }
         if (sf) { if (ret) fp_outfile_abort(sf); else if (fp_outfile_commit(sf)) ret = cli_fail(""); }
     }
-    if (!ret && !quiet) {
+    if (!ret && !quiet && writer) {
         fprintf(stderr, "select: %ld records, %ld scored, %ld skipped; kept %ld (K = %ld), dropped %ld\n", st.n_records,
                 st.n_scored, st.n_skipped, st.n_kept, st.k, st.n_dropped);
         if (st.n_scored)
@@ -204,8 +222,27 @@ static int select_main(int argc, char **argv) {
 }
 
 int cmd_select(int argc, char **argv) {
-    int rc = select_main(argc, argv);
+    int rank = 0, size = 1, saved = -1;
+    if (fp_select_mpi_init(&rank, &size)) return cli_fail("select"); /* size 1 unless built with MPI and under mpirun */
+    if (size > 1 && rank != 0) {
+        /* rank 0 speaks for all ranks (errors are agreed on collectively); keep the real stderr for skips */
+        fflush(stderr);
+        int nul = open("/dev/null", O_WRONLY);
+        saved = dup(2);
+        if (nul >= 0 && saved >= 0 && dup2(nul, 2) >= 0) skip_stream = fdopen(dup(saved), "w");
+        if (nul >= 0) close(nul);
+    }
+    int rc = select_main(argc, argv, rank, size);
     fp_prm_free(select_prm);
     select_prm = NULL;
+    if (size > 1) rc = fp_select_mpi_max_int(rc); /* one exit status for the whole run */
+    fp_select_mpi_finalize();
+    if (skip_stream) fclose(skip_stream);
+    skip_stream = NULL;
+    if (saved >= 0) {
+        fflush(stderr);
+        dup2(saved, 2);
+        close(saved);
+    }
     return rc;
 }
