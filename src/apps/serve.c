@@ -1,5 +1,6 @@
-/* The reward server: request handlers, the single-owner inference worker with its batching queue, and the
- * libmicrohttpd front end.  See serve.h and docs/serve.md. */
+/* The reward server: request handlers, the single-owner PRM worker with its batching queue, the single-owner
+ * generation worker (the policy's completions) with its own queue, and the libmicrohttpd front end.  See
+ * serve.h and docs/serve.md. */
 #include "apps/serve.h"
 #include "base/json.h"
 #include "tensor/tensor.h"
@@ -17,6 +18,11 @@
 /* Bodies announced this much beyond max_body are refused before they are read (the client may then see the
  * connection reset instead of the 413); smaller oversize bodies are read and discarded, then answered 413. */
 #define DRAIN_MAX ((unsigned long long)64 << 20)
+
+/* Limits of one completion request. */
+#define GEN_MAX_N 16        /* "n" */
+#define GEN_MAX_STOP 16     /* stop strings */
+#define GEN_MAX_PROMPTS 64  /* prompts of one /v1/completions request */
 
 /* ---------------------------------------------------------------- queue */
 typedef struct waiter {
@@ -36,10 +42,39 @@ typedef struct job {
     struct job *next;
 } job;
 
+/* One completion request on the generation worker's queue: its prompts are taken in slices of up to
+ * gen_batch / n prompts, possibly together with slices of other requests with the same n. */
+typedef struct gen_job {
+    const fp_gen_prompt *pr; /* [np], each with its own sampling options */
+    int np, n;
+    fp_completion *out;      /* [np * n]: sample j of prompt i at i * n + j */
+    int taken;               /* prompts handed to the worker */
+    int remaining;           /* prompts not finished */
+    int rc;                  /* first failure */
+    char err[512];
+    pthread_cond_t cv;
+    struct gen_job *next;
+} gen_job;
+
+typedef struct {
+    gen_job *j;
+    int from, count;
+    int rc;
+} gen_slice;
+
 struct fp_serve {
     fp_serve_opts o;
     fp_prm_opts po;
-    char *host, *model_id;
+    char *host, *model_id, *policy_id;
+    fp_generator *gen;
+    int gen_vocab;
+    pthread_cond_t gen_cv;
+    gen_job *ghead, *gtail;
+    gen_slice *gsl;       /* worker scratch: [gen_batch] slices, prompts and [max(gen_batch, GEN_MAX_N)] outputs */
+    fp_gen_prompt *gpr;
+    fp_completion *gout;
+    int gen_started;
+    pthread_t gen_worker;
     fp_prm *prm;
     fp_model *model;
     const fp_tokenizer *tok;
@@ -66,6 +101,9 @@ void fp_serve_opts_default(fp_serve_opts *o) {
     o->timeout_s = 60;
     o->max_batch_tokens = 16384;
     o->max_connections = 512;
+    fp_gen_opts_default(&o->policy);
+    o->max_new_tokens = 1024;
+    o->gen_batch = 16;
 }
 
 static void *worker_main(void *arg) {
@@ -130,6 +168,91 @@ static int run_jobs(fp_serve *s, job *jobs, size_t n) {
     pthread_mutex_unlock(&s->mu);
     pthread_cond_destroy(&w.cv);
     return 0;
+}
+
+/* The generation worker: the only thread that runs the policy.  Each round takes the oldest queued request's n,
+ * then slices of up to gen_batch / n prompts (at least one) from the queued requests with that n, oldest first
+ * (requests with another n keep their place), and decodes them in one fp_generate_batch call.  When that call
+ * fails, each slice is retried alone so that the error reaches the request that caused it. */
+static void *gen_main(void *arg) {
+    fp_serve *s = arg;
+    fp_model *m = fp_generator_model(s->gen);
+    const fp_tokenizer *tok = fp_generator_tokenizer(s->gen);
+    size_t neos;
+    const int32_t *eos = fp_generator_eos(s->gen, &neos);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->ghead && !s->stop) pthread_cond_wait(&s->gen_cv, &s->mu);
+        if (!s->ghead) break; /* stopping and drained */
+        int n = s->ghead->n, maxp = s->o.gen_batch / n > 0 ? s->o.gen_batch / n : 1, np = 0, ns = 0;
+        gen_job *prev = NULL, *j = s->ghead;
+        while (j && np < maxp) {
+            gen_job *nx = j->next;
+            if (j->n != n) { prev = j; j = nx; continue; }
+            int c = j->np - j->taken;
+            if (c > maxp - np) c = maxp - np;
+            s->gsl[ns++] = (gen_slice){j, j->taken, c, 0};
+            j->taken += c;
+            np += c;
+            if (j->taken == j->np) { /* fully handed over: off the queue */
+                if (prev) prev->next = nx;
+                else s->ghead = nx;
+                if (s->gtail == j) s->gtail = prev;
+                j->next = NULL;
+            } else {
+                prev = j;
+            }
+            j = nx;
+        }
+        pthread_mutex_unlock(&s->mu);
+        int k = 0;
+        for (int a = 0; a < ns; a++)
+            for (int i = 0; i < s->gsl[a].count; i++) s->gpr[k++] = s->gsl[a].j->pr[s->gsl[a].from + i];
+        long calls = 1;
+        int rc = fp_generate_batch(m, tok, eos, neos, s->gpr, np, NULL, n, s->gout);
+        if (rc == FP_OK) {
+            k = 0;
+            for (int a = 0; a < ns; a++) {
+                gen_slice *q = &s->gsl[a];
+                memcpy(q->j->out + (size_t)q->from * n, s->gout + (size_t)k * n, sizeof *s->gout * (size_t)q->count * n);
+                k += q->count;
+            }
+        } else {
+            k = 0;
+            for (int a = 0; a < ns; a++) {
+                gen_slice *q = &s->gsl[a];
+                q->rc = rc;
+                if (ns > 1) {
+                    calls++;
+                    q->rc = fp_generate_batch(m, tok, eos, neos, s->gpr + k, q->count, NULL, n, q->j->out + (size_t)q->from * n);
+                }
+                /* rc and err are written by this worker only, and read by the request's thread once it has seen
+                 * remaining == 0 under the mutex */
+                if (q->rc && !q->j->rc) {
+                    q->j->rc = q->rc;
+                    snprintf(q->j->err, sizeof q->j->err, "%s", fp_last_error());
+                }
+                k += q->count;
+            }
+        }
+        pthread_mutex_lock(&s->mu);
+        s->st.gen_batches += calls;
+        for (int a = 0; a < ns; a++) {
+            gen_slice *q = &s->gsl[a];
+            if (!q->rc) {
+                s->st.gen_sequences += (long)q->count * n;
+                for (int i = 0; i < q->count * n; i++) s->st.gen_tokens += (long)q->j->out[(size_t)q->from * n + i].n_tokens;
+            }
+            q->j->remaining -= q->count;
+            if (q->j->remaining == 0) {
+                s->st.gen_requests++;
+                pthread_cond_signal(&q->j->cv);
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    fp_matmul_scratch_release();
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- request state */
@@ -303,16 +426,18 @@ static int h_health(fp_serve *s, json_t *req, json_t **resp, req_err *e) {
     return 200;
 }
 
+/* The loaded models: the PRM first, then the policy. */
 static int h_models(fp_serve *s, json_t *req, json_t **resp, req_err *e) {
     (void)req, (void)e;
-    *resp = json_pack("{s:s,s:[{s:s,s:s,s:I,s:s}]}", "object", "list", "data", "id", s->model_id, "object", "model",
-                      "created", (json_int_t)s->created, "owned_by", "fluxprm");
+    json_t *data = json_array();
+    if (s->prm)
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", s->model_id, "object", "model", "created",
+                                              (json_int_t)s->created, "owned_by", "fluxprm"));
+    if (s->gen)
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", s->policy_id, "object", "model", "created",
+                                              (json_int_t)s->created, "owned_by", "fluxprm"));
+    *resp = json_pack("{s:s,s:o}", "object", "list", "data", data);
     return 200;
-}
-
-static int h_chat(fp_serve *s, json_t *req, json_t **resp, req_err *e) {
-    (void)s, (void)req, (void)resp;
-    return fail(e, 501, "/v1/chat/completions is not available: fluxprm serve has no generation engine (reward endpoints only)");
 }
 
 /* An optional list field: NULL when absent or null; else it must be an array of n entries. */
@@ -681,15 +806,383 @@ static int h_advantages(fp_serve *s, json_t *req, json_t **resp, req_err *e) {
     return 200;
 }
 
+/* ---------------------------------------------------------------- completions (the policy) */
+/* Queues np prompts (n samples each) for the generation worker and waits for them: out[np * n] filled. */
+static int run_gen(fp_serve *s, const fp_gen_prompt *pr, int np, int n, fp_completion *out, req_err *e) {
+    gen_job j;
+    memset(&j, 0, sizeof j);
+    j.pr = pr;
+    j.np = np;
+    j.n = n;
+    j.out = out;
+    j.remaining = np;
+    pthread_cond_init(&j.cv, NULL);
+    pthread_mutex_lock(&s->mu);
+    if (s->stop) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&j.cv);
+        return fail(e, 503, "the server is shutting down");
+    }
+    if (s->gtail) s->gtail->next = &j;
+    else s->ghead = &j;
+    s->gtail = &j;
+    pthread_cond_signal(&s->gen_cv);
+    while (j.remaining) pthread_cond_wait(&j.cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&j.cv);
+    if (j.rc) {
+        for (size_t i = 0; i < (size_t)np * (size_t)n; i++) fp_completion_free(&out[i]);
+        return fail(e, 500, "generation failed: %s", j.err);
+    }
+    return 0;
+}
+
+/* A member that is present and not null, else NULL (OpenAI clients send null for "not set"). */
+static json_t *opt_member(json_t *req, const char *name) {
+    json_t *v = json_object_get(req, name);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+/* A request's sampling options (with the stop strings, which point into req). */
+typedef struct {
+    fp_sample_opts o;
+    const char *stops[GEN_MAX_STOP];
+    int n, return_ids;
+} gen_params;
+
+/* A seed for a request that gives none: requests without "seed" must not repeat each other's samples. */
+static uint64_t fresh_seed(fp_serve *s) {
+    pthread_mutex_lock(&s->mu);
+    unsigned long k = ++s->idn;
+    pthread_mutex_unlock(&s->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t z = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)k << 40) ^ (uint64_t)getpid() << 20;
+    z += 0x9e3779b97f4a7c15ull; /* splitmix64 finaliser */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* An option that fluxprm cannot honour is refused rather than ignored (it would change the samples). */
+static int refuse_nonzero(json_t *req, const char *name, double neutral, req_err *e) {
+    json_t *v = opt_member(req, name);
+    if (!v) return 0;
+    if (!json_is_number(v)) return fail(e, 400, "\"%s\" must be a number", name);
+    if (json_number_value(v) != neutral) return fail(e, 400, "\"%s\" is not supported (only %g)", name, neutral);
+    return 0;
+}
+
+/* The sampling fields shared by /v1/chat/completions and /v1/completions. */
+static int parse_gen_params(fp_serve *s, json_t *req, gen_params *p, req_err *e) {
+    memset(p, 0, sizeof *p);
+    fp_sample_opts_default(&p->o);
+    p->o.max_new_tokens = s->o.max_new_tokens;
+    p->n = 1;
+    json_t *v;
+    int rc;
+    if ((v = opt_member(req, "stream"))) {
+        if (!json_is_boolean(v)) return fail(e, 400, "\"stream\" must be a boolean");
+        if (json_is_true(v))
+            return fail(e, 400, "streaming is not supported: send \"stream\": false (or leave it out) to get the whole "
+                                "completion in one JSON response");
+    }
+    json_t *mt = opt_member(req, "max_tokens"), *mct = opt_member(req, "max_completion_tokens");
+    const char *names[2] = {"max_tokens", "max_completion_tokens"};
+    json_t *vals[2] = {mt, mct};
+    for (int i = 0; i < 2; i++) {
+        if (!vals[i]) continue;
+        json_int_t k = json_is_integer(vals[i]) ? json_integer_value(vals[i]) : -1;
+        if (k < 1 || k > s->o.max_new_tokens)
+            return fail(e, 400, "\"%s\" must be an integer in [1, %d] (the server's --max-new-tokens)", names[i], s->o.max_new_tokens);
+        p->o.max_new_tokens = (int)k;
+    }
+    if (mt && mct && json_integer_value(mt) != json_integer_value(mct))
+        return fail(e, 400, "\"max_tokens\" and \"max_completion_tokens\" disagree; give one");
+    if ((v = opt_member(req, "temperature"))) {
+        double t = json_is_number(v) ? json_number_value(v) : -1;
+        if (!(t >= 0) || !isfinite(t)) return fail(e, 400, "\"temperature\" must be a number >= 0 (0 = greedy)");
+        p->o.temperature = t;
+    }
+    if ((v = opt_member(req, "top_p"))) {
+        double t = json_is_number(v) ? json_number_value(v) : -1;
+        if (!(t > 0 && t <= 1)) return fail(e, 400, "\"top_p\" must be a number in (0, 1]");
+        p->o.top_p = t;
+    }
+    if ((v = opt_member(req, "top_k"))) {
+        json_int_t k = json_is_integer(v) ? json_integer_value(v) : -2;
+        if (k < -1 || k > INT32_MAX) return fail(e, 400, "\"top_k\" must be an integer >= -1 (0 or -1 = off)");
+        p->o.top_k = k > 0 ? (int)k : 0;
+    }
+    if ((v = opt_member(req, "seed"))) {
+        if (!json_is_integer(v)) return fail(e, 400, "\"seed\" must be an integer");
+        p->o.seed = (uint64_t)json_integer_value(v);
+    } else {
+        p->o.seed = fresh_seed(s);
+    }
+    if ((v = opt_member(req, "n"))) {
+        json_int_t k = json_is_integer(v) ? json_integer_value(v) : 0;
+        if (k < 1 || k > GEN_MAX_N) return fail(e, 400, "\"n\" must be an integer in [1, %d]", GEN_MAX_N);
+        p->n = (int)k;
+    }
+    if ((v = opt_member(req, "stop"))) {
+        if (json_is_string(v)) {
+            p->stops[p->o.n_stop++] = json_string_value(v);
+        } else if (json_is_array(v)) {
+            if (json_array_size(v) > GEN_MAX_STOP) return fail(e, 400, "\"stop\" has more than %d strings", GEN_MAX_STOP);
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                json_t *x = json_array_get(v, i);
+                if (!json_is_string(x)) return fail(e, 400, "stop[%zu] must be a string", i);
+                p->stops[p->o.n_stop++] = json_string_value(x);
+            }
+        } else {
+            return fail(e, 400, "\"stop\" must be a string or an array of strings");
+        }
+        p->o.stop = p->stops;
+    }
+    if ((v = opt_member(req, "ignore_eos"))) {
+        if (!json_is_boolean(v)) return fail(e, 400, "\"ignore_eos\" must be a boolean");
+        p->o.ignore_eos = json_is_true(v);
+    }
+    if ((v = opt_member(req, "return_token_ids"))) {
+        if (!json_is_boolean(v)) return fail(e, 400, "\"return_token_ids\" must be a boolean");
+        p->return_ids = json_is_true(v);
+    }
+    /* options that fluxprm does not implement: refused when they would change the result */
+    if ((v = opt_member(req, "logprobs")) && !json_is_false(v) && !(json_is_integer(v) && json_integer_value(v) == 0))
+        return fail(e, 400, "\"logprobs\" is not supported");
+    if ((v = opt_member(req, "top_logprobs")) && !(json_is_integer(v) && json_integer_value(v) == 0))
+        return fail(e, 400, "\"top_logprobs\" is not supported");
+    if ((v = opt_member(req, "echo")) && !json_is_false(v)) return fail(e, 400, "\"echo\" is not supported");
+    if ((v = opt_member(req, "suffix")) && !(json_is_string(v) && !json_string_length(v)))
+        return fail(e, 400, "\"suffix\" is not supported");
+    if ((v = opt_member(req, "best_of")) && !(json_is_integer(v) && json_integer_value(v) == p->n))
+        return fail(e, 400, "\"best_of\" is not supported (only best_of = n)");
+    if ((v = opt_member(req, "response_format"))) {
+        json_t *t = json_object_get(v, "type");
+        if (!json_is_string(t) || strcmp(json_string_value(t), "text"))
+            return fail(e, 400, "\"response_format\" is not supported (only {\"type\": \"text\"})");
+    }
+    if ((v = opt_member(req, "tools")) && !(json_is_array(v) && !json_array_size(v)))
+        return fail(e, 400, "\"tools\" is not supported");
+    if ((v = opt_member(req, "logit_bias")) && !(json_is_object(v) && !json_object_size(v)))
+        return fail(e, 400, "\"logit_bias\" is not supported");
+    if ((rc = refuse_nonzero(req, "presence_penalty", 0, e)) || (rc = refuse_nonzero(req, "frequency_penalty", 0, e)) ||
+        (rc = refuse_nonzero(req, "repetition_penalty", 1, e)) || (rc = refuse_nonzero(req, "min_p", 0, e)))
+        return rc;
+    return 0;
+}
+
+/* An encoder error: out of memory is the server's, anything else the request's. */
+static int encode_fail(req_err *e, int r, const char *what) {
+    return fail(e, r == FP_ENOMEM ? 500 : 400, "%s: %s", what, fp_last_error());
+}
+
+static int check_prompt_len(fp_serve *s, int T, const char *what, req_err *e) {
+    if (s->po.max_tokens > 0 && T > s->po.max_tokens)
+        return fail(e, 400, "%s is %d tokens, longer than the server's --max-tokens %d", what, T, s->po.max_tokens);
+    return 0;
+}
+
+static json_t *jids(const int32_t *ids, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+    return a;
+}
+
+/* The response's "model": the request's, else the policy's id. */
+static const char *resp_model(fp_serve *s, json_t *req) {
+    json_t *m = json_object_get(req, "model");
+    return json_is_string(m) ? json_string_value(m) : s->policy_id;
+}
+
+/* The text of a message's "content": a string, or an array of {"type": "text", "text": ...} parts joined with
+ * "\n".  *owned is set when the text had to be built (free it). */
+static int message_text(json_t *c, size_t i, const char **text, char **owned, req_err *e) {
+    *owned = NULL;
+    if (json_is_string(c)) {
+        *text = json_string_value(c);
+        return 0;
+    }
+    if (!json_is_array(c) || !json_array_size(c))
+        return fail(e, 400, "messages[%zu].content must be a string or an array of text parts", i);
+    fp_buf b = {0};
+    for (size_t k = 0; k < json_array_size(c); k++) {
+        json_t *part = json_array_get(c, k), *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
+        if (!json_is_string(type) || strcmp(json_string_value(type), "text") || !json_is_string(t)) {
+            fp_buf_free(&b);
+            return fail(e, 400, "messages[%zu].content[%zu] must be {\"type\": \"text\", \"text\": \"...\"} (only text is "
+                                "supported)", i, k);
+        }
+        if ((k && fp_buf_append(&b, "\n", 1)) || fp_buf_append(&b, json_string_value(t), json_string_length(t))) {
+            fp_buf_free(&b);
+            return fail(e, 500, "out of memory");
+        }
+    }
+    if (!b.data && fp_buf_append(&b, "", 0)) return fail(e, 500, "out of memory");
+    *text = *owned = b.data;
+    return 0;
+}
+
+static int h_chat(fp_serve *s, json_t *req, json_t **resp, req_err *e) {
+    gen_params p;
+    int rc = parse_gen_params(s, req, &p, e);
+    if (rc) return rc;
+    json_t *msgs = json_object_get(req, "messages");
+    if (!msgs) return fail(e, 400, "missing \"messages\" (an array of {\"role\": ..., \"content\": ...})");
+    if (!json_is_array(msgs)) return fail(e, 400, "\"messages\" must be an array");
+    size_t nm = json_array_size(msgs);
+    if (!nm) return fail(e, 400, "\"messages\" is empty");
+    fp_chat_message *m = calloc(nm, sizeof *m);
+    char **owned = calloc(nm, sizeof *owned);
+    fp_completion *out = calloc((size_t)p.n, sizeof *out);
+    int32_t *ids = NULL;
+    int T = 0;
+    if (!m || !owned || !out) rc = fail(e, 500, "out of memory");
+    for (size_t i = 0; i < nm && !rc; i++) {
+        json_t *x = json_array_get(msgs, i), *role = json_object_get(x, "role");
+        if (!json_is_object(x)) { rc = fail(e, 400, "messages[%zu] must be an object", i); break; }
+        if (!json_is_string(role) || !json_string_length(role)) { rc = fail(e, 400, "messages[%zu].role must be a non-empty string", i); break; }
+        m[i].role = json_string_value(role);
+        rc = message_text(json_object_get(x, "content"), i, &m[i].content, &owned[i], e);
+    }
+    if (!rc) {
+        int r = fp_generator_encode_chat(s->gen, m, nm, &ids, &T);
+        if (r) rc = encode_fail(e, r, "messages");
+        else rc = check_prompt_len(s, T, "the rendered conversation", e);
+    }
+    if (!rc) {
+        fp_gen_prompt pr = {ids, T, 0, &p.o};
+        rc = run_gen(s, &pr, 1, p.n, out, e);
+    }
+    if (!rc) {
+        json_t *choices = json_array();
+        long ctok = 0;
+        for (int j = 0; j < p.n; j++) {
+            json_t *c = json_pack("{s:i,s:{s:s,s:s},s:n,s:s}", "index", j, "message", "role", "assistant", "content",
+                                  out[j].text, "logprobs", "finish_reason", fp_finish_name(out[j].finish));
+            if (c && p.return_ids) json_object_set_new(c, "token_ids", jids(out[j].tokens, out[j].n_tokens));
+            json_array_append_new(choices, c);
+            ctok += (long)out[j].n_tokens;
+        }
+        char id[64];
+        new_id(s, "chatcmpl-", id, sizeof id);
+        *resp = json_pack("{s:s,s:s,s:I,s:s,s:o,s:{s:I,s:I,s:I}}", "id", id, "object", "chat.completion", "created",
+                          (json_int_t)time(NULL), "model", resp_model(s, req), "choices", choices, "usage",
+                          "prompt_tokens", (json_int_t)T, "completion_tokens", (json_int_t)ctok, "total_tokens",
+                          (json_int_t)(T + ctok));
+        if (*resp && p.return_ids) json_object_set_new(*resp, "prompt_token_ids", jids(ids, (size_t)T));
+        rc = 200;
+    }
+    for (int j = 0; out && j < p.n; j++) fp_completion_free(&out[j]);
+    for (size_t i = 0; owned && i < nm; i++) free(owned[i]);
+    free(owned);
+    free(m);
+    free(out);
+    free(ids);
+    return rc;
+}
+
+/* "prompt": a string, an array of strings, an array of token ids, or an array of token-id arrays. */
+static int h_completions(fp_serve *s, json_t *req, json_t **resp, req_err *e) {
+    gen_params p;
+    int rc = parse_gen_params(s, req, &p, e);
+    if (rc) return rc;
+    json_t *jp = json_object_get(req, "prompt");
+    if (!jp) return fail(e, 400, "missing \"prompt\" (a string, an array of strings or of token ids)");
+    size_t np = 1;
+    int kind; /* 0 string(s), 1 one id list, 2 id lists */
+    if (json_is_string(jp)) kind = 0;
+    else if (json_is_array(jp)) {
+        np = json_array_size(jp);
+        if (!np) return fail(e, 400, "\"prompt\" is empty");
+        json_t *first = json_array_get(jp, 0);
+        kind = json_is_string(first) ? 0 : json_is_integer(first) ? 1 : json_is_array(first) ? 2 : -1;
+        if (kind < 0) return fail(e, 400, "\"prompt\" must be a string, an array of strings or of token ids");
+        if (kind == 1) np = 1;
+    } else return fail(e, 400, "\"prompt\" must be a string, an array of strings or of token ids");
+    if (np > GEN_MAX_PROMPTS) return fail(e, 400, "\"prompt\" has %zu prompts; at most %d per request", np, GEN_MAX_PROMPTS);
+    fp_gen_prompt *pr = calloc(np, sizeof *pr);
+    fp_completion *out = calloc(np * (size_t)p.n, sizeof *out);
+    if (!pr || !out) rc = fail(e, 500, "out of memory");
+    char what[48];
+    for (size_t i = 0; i < np && !rc; i++) {
+        snprintf(what, sizeof what, json_is_array(jp) && kind != 1 ? "prompt[%zu]" : "prompt", i);
+        int32_t *ids = NULL;
+        int T = 0;
+        if (kind == 0) {
+            json_t *x = json_is_string(jp) ? jp : json_array_get(jp, i);
+            if (!json_is_string(x)) { rc = fail(e, 400, "%s must be a string", what); break; }
+            int r = fp_generator_encode_text(s->gen, json_string_value(x), &ids, &T);
+            if (r) { rc = encode_fail(e, r, what); break; }
+        } else {
+            json_t *x = kind == 1 ? jp : json_array_get(jp, i);
+            if (!json_is_array(x)) { rc = fail(e, 400, "%s must be an array of token ids", what); break; }
+            size_t n = json_array_size(x);
+            if (!n) { rc = fail(e, 400, "%s is empty", what); break; }
+            if (n > (size_t)INT32_MAX / 2) { rc = fail(e, 400, "%s is too long", what); break; }
+            if (!(ids = malloc(sizeof(int32_t) * n))) { rc = fail(e, 500, "out of memory"); break; }
+            for (size_t t = 0; t < n && !rc; t++) {
+                json_t *id = json_array_get(x, t);
+                json_int_t k = json_is_integer(id) ? json_integer_value(id) : -1;
+                if (k < 0 || k >= s->gen_vocab) rc = fail(e, 400, "%s[%zu] is not a token id in [0, %d)", what, t, s->gen_vocab);
+                else ids[t] = (int32_t)k;
+            }
+            T = (int)n;
+        }
+        pr[i] = (fp_gen_prompt){ids, T, (uint64_t)i, &p.o};
+        if (!rc) rc = check_prompt_len(s, T, what, e);
+    }
+    if (!rc) rc = run_gen(s, pr, (int)np, p.n, out, e);
+    if (!rc) {
+        json_t *choices = json_array();
+        long ptok = 0, ctok = 0;
+        for (size_t i = 0; i < np; i++) {
+            ptok += pr[i].T;
+            for (int j = 0; j < p.n; j++) {
+                fp_completion *c = &out[i * (size_t)p.n + (size_t)j];
+                json_t *ch = json_pack("{s:I,s:s,s:n,s:s}", "index", (json_int_t)(i * (size_t)p.n + (size_t)j), "text",
+                                       c->text, "logprobs", "finish_reason", fp_finish_name(c->finish));
+                if (ch && p.return_ids) {
+                    json_object_set_new(ch, "prompt_token_ids", jids(pr[i].ids, (size_t)pr[i].T));
+                    json_object_set_new(ch, "token_ids", jids(c->tokens, c->n_tokens));
+                }
+                json_array_append_new(choices, ch);
+                ctok += (long)c->n_tokens;
+            }
+        }
+        char id[64];
+        new_id(s, "cmpl-", id, sizeof id);
+        *resp = json_pack("{s:s,s:s,s:I,s:s,s:o,s:{s:I,s:I,s:I}}", "id", id, "object", "text_completion", "created",
+                          (json_int_t)time(NULL), "model", resp_model(s, req), "choices", choices, "usage",
+                          "prompt_tokens", (json_int_t)ptok, "completion_tokens", (json_int_t)ctok, "total_tokens",
+                          (json_int_t)(ptok + ctok));
+        rc = 200;
+    }
+    for (size_t k = 0; out && k < np * (size_t)p.n; k++) fp_completion_free(&out[k]);
+    for (size_t i = 0; pr && i < np; i++) free((void *)pr[i].ids);
+    free(pr);
+    free(out);
+    return rc;
+}
+
+enum { NEED_NONE, NEED_PRM, NEED_POLICY };
+
 static const struct route {
     const char *path, *method;
     handler_fn fn;
     int body; /* takes a JSON body */
+    int need; /* the model it needs */
 } routes[] = {
-    {"/get_reward", "POST", h_get_reward, 1},       {"/pooling", "POST", h_pooling, 1},
-    {"/v1/rerank", "POST", h_rerank, 1},            {"/rerank", "POST", h_rerank, 1},
-    {"/v1/grpo/advantages", "POST", h_advantages, 1}, {"/health", "GET", h_health, 0},
-    {"/v1/models", "GET", h_models, 0},             {"/v1/chat/completions", "POST", h_chat, 0},
+    {"/get_reward", "POST", h_get_reward, 1, NEED_PRM},
+    {"/pooling", "POST", h_pooling, 1, NEED_PRM},
+    {"/v1/rerank", "POST", h_rerank, 1, NEED_PRM},
+    {"/rerank", "POST", h_rerank, 1, NEED_PRM},
+    {"/v1/grpo/advantages", "POST", h_advantages, 1, NEED_NONE},
+    {"/health", "GET", h_health, 0, NEED_NONE},
+    {"/v1/models", "GET", h_models, 0, NEED_NONE},
+    {"/v1/chat/completions", "POST", h_chat, 1, NEED_POLICY},
+    {"/v1/completions", "POST", h_completions, 1, NEED_POLICY},
 };
 
 static char *error_body(const req_err *e, size_t *len) {
@@ -721,6 +1214,11 @@ static int handle(fp_serve *s, const char *method, const char *path, const char 
     else if (strcmp(method, rt->method) && !(!strcmp(method, "HEAD") && !strcmp(rt->method, "GET"))) {
         status = fail(&e, 405, "%s needs %s, got %s", path, rt->method, method);
         *allow = rt->method;
+    } else if (rt->need == NEED_PRM && !s->prm) {
+        status = fail(&e, 404, "%s needs a PRM, and this server has none (start fluxprm serve with --model DIR)", path);
+    } else if (rt->need == NEED_POLICY && !s->gen) {
+        status = fail(&e, 404, "%s needs a policy model, and this server has none (start fluxprm serve with "
+                      "--policy-model DIR)", path);
     } else if (len > s->o.max_body) {
         status = fail(&e, 413, "request body of %zu bytes is larger than the server's --max-body %zu", len, s->o.max_body);
     } else if (rt->body) {
@@ -828,49 +1326,85 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MH
 
 static void quiet_log(void *cls, const char *fmt, va_list ap) { (void)cls, (void)fmt, (void)ap; }
 
+/* An id for /v1/models: as given, else the last component of the model path (*out malloc'd). */
+static int model_id_of(const char *given, const char *path, char **out) {
+    if (given) return (*out = fp_strdup(given)) ? FP_OK : FP_ENOMEM;
+    char *tmp = fp_strdup(path ? path : "fluxprm");
+    if (!tmp) return FP_ENOMEM;
+    size_t n = strlen(tmp);
+    while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
+    char *slash = strrchr(tmp, '/');
+    *out = fp_strdup(slash && slash[1] ? slash + 1 : tmp);
+    free(tmp);
+    return *out ? FP_OK : FP_ENOMEM;
+}
+
 int fp_serve_new(fp_serve **out, const fp_prm_opts *po, const fp_serve_opts *so) {
     *out = NULL;
+    int has_prm = po && po->model_path, has_policy = so->policy.model_path != NULL;
+    if (!has_prm && !has_policy) return fp_errorf(FP_EINVAL, "nothing to serve: give a PRM, a policy model or both");
     if (!(so->beta >= 0 && so->beta <= 1)) return fp_errorf(FP_EINVAL, "beta must be in [0, 1], got %g", so->beta);
     if (so->max_batch_tokens < 1) return fp_errorf(FP_EINVAL, "max_batch_tokens must be positive");
+    if (has_policy && (so->max_new_tokens < 1 || so->gen_batch < 1))
+        return fp_errorf(FP_EINVAL, "max_new_tokens and gen_batch must be positive");
     fp_serve *s = fp_calloc(1, sizeof *s);
     if (!s) return FP_ENOMEM;
     s->o = *so;
-    s->po = *po;
+    if (po) s->po = *po;
+    else fp_prm_opts_default(&s->po);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->work_cv, NULL);
+    pthread_cond_init(&s->gen_cv, NULL);
     s->created = (long)time(NULL);
-    int rc = fp_prm_open(&s->prm, po);
-    if (rc) { fp_serve_free(s); return rc; }
-    s->model = fp_prm_model(s->prm);
-    s->tok = fp_prm_tokenizer(s->prm);
-    s->step_id = fp_prm_step_id(s->prm);
-    s->has_steps = fp_prm_has_steps(s->prm);
-    fp_model_info info;
-    fp_model_get_info(s->model, &info);
-    s->L = info.num_labels > 0 ? info.num_labels : 1;
-    s->vocab = info.vocab_size;
-    /* the model id: as given, else the last component of the model path */
-    const char *id = so->model_id;
-    char *tmp = NULL;
-    if (!id) {
-        tmp = fp_strdup(po->model_path ? po->model_path : "fluxprm");
-        if (!tmp) { fp_serve_free(s); return FP_ENOMEM; }
-        size_t n = strlen(tmp);
-        while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
-        char *slash = strrchr(tmp, '/');
-        id = slash && slash[1] ? slash + 1 : tmp;
+    int rc;
+    if (has_prm) {
+        if ((rc = fp_prm_open(&s->prm, po))) { fp_serve_free(s); return rc; }
+        s->model = fp_prm_model(s->prm);
+        s->tok = fp_prm_tokenizer(s->prm);
+        s->step_id = fp_prm_step_id(s->prm);
+        s->has_steps = fp_prm_has_steps(s->prm);
+        fp_model_info info;
+        fp_model_get_info(s->model, &info);
+        s->L = info.num_labels > 0 ? info.num_labels : 1;
+        s->vocab = info.vocab_size;
+        if ((rc = model_id_of(so->model_id, po->model_path, &s->model_id))) { fp_serve_free(s); return rc; }
     }
-    s->model_id = fp_strdup(id);
+    if (has_policy) {
+        if ((rc = fp_generator_open(&s->gen, &so->policy))) {
+            fp_error_prefix("policy model: ");
+            fp_serve_free(s);
+            return rc;
+        }
+        fp_model_info info;
+        fp_model_get_info(fp_generator_model(s->gen), &info);
+        s->gen_vocab = info.vocab_size;
+        size_t nseq = (size_t)(so->gen_batch > GEN_MAX_N ? so->gen_batch : GEN_MAX_N);
+        s->gsl = fp_calloc((size_t)so->gen_batch, sizeof *s->gsl);
+        s->gpr = fp_calloc((size_t)so->gen_batch, sizeof *s->gpr);
+        s->gout = fp_calloc(nseq, sizeof *s->gout);
+        if (!s->gsl || !s->gpr || !s->gout) { fp_serve_free(s); return FP_ENOMEM; }
+        if ((rc = model_id_of(so->policy_id, so->policy.model_path, &s->policy_id))) { fp_serve_free(s); return rc; }
+    }
     s->host = fp_strdup(so->host ? so->host : "127.0.0.1");
-    free(tmp);
-    if (!s->model_id || !s->host) { fp_serve_free(s); return FP_ENOMEM; }
+    if (!s->host) { fp_serve_free(s); return FP_ENOMEM; }
     s->o.host = s->host;
     s->o.model_id = s->model_id;
-    if (pthread_create(&s->worker, NULL, worker_main, s)) {
-        fp_serve_free(s);
-        return fp_errorf(FP_ENOMEM, "could not start the inference worker thread");
+    s->o.policy_id = s->policy_id;
+    s->o.policy.model_path = s->o.policy.tokenizer_path = s->o.policy.system = NULL; /* the caller's strings */
+    if (has_prm) {
+        if (pthread_create(&s->worker, NULL, worker_main, s)) {
+            fp_serve_free(s);
+            return fp_errorf(FP_ENOMEM, "could not start the inference worker thread");
+        }
+        s->worker_started = 1;
     }
-    s->worker_started = 1;
+    if (has_policy) {
+        if (pthread_create(&s->gen_worker, NULL, gen_main, s)) {
+            fp_serve_free(s);
+            return fp_errorf(FP_ENOMEM, "could not start the generation worker thread");
+        }
+        s->gen_started = 1;
+    }
     *out = s;
     return FP_OK;
 }
@@ -919,12 +1453,20 @@ void fp_serve_free(fp_serve *s) {
     pthread_mutex_lock(&s->mu);
     s->stop = 1;
     pthread_cond_broadcast(&s->work_cv);
+    pthread_cond_broadcast(&s->gen_cv);
     pthread_mutex_unlock(&s->mu);
     if (s->worker_started) pthread_join(s->worker, NULL);
+    if (s->gen_started) pthread_join(s->gen_worker, NULL);
     fp_prm_free(s->prm);
+    fp_generator_free(s->gen);
     pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->gen_cv);
     pthread_mutex_destroy(&s->mu);
+    free(s->gsl);
+    free(s->gpr);
+    free(s->gout);
     free(s->host);
     free(s->model_id);
+    free(s->policy_id);
     free(s);
 }
