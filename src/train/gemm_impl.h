@@ -1,5 +1,5 @@
-/* f32 GEMM kernels of the training ops, compiled once per ISA level: ops.c (baseline), gemm_avx2.c and
- * gemm_avx512.c (built with the ISA flags by the Makefile's *_avx2.o / *_avx512.o rules) include this file with
+/* f32 GEMM loops of the training ops for the avx2 and base levels: ops.c (baseline) and gemm_avx2.c
+ * (built with -mavx2 by the Makefile's *_avx2.o rule) include this file with
  * FPT_GEMM_NAME defined.  The loops are written for the auto-vectoriser (omp simd).  Internal to src/train. */
 #ifndef FPT_GEMM_NAME
 #error define FPT_GEMM_NAME before including gemm_impl.h

@@ -1,6 +1,7 @@
 /* Training ops: f32 forward/backward pairs (backward accumulates).  See train.h for shapes. */
 #include "train/train.h"
 #include "tensor/kernels.h"
+#include "train/gemm_fast.h"
 #include <math.h>
 #include <string.h>
 
@@ -66,7 +67,9 @@ void fpt_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float
 
 /* ---------------------------------------------------------------- linear (f32 GEMM) */
 
-/* The GEMM kernels (gemm_impl.h) at three ISA levels, dispatched at run time (FLUXPRM_KERNEL caps the level). */
+/* The GEMM kernels: the blocked, packed AVX-512 kernel of gemm_fast_avx512.c at the avx512 level, the
+ * auto-vectorised loops of gemm_impl.h at the avx2 and base levels; dispatched at run time (FLUXPRM_KERNEL caps
+ * the level). */
 #define FPT_GEMM_NAME(f) f##_base
 #define FPT_GEMM_LINKAGE static
 #include "train/gemm_impl.h"
@@ -75,14 +78,11 @@ void fpt_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float
 void fpt_linear_forward_avx2(float *out, const float *inp, const float *w, const float *b, int T, int K, int N);
 void fpt_linear_backward_avx2(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                               const float *w, int T, int K, int N);
-void fpt_linear_forward_avx512(float *out, const float *inp, const float *w, const float *b, int T, int K, int N);
-void fpt_linear_backward_avx512(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                const float *w, int T, int K, int N);
 
 void fpt_linear_forward(float *out, const float *inp, const float *w, const float *b, int T, int K, int N) {
     // out [T,N] = inp [T,K] @ w[N,K]^T + b[N]
     int lv = fp_kernel_level();
-    if (lv >= FP_KERN_AVX512) fpt_linear_forward_avx512(out, inp, w, b, T, K, N);
+    if (lv >= FP_KERN_AVX512) fpt_linear_forward_fast(out, inp, w, b, T, K, N);
     else if (lv >= FP_KERN_AVX2) fpt_linear_forward_avx2(out, inp, w, b, T, K, N);
     else fpt_linear_forward_base(out, inp, w, b, T, K, N);
 }
@@ -91,7 +91,7 @@ void fpt_linear_backward(float *dinp, float *dw, float *db, const float *dout, c
                          const float *w, int T, int K, int N) {
     // dinp [T,K] += dout [T,N] @ w [N,K];  dw [N,K] += dout^T @ inp;  db [N] += colsum(dout)
     int lv = fp_kernel_level();
-    if (lv >= FP_KERN_AVX512) fpt_linear_backward_avx512(dinp, dw, db, dout, inp, w, T, K, N);
+    if (lv >= FP_KERN_AVX512) fpt_linear_backward_fast(dinp, dw, db, dout, inp, w, T, K, N);
     else if (lv >= FP_KERN_AVX2) fpt_linear_backward_avx2(dinp, dw, db, dout, inp, w, T, K, N);
     else fpt_linear_backward_base(dinp, dw, db, dout, inp, w, T, K, N);
 }
@@ -147,6 +147,10 @@ void fpt_rope_backward(float *dx, const float *cos_t, const float *sin_t, int T,
 
 void fpt_attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                            int T, int NH, int NKV, int D) {
+    if (fp_kernel_level() >= FP_KERN_AVX512) { /* per-head blocked GEMMs (gemm_fast_avx512.c) */
+        fpt_attention_forward_fast(out, att, q, k, v, T, NH, NKV, D);
+        return;
+    }
     // q [T,NH,D], k/v [T,NKV,D], att [NH,T,T], out [T,NH,D]
     int group = NH / NKV;
     float scale = 1.0f / sqrtf((float)D);
@@ -190,6 +194,10 @@ void fpt_attention_forward(float *out, float *att, const float *q, const float *
 void fpt_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                             const float *att, const float *q, const float *k, const float *v,
                             int T, int NH, int NKV, int D) {
+    if (fp_kernel_level() >= FP_KERN_AVX512) {
+        fpt_attention_backward_fast(dq, dk, dv, scratch, dout, att, q, k, v, T, NH, NKV, D);
+        return;
+    }
     // pass 1 (rows t of each head): datt[t,s] = dy_t . v_s; dpre = att*(datt - sum_s att*datt);
     //   dq_t += scale * sum_s dpre[t,s] k_s.  dpre is kept in scratch [NH,T,T].
     // pass 2 (columns s of each kv head): dk_s += scale * sum_{h in group, t>=s} dpre[h,t,s] q_{h,t};

@@ -291,8 +291,18 @@ const float *fpt_model_score_logits(const fpt_model *m) { return m->ran_score ? 
 /* Only trainable ranges: frozen gradients stay zero, and their (calloc'd) pages are never touched, so a frozen
  * 7B trunk costs no gradient memory in LoRA / head-only mode. */
 void fpt_model_zero_grad(fpt_model *m) {
-    for (int i = 0; i < m->nparams; i++)
-        if (m->params[i].trainable) memset(m->grad + m->params[i].offset, 0, m->params[i].numel * sizeof(float));
+    for (int i = 0; i < m->nparams; i++) {
+        if (!m->params[i].trainable) continue;
+        float *g = m->grad + m->params[i].offset;
+        size_t n = m->params[i].numel;
+        const size_t CH = 65536;
+        long nch = (long)((n + CH - 1) / CH);
+#pragma omp parallel for schedule(static) if (nch > 4)
+        for (long j = 0; j < nch; j++) {
+            size_t o = (size_t)j * CH;
+            memset(g + o, 0, (n - o < CH ? n - o : CH) * sizeof(float));
+        }
+    }
 }
 
 void fpt_model_set_mode(fpt_model *m, int mode) {

@@ -6,8 +6,10 @@
  *   - head-only mode, safetensors writer round trip, schedules, and an overfitting run. */
 #include "base/base.h"
 #include "harness.h"
+#include "tensor/kernels.h"
 #include "train/train.h"
 #include <jansson.h>
+#include <math.h>
 
 #define FIX "tests/ref/train/fixtures"
 
@@ -711,6 +713,183 @@ static int test_bad_input(void) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- kernels vs plain double loops */
+
+static float *rand_buf(size_t n, uint64_t *s) {
+    float *v = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        v[i] = (float)((double)(*s >> 40) / 16777216.0 * 2.0 - 1.0);
+    }
+    return v;
+}
+
+/* max |a-b| / max(max|b|, 1e-30) over n */
+static double rel_diff(const float *a, const double *b, size_t n) {
+    double mx = 0, d = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(b[i]) > mx) mx = fabs(b[i]);
+        if (fabs(a[i] - b[i]) > d || isnan(a[i])) d = isnan(a[i]) ? INFINITY : fabs(a[i] - b[i]);
+    }
+    return d / (mx > 1e-30 ? mx : 1e-30);
+}
+
+/* fpt_linear_forward / fpt_linear_backward at every kernel level (the avx512 level is the blocked, packed
+ * kernel of gemm_fast_avx512.c) on odd shapes: ragged 64-column panels, row tails of the 6-row tile, inner
+ * dimensions over the 256-deep K chunk, row counts over the 384-row job block, and T <= 4. */
+static int test_linear_kernels(void) {
+    static const int shapes[][3] = {{37, 83, 131}, {1, 17, 5}, {4, 300, 70}, {401, 130, 67}, {300, 520, 129},
+                                    {13, 64, 2}, {150, 896, 128}};
+    uint64_t seed = 7;
+    double worst = 0;
+    for (int lv = FP_KERN_REF; lv <= FP_KERN_AVX512; lv++) {
+        fp_kernel_force(lv);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            int T = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+            float *x = rand_buf((size_t)T * K, &seed), *w = rand_buf((size_t)N * K, &seed), *b = rand_buf(N, &seed);
+            float *dy = rand_buf((size_t)T * N, &seed), *y = rand_buf((size_t)T * N, &seed);
+            float *dx = rand_buf((size_t)T * K, &seed), *dw = rand_buf((size_t)N * K, &seed), *db = rand_buf(N, &seed);
+            double *ry = malloc(sizeof(double) * T * N), *rdx = malloc(sizeof(double) * T * K);
+            double *rdw = malloc(sizeof(double) * N * K), *rdb = malloc(sizeof(double) * N);
+            /* reference: y = x w^T + b; dx = dx0 + dy w; dw = dw0 + dy^T x; db = db0 + colsum dy */
+            for (int t = 0; t < T; t++)
+                for (int n = 0; n < N; n++) {
+                    double a = b[n];
+                    for (int k = 0; k < K; k++) a += (double)x[(size_t)t * K + k] * w[(size_t)n * K + k];
+                    ry[(size_t)t * N + n] = a;
+                }
+            for (int t = 0; t < T; t++)
+                for (int k = 0; k < K; k++) {
+                    double a = dx[(size_t)t * K + k];
+                    for (int n = 0; n < N; n++) a += (double)dy[(size_t)t * N + n] * w[(size_t)n * K + k];
+                    rdx[(size_t)t * K + k] = a;
+                }
+            for (int n = 0; n < N; n++) {
+                double sb = db[n];
+                for (int t = 0; t < T; t++) sb += dy[(size_t)t * N + n];
+                rdb[n] = sb;
+                for (int k = 0; k < K; k++) {
+                    double a = dw[(size_t)n * K + k];
+                    for (int t = 0; t < T; t++) a += (double)dy[(size_t)t * N + n] * x[(size_t)t * K + k];
+                    rdw[(size_t)n * K + k] = a;
+                }
+            }
+            fpt_linear_forward(y, x, w, b, T, K, N);
+            fpt_linear_backward(dx, dw, db, dy, x, w, T, K, N);
+            double e[4] = {rel_diff(y, ry, (size_t)T * N), rel_diff(dx, rdx, (size_t)T * K),
+                           rel_diff(dw, rdw, (size_t)N * K), rel_diff(db, rdb, N)};
+            for (int i = 0; i < 4; i++) {
+                CHECK_MSG(e[i] < 1e-5, "level %d T %d K %d N %d: output %d rel diff %.3g", lv, T, K, N, i, e[i]);
+                if (e[i] > worst) worst = e[i];
+            }
+            free(x); free(w); free(b); free(dy); free(y); free(dx); free(dw); free(db);
+            free(ry); free(rdx); free(rdw); free(rdb);
+        }
+    }
+    fp_kernel_force(-1);
+    printf("  linear fwd/bwd, 7 shapes x 3 levels: worst relative diff %.3g\n", worst);
+    return 0;
+}
+
+/* fpt_attention_forward / _backward at every level vs a double-precision reference, T not a multiple of the
+ * 64-row attention blocks, GQA 6/2 heads, head_dim 24. */
+static int test_attention_kernels(void) {
+    static const int Ts[] = {1, 23, 150};
+    const int NH = 6, NKV = 2, D = 24, group = NH / NKV;
+    uint64_t seed = 11;
+    double worst = 0;
+    for (int lv = FP_KERN_REF; lv <= FP_KERN_AVX512; lv++) {
+        fp_kernel_force(lv);
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            int T = Ts[ti];
+            size_t nq = (size_t)T * NH * D, nk = (size_t)T * NKV * D, na = (size_t)NH * T * T;
+            float *q = rand_buf(nq, &seed), *k = rand_buf(nk, &seed), *v = rand_buf(nk, &seed);
+            float *dy = rand_buf(nq, &seed), *dq = rand_buf(nq, &seed), *dk = rand_buf(nk, &seed);
+            float *dv = rand_buf(nk, &seed), *out = malloc(sizeof(float) * nq), *att = malloc(sizeof(float) * na);
+            float *scr = malloc(sizeof(float) * na);
+            for (size_t i = 0; i < nq; i++) q[i] *= 3.0f; /* peaked softmax rows */
+            double *rout = calloc(nq, sizeof(double)), *ratt = calloc(na, sizeof(double));
+            double *rdq = malloc(sizeof(double) * nq), *rdk = malloc(sizeof(double) * nk);
+            double *rdv = malloc(sizeof(double) * nk), *dp = malloc(sizeof(double) * T);
+            for (size_t i = 0; i < nq; i++) rdq[i] = dq[i];
+            for (size_t i = 0; i < nk; i++) { rdk[i] = dk[i]; rdv[i] = dv[i]; }
+            double sc = 1.0 / sqrt((double)D);
+            for (int h = 0; h < NH; h++) {
+                int g = h / group;
+                for (int t = 0; t < T; t++) {
+                    const float *qt = q + ((size_t)t * NH + h) * D;
+                    double *row = ratt + ((size_t)h * T + t) * T, mx = -INFINITY, sum = 0, dot = 0;
+                    for (int s = 0; s <= t; s++) {
+                        double a = 0;
+                        for (int d = 0; d < D; d++) a += (double)qt[d] * k[((size_t)s * NKV + g) * D + d];
+                        row[s] = a * sc;
+                        if (row[s] > mx) mx = row[s];
+                    }
+                    for (int s = 0; s <= t; s++) { row[s] = exp(row[s] - mx); sum += row[s]; }
+                    for (int s = 0; s <= t; s++) row[s] /= sum;
+                    const float *g_ = dy + ((size_t)t * NH + h) * D;
+                    for (int s = 0; s <= t; s++) {
+                        double a = 0;
+                        for (int d = 0; d < D; d++) {
+                            rout[((size_t)t * NH + h) * D + d] += row[s] * v[((size_t)s * NKV + g) * D + d];
+                            a += (double)g_[d] * v[((size_t)s * NKV + g) * D + d];
+                        }
+                        dp[s] = a;
+                        dot += a * row[s];
+                    }
+                    for (int s = 0; s <= t; s++) {
+                        double ds = row[s] * (dp[s] - dot) * sc;
+                        for (int d = 0; d < D; d++) {
+                            rdq[((size_t)t * NH + h) * D + d] += ds * k[((size_t)s * NKV + g) * D + d];
+                            rdk[((size_t)s * NKV + g) * D + d] += ds * qt[d];
+                            rdv[((size_t)s * NKV + g) * D + d] += row[s] * g_[d];
+                        }
+                    }
+                }
+            }
+            fpt_attention_forward(out, att, q, k, v, T, NH, NKV, D);
+            fpt_attention_backward(dq, dk, dv, scr, dy, att, q, k, v, T, NH, NKV, D);
+            double e[5] = {rel_diff(out, rout, nq), rel_diff(att, ratt, na), rel_diff(dq, rdq, nq),
+                           rel_diff(dk, rdk, nk), rel_diff(dv, rdv, nk)};
+            for (int i = 0; i < 5; i++) {
+                CHECK_MSG(e[i] < 1e-5, "level %d T %d: output %d rel diff %.3g", lv, T, i, e[i]);
+                if (e[i] > worst) worst = e[i];
+            }
+            free(q); free(k); free(v); free(dy); free(dq); free(dk); free(dv); free(out); free(att); free(scr);
+            free(rout); free(ratt); free(rdq); free(rdk); free(rdv); free(dp);
+        }
+    }
+    fp_kernel_force(-1);
+    printf("  attention fwd/bwd, T 1/23/150 x 3 levels: worst relative diff %.3g\n", worst);
+    return 0;
+}
+
+/* fpt_adamw_update (vectorised) gives exactly the bits of the scalar torch-order expression, tails included. */
+static int test_adamw_update_bits(void) {
+    uint64_t seed = 5;
+    const size_t n = 70001; /* over the parallel threshold, odd tail */
+    float *p = rand_buf(n, &seed), *g = rand_buf(n, &seed), *m = rand_buf(n, &seed), *v = rand_buf(n, &seed);
+    for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+    float *p2 = malloc(sizeof(float) * n), *m2 = malloc(sizeof(float) * n), *v2 = malloc(sizeof(float) * n);
+    memcpy(p2, p, sizeof(float) * n); memcpy(m2, m, sizeof(float) * n); memcpy(v2, v, sizeof(float) * n);
+    fpt_adamw_cfg c = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f};
+    fpt_adamw_update(p, g, m, v, n, 1e-3, 3, &c, 1);
+    double bc1 = 1.0 - pow(c.beta1, 3.0), bc2 = 1.0 - pow(c.beta2, 3.0);
+    float step_size = (float)(1e-3 / bc1), bc2s = (float)sqrt(bc2), wdf = (float)(1.0 - 1e-3 * c.weight_decay);
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        p2[i] *= wdf;
+        m2[i] = c.beta1 * m2[i] + (1.0f - c.beta1) * gi;
+        v2[i] = c.beta2 * v2[i] + (1.0f - c.beta2) * gi * gi;
+        p2[i] -= step_size * m2[i] / (sqrtf(v2[i]) / bc2s + c.eps);
+    }
+    CHECK(!memcmp(p, p2, sizeof(float) * n));
+    CHECK(!memcmp(m, m2, sizeof(float) * n));
+    CHECK(!memcmp(v, v2, sizeof(float) * n));
+    free(p); free(g); free(m); free(v); free(p2); free(m2); free(v2);
+    return 0;
+}
+
 int main(void) {
     RUN(test_grads_joint);
     RUN(test_grads_joint_long);
@@ -728,5 +907,8 @@ int main(void) {
     RUN(test_lora);
     RUN(test_tied_lm_head);
     RUN(test_bad_input);
+    RUN(test_linear_kernels);
+    RUN(test_attention_kernels);
+    RUN(test_adamw_update_bits);
     return th_finish();
 }
