@@ -1,0 +1,96 @@
+#!/bin/sh
+# Model prefill benchmark: fluxprm bench vs Debian's llama-bench and PyTorch (HF Qwen2Model, bf16) on the same
+# random-weight Qwen2.5-0.5B / 1.5B-shaped checkpoints, in one run, interleaved (round r runs every peer once),
+# then a table of medians and ratios fluxprm/peer (bench/model/report.py).  From the repository root:
+#   sh bench/model/run.sh                 full: 0.5b and 1.5b, T=512,2048, R=3 rounds
+#   QUICK=1 sh bench/model/run.sh         0.5b, T=512, R=1
+#   LONG=1 sh bench/model/run.sh          also fluxprm at T=8192,16384 on 0.5b (one run each)
+# Env: BUILD (default build-bench; models go to $BUILD/models, results to $BUILD/bench-model), THREADS (2),
+#      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF.
+# Without pyref (no torch, no llama-bench, no way to make the models) the benchmark is skipped, visibly.
+set -eu
+BUILD=${BUILD:-build-bench}
+PYREF=${PYREF:-/work/shared/tools/pyref}
+SHARED=${FLUXPRM_SHARED:-../shared}
+THREADS=${THREADS:-2}
+if [ "${QUICK:-0}" = 1 ]; then R=${R:-1}; SHAPES=${SHAPES:-0.5b}; TOKENS=${TOKENS:-512}
+else R=${R:-3}; SHAPES=${SHAPES:-"0.5b 1.5b"}; TOKENS=${TOKENS:-512,2048}; fi
+PEERS=${PEERS:-"llama torch"}
+if [ ! -x "$PYREF" ]; then
+  echo "bench/model: SKIPPED (no pyref at $PYREF: it makes the models and runs llama-bench and PyTorch)"
+  exit 0
+fi
+make -s BUILD="$BUILD" -j2 "$BUILD/fluxprm" >/dev/null
+FP=$BUILD/fluxprm
+M=$BUILD/models
+OUT=$BUILD/bench-model/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$M" "$OUT"
+RES=$OUT/results.jsonl
+echo "bench/model: results in $RES"
+# the models (random weights, seeded; tokenizer files only so that llama.cpp accepts the GGUF)
+for s in $SHAPES; do
+  d=$M/qwen2-$s
+  [ -f "$d/model.safetensors" ] || "$PYREF" run bench/model/make_models.py "$M" "$s"
+  if [ -f "$SHARED/data/tokenizer/qwen2/tokenizer.json" ]; then
+    cp "$SHARED/data/tokenizer/qwen2/tokenizer.json" "$SHARED/data/tokenizer/qwen2/tokenizer_config.json" "$d/"
+  fi
+  for ty in bf16 q8_0; do
+    [ -f "$d-$ty.gguf" ] || "$FP" convert --trunk-only --type "$ty" "$d" "$d-$ty.gguf"
+  done
+done
+note() { # machine state next to each measurement
+  printf '{"peer": "load", "round": %s, "what": "%s", "loadavg": "%s", "time": "%s"}\n' "$1" "$2" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%H:%M:%S)" >> "$RES"
+}
+tag() { # prefixes a JSON object line with run metadata
+  python3 -c 'import json,sys
+extra = json.loads(sys.argv[1])
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("{"):
+        d = json.loads(line); d.update(extra); print(json.dumps(d))' "$1"
+}
+fp_run() { # round shape mode file-suffix [fluxprm bench options...]
+  r=$1 s=$2 mode=$3 ty=$4; shift 4
+  note "$r" "fluxprm $s $ty $mode"
+  "$FP" bench "$@" --model "$M/qwen2-$s-$ty.gguf" --tokens "$TOKENS" --threads "$THREADS" --repeat 1 \
+      --warmup 1 --no-profile --json | tag "{\"peer\": \"fluxprm\", \"mode\": \"$mode\", \"shape\": \"$s\", \"type\": \"$ty\", \"round\": $r}" >> "$RES"
+}
+llama_run() { # round shape type
+  note "$1" "llama-bench $2 $3"
+  "$PYREF" exec llama-bench -m "$M/qwen2-$2-$3.gguf" -p "$TOKENS" -n 0 -t "$THREADS" -r 1 -o json 2>/dev/null |
+    python3 -c 'import json,sys
+for t in json.load(sys.stdin):
+    print(json.dumps({"T": t["n_prompt"], "tok_s": t["avg_ts"], "build": t.get("build_commit", "?"),
+                      "cpu": t.get("cpu_info", "?"), "backends": t.get("backends", "?")}))' |
+    tag "{\"peer\": \"llama\", \"mode\": \"llama.cpp (Debian)\", \"shape\": \"$2\", \"type\": \"$3\", \"round\": $1}" >> "$RES"
+}
+torch_run() { # round shape
+  note "$1" "torch $2"
+  "$PYREF" run bench/model/torch_prefill.py "$M/qwen2-$2" "$THREADS" 1 $(echo "$TOKENS" | tr , ' ') 2>/dev/null |
+    tag "{\"peer\": \"torch\", \"mode\": \"torch bf16\", \"shape\": \"$2\", \"type\": \"bf16\", \"round\": $1}" >> "$RES"
+}
+r=1
+while [ "$r" -le "$R" ]; do
+  for s in $SHAPES; do
+    echo "bench/model: round $r/$R, $s (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    fp_run "$r" "$s" fast bf16 --precision fast
+    case " $PEERS " in *" llama "*) llama_run "$r" "$s" bf16;; esac
+    fp_run "$r" "$s" exact bf16 --precision exact
+    case " $PEERS " in *" torch "*) torch_run "$r" "$s";; esac
+    fp_run "$r" "$s" fast q8_0 --precision fast
+    case " $PEERS " in *" llama "*) llama_run "$r" "$s" q8_0;; esac
+  done
+  r=$((r + 1))
+done
+# one profiled run (per-phase replay) of the first shape, bf16, default dispatch
+s1=$(echo $SHAPES | cut -d' ' -f1)
+note 0 "fluxprm profile $s1"
+"$FP" bench --precision fast --model "$M/qwen2-$s1-bf16.gguf" --tokens "$TOKENS" --threads "$THREADS" --repeat 1 | tee "$OUT/profile-$s1.txt"
+if [ "${LONG:-0}" = 1 ]; then
+  note 0 "fluxprm long 0.5b"
+  "$FP" bench --precision fast --model "$M/qwen2-0.5b-bf16.gguf" --tokens "${LONG_TOKENS:-8192,16384}" --threads "$THREADS" \
+    --repeat 1 --no-profile --json | tag '{"peer": "fluxprm-long", "mode": "fast", "shape": "0.5b", "type": "bf16", "round": 0}' >> "$RES"
+fi
+note 0 end
+python3 bench/model/report.py "$RES" "$M" | tee "$OUT/table.txt"
