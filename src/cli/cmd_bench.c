@@ -1,5 +1,5 @@
 /* fluxprm bench --model M --tokens 512,2048 [--threads N] [--repeat R] [--warmup W] [--seed S] [--no-profile]
- * [--json]: trunk prefill throughput (tok/s, GFLOP/s) on seeded random token ids, with a per-phase replay
+ * [--json]: trunk prefill throughput (tok/s, GFLOP/s) on seeded random token ids, with a per-phase profile
  * profile (src/model/profile.c).  See docs/performance.md "Model prefill". */
 #include "cli/cli.h"
 #include "base/base.h"
@@ -21,7 +21,7 @@ static void usage(FILE *f) {
           "ids and prints, per T: median / best tokens per second over R timed runs (after W warm-up runs),\n"
           "achieved GFLOP/s, tokens per CPU-second x threads (discounts preemption on a shared machine;\n"
           "OpenMP spin-waiting counts as CPU time), the GEMM kernel in use, and a per-phase breakdown from\n"
-          "a replay of the forward's operations (one extra run per T; --no-profile skips it).\n"
+          "one extra instrumented forward per T (--no-profile skips it).\n"
           "FLOPs: 2*T*(H*(q+2kv) + q*H + 3*H*I)"
           " per layer for the projections,\n"
           "plus 2*2*d*heads*T*(T+1)/2 per layer for causal attention.\n"
@@ -281,7 +281,7 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < nts; i++) {
             bench_row *r = &rows[i];
             if (!r->have_prof) continue;
-            printf("phases at T=%d (replay: %.3f s vs forward median %.3f s):\n", r->T, r->prof.total, r->med);
+            printf("phases at T=%d (profiled run: %.3f s vs forward median %.3f s):\n", r->T, r->prof.total, r->med);
             for (int p = 0; p < FP_PROFILE_NPHASES; p++) {
                 double s = r->prof.seconds[p];
                 printf("  %-13s %8.3f s %5.1f %%", fp_model_profile_phase_name(p), s,

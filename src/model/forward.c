@@ -25,23 +25,32 @@ static void matmul(const fp_model *m, float *out, const float *inp, const fp_ten
     fp_model_linear(m, out, inp, w, bias, T); /* w: [N, K] */
 }
 
+/* Profiling (fp_model_profile): when m->prof is set, each LAP adds the time since the previous lap to a phase. */
+#define LAP(phase) do { if (m->prof) { double lap_now = fp_now(); m->prof->seconds[phase] += lap_now - lap_t; lap_t = lap_now; } } while (0)
+
 /* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate/up: [chunk, I] scratch. */
 void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
                         int chunk) {
     int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     float eps = (float)m->cfg.rms_norm_eps;
+    double lap_t = m->prof ? fp_now() : 0;
     fp_rmsnorm_forward(xn, x, y->post_norm, eps, n, H);
+    LAP(FP_PROFILE_RMSNORM);
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int c = n - r0 < chunk ? n - r0 : chunk;
         const float *xin = xn + (size_t)r0 * H;
         matmul(m, gate, xin, y->gate_w, NULL, c); /* [c,I] */
         matmul(m, up, xin, y->up_w, NULL, c);     /* [c,I] */
+        LAP(FP_PROFILE_GATE_UP);
         fp_swiglu_forward(gate, gate, up, c, I);
+        LAP(FP_PROFILE_SWIGLU);
         /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
         float *d = H <= I ? up : (float *)xin;
         matmul(m, d, gate, y->down_w, NULL, c); /* [c,H] */
+        LAP(FP_PROFILE_DOWN);
         float *xr = x + (size_t)r0 * H;
         for (size_t i = 0; i < (size_t)c * H; i++) xr[i] += d[i];
+        LAP(FP_PROFILE_RESIDUAL);
     }
 }
 
@@ -115,6 +124,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
     int saved_threads = omp_get_max_threads();
     if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
 
+    double lap_t = m->prof ? fp_now() : 0;
     /* Embeddings: x[t] = embed[ids[t]] */
     size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
 #pragma omp parallel for schedule(static) if (T > 64)
@@ -127,6 +137,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         if (positions)
             for (int i = 0; i < npos; i++) b.qkst[i] = b.kst[positions[i]];
     }
+    LAP(FP_PROFILE_EMBED);
     fp_rope_tables(b.cos_t, b.sin_t, m->inv_freq, b.tokpos, T, d); /* positions restart in each packed sequence */
     if (positions)
         for (int i = 0; i < npos; i++) {
@@ -139,7 +150,9 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         int sub = positions && l == NL - 1; /* last layer: only the requested rows */
         int nq = sub ? npos : T;
         /* attention block */
+        LAP(FP_PROFILE_ROPE);
         fp_rmsnorm_forward(b.xn, b.x, y->in_norm, eps, T, H); /* [T,H] */
+        LAP(FP_PROFILE_RMSNORM);
         matmul(m, b.k, b.xn, y->k_w, y->k_b, T);                  /* [T,kvd] */
         matmul(m, b.v, b.xn, y->v_w, y->v_b, T);                  /* [T,kvd] */
         if (sub) {
@@ -149,19 +162,24 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         } else {
             matmul(m, b.q, b.xn, y->q_w, y->q_b, T); /* [T,qd] */
         }
+        LAP(FP_PROFILE_QKV);
         if (y->q_norm) {
             fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, nq * nh, d);
             fp_rmsnorm_forward(b.k, b.k, y->k_norm, eps, T * nkv, d);
+            LAP(FP_PROFILE_RMSNORM);
         }
         fp_rope_forward(b.q, sub ? b.qcos : b.cos_t, sub ? b.qsin : b.sin_t, nq, nh, d);
         fp_rope_forward(b.k, b.cos_t, b.sin_t, T, nkv, d);
+        LAP(FP_PROFILE_ROPE);
         /* xn is free once q, k, v exist: attention output -> xn, o_proj -> q (q is free after attention) */
         if (fp_attention_forward(b.xn, b.q, b.k, b.v, sub ? positions : NULL, sub ? b.qkst : b.kst, nq, T, nh, nkv,
                                  d)) { /* [nq,qd] */
             rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
             break;
         }
+        LAP(FP_PROFILE_ATTENTION);
         matmul(m, b.q, b.xn, y->o_w, NULL, nq); /* [nq,H] */
+        LAP(FP_PROFILE_OPROJ);
         float *x = b.x;
         if (sub) { /* residual rows of the requested positions */
             for (int i = 0; i < npos; i++)
@@ -169,13 +187,19 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
             x = b.xs;
         }
         for (size_t i = 0; i < (size_t)nq * H; i++) x[i] += b.q[i];
+        LAP(FP_PROFILE_RESIDUAL);
         /* MLP block */
         fp_model_mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);
+        if (m->prof) lap_t = fp_now(); /* the MLP block timed itself */
         if (sub) { /* final norm of the requested rows */
             fp_rmsnorm_forward(out, b.xs, m->final_norm, eps, npos, H);
+            LAP(FP_PROFILE_RMSNORM);
         }
     }
-    if (!rc && !positions) fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H);
+    if (!rc && !positions) {
+        fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H);
+        LAP(FP_PROFILE_RMSNORM);
+    }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
 done:
     free(b.x); free(b.xn); free(b.q); free(b.k); free(b.v); free(b.gate); free(b.up);

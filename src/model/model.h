@@ -24,6 +24,7 @@ struct fp_model {
     float *head_b1, *head_b2;
     float *inv_freq; /* [head_dim/2] */
     int nthreads;
+    struct fp_model_profile_result *prof; /* set only while fp_model_profile runs: forward.c adds phase times */
     int fast;  /* fp_model_set_precision: let GEMMs round activations to bf16/int8 (default 0: f32) */
     float **owned; /* f32 copies to free */
     size_t nowned;
@@ -57,17 +58,17 @@ struct fp_kv_cache {
 /* Makes room for `need` tokens (need <= max_tokens), keeping the first n rows. */
 int fp_kv_cache_reserve(fp_kv_cache *c, int need);
 
-/* Per-phase profile of the trunk prefill (profile.c, used by `fluxprm bench`): replays the operations of
- * fp_model_trunk_forward over ids[T] (all rows, no head) with the model's weights and kernels, timing each
- * phase (seconds summed over the layers).  A replay, not an instrumented forward.c. */
+/* Per-phase profile of the trunk prefill (profile.c, used by `fluxprm bench`): runs fp_model_trunk_forward over
+ * ids[T] (all rows, no head) with timing laps enabled in forward.c (seconds per phase summed over the layers;
+ * total = the wall time of that forward). */
 enum {
     FP_PROFILE_EMBED = 0, FP_PROFILE_RMSNORM, FP_PROFILE_QKV, FP_PROFILE_ROPE, FP_PROFILE_ATTENTION,
     FP_PROFILE_OPROJ, FP_PROFILE_GATE_UP, FP_PROFILE_SWIGLU, FP_PROFILE_DOWN, FP_PROFILE_RESIDUAL,
     FP_PROFILE_NPHASES
 };
-typedef struct {
+typedef struct fp_model_profile_result {
     double seconds[FP_PROFILE_NPHASES];
-    double total; /* wall time of the whole replay */
+    double total; /* wall time of the whole forward */
 } fp_model_profile_result;
 int fp_model_profile(fp_model *m, const int32_t *ids, int T, fp_model_profile_result *r);
 const char *fp_model_profile_phase_name(int phase);
