@@ -18,6 +18,11 @@ struct fp_prm {
     int steps; /* model reads per-step rewards */
 };
 
+static int tokenizer_open(const fp_prm_opts *opts, int vocab_size, int need_step, fp_tokenizer **tok_out,
+                          int32_t *step_id_out, char **system_out);
+static int encode_record(const fp_tokenizer *tok, int32_t step_id, const char *step_token, int max_tokens,
+                         const fp_record *rec, int32_t **ids_out, int *T_out, int **pos_out, int *npos_out);
+
 void fp_prm_opts_default(fp_prm_opts *o) {
     memset(o, 0, sizeof *o);
     o->step_token = "<extra_0>";
@@ -72,43 +77,7 @@ int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
                        opts->model_path, p->info.num_labels);
         goto fail;
     }
-    const char *tpath = opts->tokenizer_path ? opts->tokenizer_path : opts->model_path;
-    size_t tlen = strlen(tpath);
-    if (tlen > 5 && !strcmp(tpath + tlen - 5, ".gguf")) rc = fp_gguf_load_tokenizer(&p->tok, tpath); /* from its metadata */
-    else rc = fp_tokenizer_load(&p->tok, tpath);
-    if (rc) goto fail;
-    if ((size_t)p->info.vocab_size < fp_tokenizer_vocab_size(p->tok) && opts->step_token_id < 0) {
-        /* ids beyond the embedding table would read out of bounds: refuse rather than guess */
-        rc = fp_errorf(FP_EINVAL, "%s: tokenizer has %zu ids but the model's vocab_size is %d", tpath,
-                       fp_tokenizer_vocab_size(p->tok), p->info.vocab_size);
-        goto fail;
-    }
-    if (p->steps) {
-        p->step_id = fp_tokenizer_token_to_id(p->tok, opts->step_token);
-        if (opts->step_token_id >= 0 || p->step_id < 0) {
-            if (opts->step_token_id < 0) {
-                rc = fp_errorf(FP_EINVAL, "%s: the tokenizer has no step token \"%s\"; name its id with --step-token-id",
-                               tpath, opts->step_token);
-                goto fail;
-            }
-            if ((rc = fp_tokenizer_set_step_token(p->tok, opts->step_token, opts->step_token_id, &p->step_id))) goto fail;
-        }
-        if (p->step_id >= p->info.vocab_size) {
-            rc = fp_errorf(FP_EINVAL, "step token id %d is outside the model's vocabulary (%d)", p->step_id, p->info.vocab_size);
-            goto fail;
-        }
-    }
-    /* system prompt: the checkpoint template's default unless told otherwise */
-    if (opts->system_mode == FP_SYSTEM_TEXT) {
-        if (!(p->system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
-    } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
-        const char *dir = is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
-        if (dir) {
-            if ((rc = fp_model_default_system(dir, &p->system))) goto fail;
-        } else if ((rc = gguf_default_system(opts->tokenizer_path ? opts->tokenizer_path : opts->model_path, &p->system))) {
-            goto fail;
-        }
-    }
+    if ((rc = tokenizer_open(opts, p->info.vocab_size, p->steps, &p->tok, &p->step_id, &p->system))) goto fail;
     p->fmt.system = p->system;
     p->fmt.steps_from = opts->steps_from;
     *out = p;
@@ -138,43 +107,8 @@ void fp_prm_result_free(fp_prm_result *r) {
 }
 
 int fp_prm_encode(fp_prm *p, const fp_record *rec, int32_t **ids_out, int *T_out, int **pos_out, int *npos_out) {
-    *ids_out = NULL;
-    *pos_out = NULL;
-    *T_out = *npos_out = 0;
-    fp_buf text = {0};
-    int rc = p->steps ? fp_render_prm_chatml(rec, p->opts.step_token, &text) : fp_render_plain(rec, &text);
-    if (rc) return rc;
-    int32_t *ids;
-    size_t n;
-    rc = fp_tokenizer_encode(p->tok, text.data, text.len, &ids, &n);
-    fp_buf_free(&text);
-    if (rc) return rc;
-    if (n == 0) { free(ids); return fp_errorf(FP_EINVAL, "record encodes to no tokens"); }
-    if (p->opts.max_tokens > 0 && n > (size_t)p->opts.max_tokens) {
-        free(ids);
-        return fp_errorf(FP_ERANGE, "record is %zu tokens, longer than --max-tokens %d", n, p->opts.max_tokens);
-    }
-    int *pos = fp_malloc((rec->n_steps + 1) * sizeof *pos);
-    if (!pos) { free(ids); return FP_ENOMEM; }
-    int np = 0;
-    if (p->steps) {
-        for (size_t i = 0; i < n; i++) {
-            if (ids[i] != p->step_id) continue;
-            if ((size_t)np == rec->n_steps) { np++; break; }
-            pos[np++] = (int)i;
-        }
-        if ((size_t)np != rec->n_steps) {
-            free(ids);
-            free(pos);
-            return fp_errorf(FP_EINVAL, "record has %zu steps but its text holds %s step tokens \"%s\" (a step contains the step token?)",
-                             rec->n_steps, (size_t)np > rec->n_steps ? "more" : "fewer", p->opts.step_token);
-        }
-    }
-    *ids_out = ids;
-    *T_out = (int)n;
-    *pos_out = pos;
-    *npos_out = np;
-    return FP_OK;
+    return encode_record(p->tok, p->steps ? p->step_id : -1, p->opts.step_token, p->opts.max_tokens, rec, ids_out,
+                         T_out, pos_out, npos_out);
 }
 
 int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res) {
@@ -218,8 +152,9 @@ int fp_prm_score_record(fp_prm *p, const fp_record *rec, fp_prm_result *res) {
     return rc;
 }
 
-int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer **tok_out, int32_t *step_id_out,
-                          char **system_out) {
+/* Tokenizer, step token (only when need_step: per-step heads) and system prompt, for fp_prm_open and training. */
+static int tokenizer_open(const fp_prm_opts *opts, int vocab_size, int need_step, fp_tokenizer **tok_out,
+                          int32_t *step_id_out, char **system_out) {
     *tok_out = NULL;
     *step_id_out = -1;
     *system_out = NULL;
@@ -235,8 +170,8 @@ int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer 
                        fp_tokenizer_vocab_size(tok), vocab_size);
         goto fail;
     }
-    step_id = fp_tokenizer_token_to_id(tok, opts->step_token);
-    if (opts->step_token_id >= 0 || step_id < 0) {
+    if (need_step) step_id = fp_tokenizer_token_to_id(tok, opts->step_token);
+    if (need_step && (opts->step_token_id >= 0 || step_id < 0)) {
         if (opts->step_token_id < 0) {
             rc = fp_errorf(FP_EINVAL, "%s: the tokenizer has no step token \"%s\"; name its id with --step-token-id",
                            tpath, opts->step_token);
@@ -244,7 +179,7 @@ int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer 
         }
         if ((rc = fp_tokenizer_set_step_token(tok, opts->step_token, opts->step_token_id, &step_id))) goto fail;
     }
-    if (step_id >= vocab_size) {
+    if (need_step && step_id >= vocab_size) {
         rc = fp_errorf(FP_EINVAL, "step token id %d is outside the model's vocabulary (%d)", step_id, vocab_size);
         goto fail;
     }
@@ -268,13 +203,20 @@ fail:
     return rc;
 }
 
-int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *step_token, int max_tokens,
+int fp_prm_tokenizer_open(const fp_prm_opts *opts, int vocab_size, fp_tokenizer **tok_out, int32_t *step_id_out,
+                          char **system_out) {
+    return tokenizer_open(opts, vocab_size, 1, tok_out, step_id_out, system_out);
+}
+
+/* Renders rec (PRM ChatML with step_token after each step; with step_id < 0 plain question + completion for
+ * scalar heads), tokenizes it and finds the rec->n_steps step-token positions. */
+static int encode_record(const fp_tokenizer *tok, int32_t step_id, const char *step_token, int max_tokens,
                          const fp_record *rec, int32_t **ids_out, int *T_out, int **pos_out, int *npos_out) {
     *ids_out = NULL;
     *pos_out = NULL;
     *T_out = *npos_out = 0;
     fp_buf text = {0};
-    int rc = fp_render_prm_chatml(rec, step_token, &text);
+    int rc = step_id >= 0 ? fp_render_prm_chatml(rec, step_token, &text) : fp_render_plain(rec, &text);
     if (rc) return rc;
     int32_t *ids;
     size_t n;
@@ -289,12 +231,12 @@ int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *s
     int *pos = fp_malloc((rec->n_steps + 1) * sizeof *pos);
     if (!pos) { free(ids); return FP_ENOMEM; }
     int np = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; step_id >= 0 && i < n; i++) {
         if (ids[i] != step_id) continue;
         if ((size_t)np == rec->n_steps) { np++; break; }
         pos[np++] = (int)i;
     }
-    if ((size_t)np != rec->n_steps) {
+    if (step_id >= 0 && (size_t)np != rec->n_steps) {
         free(ids);
         free(pos);
         return fp_errorf(FP_EINVAL, "record has %zu steps but its text holds %s step tokens \"%s\" (a step contains the step token?)",
@@ -305,6 +247,12 @@ int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *s
     *pos_out = pos;
     *npos_out = np;
     return FP_OK;
+}
+
+int fp_prm_encode_tokens(const fp_tokenizer *tok, int32_t step_id, const char *step_token, int max_tokens,
+                         const fp_record *rec, int32_t **ids_out, int *T_out, int **pos_out, int *npos_out) {
+    if (step_id < 0) return fp_errorf(FP_EINVAL, "fp_prm_encode_tokens: no step token id");
+    return encode_record(tok, step_id, step_token, max_tokens, rec, ids_out, T_out, pos_out, npos_out);
 }
 
 /* ---- shared-prefix scoring (Best-of-N candidates) */
