@@ -95,18 +95,6 @@ static int verify_equal(void *ctx, const char *a, const char *b) {
     return fp_verify_equal(a, b);
 }
 
-static const char *kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "a list";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
 
 /* A JSON string or number as an answer string (malloc'd); NULL for null. */
 static int answer_string(const json_t *v, char **out) {
@@ -142,11 +130,11 @@ static int process(const fp_bestofn_opts *o, const json_t *rec, const char *wher
     memset(it, 0, sizeof *it);
     fp_answer_extract_fn extract = o->extract ? o->extract : verify_extract;
     fp_answer_equal_fn equal = o->equal ? o->equal : verify_equal;
-    if (!json_is_object(rec)) return fp_errorf(FP_EINVAL, "%s: record is %s, expected an object", where, kind(rec));
+    if (!json_is_object(rec)) return fp_errorf(FP_EINVAL, "%s: record is %s, expected an object", where, fp_json_kind(rec));
     const json_t *rs = json_object_get(rec, o->responses_field);
     if (!rs) return fp_errorf(FP_EINVAL, "%s: missing field '%s'", where, o->responses_field);
     if (!json_is_array(rs))
-        return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a list of responses", where, o->responses_field, kind(rs));
+        return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a list of responses", where, o->responses_field, fp_json_kind(rs));
     size_t n = json_array_size(rs);
     if (n == 0) return fp_errorf(FP_EINVAL, "%s: field '%s' is an empty list (no candidates)", where, o->responses_field);
     it->n = n;
@@ -158,14 +146,14 @@ static int process(const fp_bestofn_opts *o, const json_t *rec, const char *wher
     for (size_t i = 0; i < n; i++) {
         const json_t *r = json_array_get(rs, i);
         if (!json_is_string(r))
-            return fp_errorf(FP_EINVAL, "%s: field '%s'[%zu] is %s, expected a string", where, o->responses_field, i, kind(r));
+            return fp_errorf(FP_EINVAL, "%s: field '%s'[%zu] is %s, expected a string", where, o->responses_field, i, fp_json_kind(r));
         it->resp[i] = json_string_value(r);
     }
     const char *question = NULL;
     if (o->question_field) {
         const json_t *q = json_object_get(rec, o->question_field);
         if (!q) return fp_errorf(FP_EINVAL, "%s: missing field '%s'", where, o->question_field);
-        if (!json_is_string(q)) return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a string", where, o->question_field, kind(q));
+        if (!json_is_string(q)) return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a string", where, o->question_field, fp_json_kind(q));
         question = json_string_value(q);
     } else {
         static const char *auto_q[] = {"question", "problem", "prompt"};
@@ -184,14 +172,14 @@ static int process(const fp_bestofn_opts *o, const json_t *rec, const char *wher
     if (o->answers_field) {
         const json_t *as = json_object_get(rec, o->answers_field);
         if (!as) return fp_errorf(FP_EINVAL, "%s: missing field '%s'", where, o->answers_field);
-        if (!json_is_array(as)) return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a list of %zu answers", where, o->answers_field, kind(as), n);
+        if (!json_is_array(as)) return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a list of %zu answers", where, o->answers_field, fp_json_kind(as), n);
         if (json_array_size(as) != n)
             return fp_errorf(FP_EINVAL, "%s: field '%s' has %zu answers for %zu candidates", where, o->answers_field, json_array_size(as), n);
         for (size_t i = 0; i < n; i++) {
             rc = answer_string(json_array_get(as, i), &it->answers[i]);
             if (rc == FP_EINVAL)
                 return fp_errorf(FP_EINVAL, "%s: field '%s'[%zu] is %s, expected a string, number or null", where,
-                                 o->answers_field, i, kind(json_array_get(as, i)));
+                                 o->answers_field, i, fp_json_kind(json_array_get(as, i)));
             if (rc) return rc;
         }
     } else {
@@ -208,21 +196,21 @@ static int process(const fp_bestofn_opts *o, const json_t *rec, const char *wher
         if (!cs) return fp_errorf(FP_EINVAL, "%s: missing field '%s'", where, o->correct_field);
         if (!json_is_array(cs) || json_array_size(cs) != n)
             return fp_errorf(FP_EINVAL, "%s: field '%s' must be a list of %zu correctness labels (got %s of size %zu)",
-                             where, o->correct_field, n, kind(cs), json_array_size(cs));
+                             where, o->correct_field, n, fp_json_kind(cs), json_array_size(cs));
         if (!(it->correct = fp_calloc(n, sizeof *it->correct))) return FP_ENOMEM;
         for (size_t i = 0; i < n; i++) {
             const json_t *e = json_array_get(cs, i);
             if (json_is_boolean(e)) it->correct[i] = json_is_true(e);
             else if (json_is_integer(e) && (json_integer_value(e) == 0 || json_integer_value(e) == 1))
                 it->correct[i] = (int)json_integer_value(e);
-            else return fp_errorf(FP_EINVAL, "%s: field '%s'[%zu] is %s, expected true/false/0/1", where, o->correct_field, i, kind(e));
+            else return fp_errorf(FP_EINVAL, "%s: field '%s'[%zu] is %s, expected true/false/0/1", where, o->correct_field, i, fp_json_kind(e));
         }
     } else if (o->gold_field) {
         const json_t *g = json_object_get(rec, o->gold_field);
         if (g && !json_is_null(g)) {
             char *gs = NULL, *gans = NULL;
             rc = answer_string(g, &gs);
-            if (rc == FP_EINVAL) return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a string or number", where, o->gold_field, kind(g));
+            if (rc == FP_EINVAL) return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a string or number", where, o->gold_field, fp_json_kind(g));
             if (rc) return rc;
             rc = extract(o->answer_ctx, gs, &gans);
             if (rc) { free(gs); return fp_error_prefix("%s: field '%s': answer extraction: ", where, o->gold_field); }

@@ -306,10 +306,6 @@ struct fp_generator {
     size_t n_eos;
 };
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 int fp_generator_add_eos(fp_generator *g, int32_t id) {
     if (id < 0) return FP_OK;
@@ -373,8 +369,8 @@ int fp_generator_open(fp_generator **out, const fp_gen_opts *o) {
     size_t tlen = strlen(tpath);
     int tgguf = tlen > 5 && !strcmp(tpath + tlen - 5, ".gguf");
     if ((rc = tgguf ? fp_gguf_load_tokenizer(&g->tok, tpath) : fp_tokenizer_load(&g->tok, tpath))) goto fail;
-    const char *mdir = is_dir(o->model_path) ? o->model_path : NULL;
-    const char *tdir = is_dir(tpath) ? tpath : mdir;
+    const char *mdir = fp_is_dir(o->model_path) ? o->model_path : NULL;
+    const char *tdir = fp_is_dir(tpath) ? tpath : mdir;
     if (o->system_mode == FP_SYSTEM_TEXT) {
         if (!(g->system = fp_strdup(o->system ? o->system : ""))) { rc = FP_ENOMEM; goto fail; }
     } else if (o->system_mode == FP_SYSTEM_TEMPLATE && (tdir || mdir)) {

@@ -33,10 +33,6 @@ void fp_prm_opts_default(fp_prm_opts *o) {
     o->max_tokens = 32768;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 /* The default system prompt of a GGUF file's tokenizer.chat_template (none when it is not a GGUF or has none). */
 static int gguf_default_system(const char *path, char **out) {
@@ -186,7 +182,7 @@ static int tokenizer_open(const fp_prm_opts *opts, int vocab_size, int need_step
     if (opts->system_mode == FP_SYSTEM_TEXT) {
         if (!(system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
     } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
-        const char *dir = is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
+        const char *dir = fp_is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && fp_is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
         if (dir) {
             if ((rc = fp_model_default_system(dir, &system))) goto fail;
         } else if ((rc = gguf_default_system(tpath, &system))) {

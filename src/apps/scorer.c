@@ -1,4 +1,5 @@
 /* Score sources: score values → r̂, and the precomputed-field candidate scorer. */
+#include "base/json.h"
 #include "apps/scorer.h"
 #include <math.h>
 #include <stdlib.h>
@@ -11,18 +12,6 @@ static int finite_number(const json_t *v, double *out) {
     return 1;
 }
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "a list";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
 
 static int steps_score(const json_t *steps, fp_aggregate agg, double *out) {
     size_t n = json_array_size(steps);
@@ -34,7 +23,7 @@ static int steps_score(const json_t *steps, fp_aggregate agg, double *out) {
         if (!finite_number(e, &r[i])) {
             if (r != stackbuf) free(r);
             return fp_errorf(FP_EINVAL, "step reward %zu is %s, expected a finite number", i,
-                             json_is_number(e) ? "not finite" : json_kind(e));
+                             json_is_number(e) ? "not finite" : fp_json_kind(e));
         }
     }
     *out = fp_aggregate_steps(r, n, agg);
@@ -47,7 +36,7 @@ int fp_score_value(const json_t *v, fp_aggregate agg, double alpha, const json_t
     if (!v) return fp_errorf(FP_EINVAL, "missing");
     double f = NAN;
     if (final_v && !json_is_null(final_v) && !finite_number(final_v, &f))
-        return fp_errorf(FP_EINVAL, "final score is %s, expected a finite number", json_kind(final_v));
+        return fp_errorf(FP_EINVAL, "final score is %s, expected a finite number", fp_json_kind(final_v));
     if (json_is_number(v)) {
         if (!finite_number(v, out)) return fp_errorf(FP_EINVAL, "score is not finite");
         if (!isnan(f)) return fp_errorf(FP_EINVAL, "a final score was given for a plain-number score (r̂ already)");
@@ -62,17 +51,17 @@ int fp_score_value(const json_t *v, fp_aggregate agg, double alpha, const json_t
         const json_t *fin = json_object_get(v, "final");
         if (!fin) fin = json_object_get(v, "final_reward");
         if (!steps) return fp_errorf(FP_EINVAL, "object has no \"steps\" list");
-        if (!json_is_array(steps)) return fp_errorf(FP_EINVAL, "\"steps\" is %s, expected a list", json_kind(steps));
+        if (!json_is_array(steps)) return fp_errorf(FP_EINVAL, "\"steps\" is %s, expected a list", fp_json_kind(steps));
         int rc = steps_score(steps, agg, out);
         if (rc) return rc;
         if (fin && !json_is_null(fin)) {
             if (!isnan(f)) return fp_errorf(FP_EINVAL, "final score given twice (in the object and in a final field)");
             if (!finite_number(fin, &f))
-                return fp_errorf(FP_EINVAL, "\"final\" is %s, expected a finite number", json_kind(fin));
+                return fp_errorf(FP_EINVAL, "\"final\" is %s, expected a finite number", fp_json_kind(fin));
         }
     } else {
         return fp_errorf(FP_EINVAL, "is %s, expected a number, a list of step rewards or {\"steps\", \"final\"}",
-                         json_kind(v));
+                         fp_json_kind(v));
     }
     if (!isnan(f)) *out += alpha * f;
     if (!isfinite(*out)) return fp_errorf(FP_EINVAL, "score is not finite");
@@ -89,7 +78,7 @@ int fp_field_scorer_score(void *ctx, const fp_candidates *c, double *scores_out)
         if (!fin) return fp_errorf(FP_EINVAL, "%s: missing field '%s'", c->where, fs->final_field);
         if (!json_is_array(fin))
             return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a list of %zu final scores", c->where,
-                             fs->final_field, json_kind(fin), c->n);
+                             fs->final_field, fp_json_kind(fin), c->n);
         if (json_array_size(fin) != c->n)
             return fp_errorf(FP_EINVAL, "%s: field '%s' has %zu final scores for %zu candidates", c->where,
                              fs->final_field, json_array_size(fin), c->n);
@@ -105,7 +94,7 @@ int fp_field_scorer_score(void *ctx, const fp_candidates *c, double *scores_out)
             return FP_OK;
         }
         return fp_errorf(FP_EINVAL, "%s: field '%s' is %s, expected a list of %zu candidate scores", c->where,
-                         fs->field, json_kind(v), c->n);
+                         fs->field, fp_json_kind(v), c->n);
     }
     if (json_array_size(v) != c->n)
         return fp_errorf(FP_EINVAL, "%s: field '%s' has %zu scores for %zu candidates", c->where, fs->field,
@@ -125,7 +114,7 @@ fp_candidate_scorer fp_field_scorer_make(fp_field_scorer *fs) {
 
 int fp_record_score(const json_t *record, const char *field, const char *final_field, fp_aggregate agg,
                     double alpha, const char *where, double *out) {
-    if (!json_is_object(record)) return fp_errorf(FP_EINVAL, "%s: record is %s, expected an object", where, json_kind(record));
+    if (!json_is_object(record)) return fp_errorf(FP_EINVAL, "%s: record is %s, expected an object", where, fp_json_kind(record));
     const json_t *v = json_object_get(record, field);
     if (!v) return fp_errorf(FP_EINVAL, "%s: missing field '%s'", where, field);
     const json_t *fin = NULL;

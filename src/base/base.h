@@ -22,6 +22,10 @@ char *fp_strndup(const char *s, size_t n);
 /* Whole-file read (NUL-terminated; *len excludes the NUL). */
 int fp_read_file(const char *path, char **data, size_t *len);
 
+/* Whether path names an existing directory / regular file (symlinks followed). */
+int fp_is_dir(const char *path);
+int fp_is_file(const char *path);
+
 /* Read-only memory map of a file. */
 typedef struct {
     void *data;

@@ -9,6 +9,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int fp_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int fp_is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int fp_read_file(const char *path, char **data, size_t *len) {
     *data = NULL;
     *len = 0;

@@ -52,3 +52,16 @@ int fp_json_write_extended(FILE *f, const char *line, size_t len, const json_t *
     free(extra);
     return bad ? fp_errorf(FP_EIO, "write failed") : FP_OK;
 }
+
+const char *fp_json_kind(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}

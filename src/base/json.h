@@ -15,6 +15,8 @@ int fp_json_write_line(FILE *f, const json_t *obj);
  * record already has a member named like one of `added`, the merged object is re-serialised instead
  * (added values win).  `record` must be the parsed form of `line`. */
 int fp_json_write_extended(FILE *f, const char *line, size_t len, const json_t *record, const json_t *added);
+/* "an object", "a list", "a string", "a number", "a boolean" or "null": for error messages. */
+const char *fp_json_kind(const json_t *v);
 /* Loads a whole JSON file; errors name the file, line and column. */
 int fp_json_load_file(json_t **out, const char *path);
 #endif

@@ -173,14 +173,6 @@ static int st_parse_file(fp_weights *w, const char *path, json_t *index_map, con
     return rc;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 static int st_open_index(fp_weights *w, const char *dir, const char *index_path) {
     char *text;
@@ -231,13 +223,13 @@ int fp_weights_open_safetensors(fp_weights **out, const char *path) {
     fp_weights *w = fp_weights_new();
     if (!w) return FP_ENOMEM;
     int rc;
-    if (is_dir(path)) {
+    if (fp_is_dir(path)) {
         char p[4096];
         snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
-        if (is_file(p)) rc = st_open_index(w, path, p);
+        if (fp_is_file(p)) rc = st_open_index(w, path, p);
         else {
             snprintf(p, sizeof p, "%s/model.safetensors", path);
-            if (is_file(p)) rc = st_parse_file(w, p, NULL, NULL);
+            if (fp_is_file(p)) rc = st_parse_file(w, p, NULL, NULL);
             else rc = fp_errorf(FP_EIO, "%s: no model.safetensors or model.safetensors.index.json", path);
         }
     } else {

@@ -231,14 +231,6 @@ int fpt_dataset_load(fpt_dataset *d, const char *path, int loss, const fp_tokeni
 
 /* ================================================================ files */
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 static int mkdir_p(const char *dir) {
     char tmp[PATH_MAX];
@@ -583,16 +575,16 @@ static int copy_side_files(trainer *t) {
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files; i++) {
         const char *name = tokenizer_files[i];
         int found = 0;
-        if (tp && is_dir(tp)) {
+        if (tp && fp_is_dir(tp)) {
             snprintf(src, sizeof src, "%s/%s", tp, name);
-            found = is_file(src);
+            found = fp_is_file(src);
         } else if (tp && !strcmp(name, "tokenizer.json")) {
             snprintf(src, sizeof src, "%s", tp);
-            found = is_file(src);
+            found = fp_is_file(src);
         }
         if (!found) {
             snprintf(src, sizeof src, "%s/%s", o->prm.model_path, name);
-            found = is_file(src);
+            found = fp_is_file(src);
         }
         if (!found) continue;
         if ((rc = out_path(t, dst, sizeof dst, name, NULL)) || (rc = copy_file_atomic(src, dst))) return rc;
@@ -718,9 +710,9 @@ static int load_state(trainer *t, long *step) {
         (rc = out_path(t, tmp, sizeof tmp, STATE_TMP, NULL)))
         return rc;
     remove_flat_dir(tmp); /* an unfinished save */
-    if (!is_dir(dir) && is_dir(old) && rename(old, dir))
+    if (!fp_is_dir(dir) && fp_is_dir(old) && rename(old, dir))
         return fp_errorf(FP_EIO, "%s: cannot restore: %s", old, strerror(errno));
-    if (!is_dir(dir)) return FP_OK;
+    if (!fp_is_dir(dir)) return FP_OK;
     json_t *j;
     if ((rc = out_path(t, p, sizeof p, STATE_DIR, "state.json")) || (rc = fp_json_load_file(&j, p))) return rc;
     const fpt_train_opts *o = &t->opts;
@@ -913,7 +905,7 @@ int fpt_train(const fpt_train_opts *opts, fpt_train_result *res) {
     t.last_saved = -1;
     t.order_epoch = -1;
     const fpt_train_opts *o = &t.opts;
-    if (!is_dir(o->prm.model_path)) return fp_errorf(FP_EINVAL, "%s: not a model directory", o->prm.model_path);
+    if (!fp_is_dir(o->prm.model_path)) return fp_errorf(FP_EINVAL, "%s: not a model directory", o->prm.model_path);
     /* the output directory: created, never the input model's */
     if ((rc = mkdir_p(o->out_dir))) return rc;
     char ra[PATH_MAX], rb[PATH_MAX];
@@ -973,7 +965,7 @@ int fpt_train(const fpt_train_opts *opts, fpt_train_result *res) {
             t.last_saved = s;
             event(&t, FPT_EVENT_RESUMED, s, o->out_dir);
         }
-    } else if (is_dir(sd)) {
+    } else if (fp_is_dir(sd)) {
         rc = fp_errorf(FP_ESTATE, "%s already holds a training state: continue it with --resume, or choose another --out", o->out_dir);
         goto done;
     }
