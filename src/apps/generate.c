@@ -1,6 +1,6 @@
 /* Generation on the KV-cache forward: prefill, then decode with greedy or seeded sampling (see generate.h). */
 #include "apps/generate.h"
-#include "model/gguf.h"
+#include "apps/checkpoint.h"
 #include "model/model.h"
 #include <jansson.h>
 #include <math.h>
@@ -366,26 +366,13 @@ int fp_generator_open(fp_generator **out, const fp_gen_opts *o) {
         goto fail;
     }
     const char *tpath = o->tokenizer_path ? o->tokenizer_path : o->model_path;
-    size_t tlen = strlen(tpath);
-    int tgguf = tlen > 5 && !strcmp(tpath + tlen - 5, ".gguf");
-    if ((rc = tgguf ? fp_gguf_load_tokenizer(&g->tok, tpath) : fp_tokenizer_load(&g->tok, tpath))) goto fail;
+    if ((rc = fp_checkpoint_tokenizer(&g->tok, tpath))) goto fail;
     const char *mdir = fp_is_dir(o->model_path) ? o->model_path : NULL;
     const char *tdir = fp_is_dir(tpath) ? tpath : mdir;
     if (o->system_mode == FP_SYSTEM_TEXT) {
         if (!(g->system = fp_strdup(o->system ? o->system : ""))) { rc = FP_ENOMEM; goto fail; }
-    } else if (o->system_mode == FP_SYSTEM_TEMPLATE && (tdir || mdir)) {
-        if ((rc = fp_model_default_system(tdir ? tdir : mdir, &g->system))) goto fail;
-    } else if (o->system_mode == FP_SYSTEM_TEMPLATE && tgguf) { /* the GGUF's tokenizer.chat_template */
-        fp_gguf *gg;
-        if ((rc = fp_gguf_open(&gg, tpath))) goto fail;
-        fp_gguf_str tpl;
-        if (fp_gguf_get_string(gg, "tokenizer.chat_template", &tpl) == FP_OK) {
-            char *t = fp_strndup(tpl.s, tpl.len);
-            rc = t ? fp_template_default_system(t, &g->system) : FP_ENOMEM;
-            free(t);
-        }
-        fp_gguf_close(gg);
-        if (rc) goto fail;
+    } else if (o->system_mode == FP_SYSTEM_TEMPLATE) { /* the tokenizer's directory, the model's, or the GGUF */
+        if ((rc = fp_checkpoint_default_system(tdir ? tdir : tpath, &g->system))) goto fail;
     }
     if ((rc = load_eos(g, mdir, tdir))) goto fail;
     *out = g;

@@ -1,6 +1,6 @@
 /* PRM scoring: formatting, tokenisation, one forward pass, read-outs and aggregation. */
 #include "apps/prm.h"
-#include "model/gguf.h"
+#include "apps/checkpoint.h"
 #include "model/model.h" /* fp_model_apply_head, for the shared-prefix path */
 #include <math.h>
 #include <stdlib.h>
@@ -33,24 +33,6 @@ void fp_prm_opts_default(fp_prm_opts *o) {
     o->max_tokens = 32768;
 }
 
-
-/* The default system prompt of a GGUF file's tokenizer.chat_template (none when it is not a GGUF or has none). */
-static int gguf_default_system(const char *path, char **out) {
-    *out = NULL;
-    size_t n = strlen(path);
-    if (n < 5 || strcmp(path + n - 5, ".gguf")) return FP_OK;
-    fp_gguf *g;
-    int rc = fp_gguf_open(&g, path);
-    if (rc) return rc;
-    fp_gguf_str tpl;
-    if (fp_gguf_get_string(g, "tokenizer.chat_template", &tpl) == FP_OK) {
-        char *t = fp_strndup(tpl.s, tpl.len);
-        rc = t ? fp_template_default_system(t, out) : FP_ENOMEM;
-        free(t);
-    }
-    fp_gguf_close(g);
-    return rc;
-}
 
 int fp_prm_open(fp_prm **out, const fp_prm_opts *opts) {
     *out = NULL;
@@ -156,8 +138,7 @@ static int tokenizer_open(const fp_prm_opts *opts, int vocab_size, int need_step
     *system_out = NULL;
     const char *tpath = opts->tokenizer_path ? opts->tokenizer_path : opts->model_path;
     fp_tokenizer *tok;
-    size_t tlen = strlen(tpath);
-    int rc = tlen > 5 && !strcmp(tpath + tlen - 5, ".gguf") ? fp_gguf_load_tokenizer(&tok, tpath) : fp_tokenizer_load(&tok, tpath);
+    int rc = fp_checkpoint_tokenizer(&tok, tpath);
     if (rc) return rc;
     int32_t step_id = -1;
     char *system = NULL;
@@ -181,13 +162,8 @@ static int tokenizer_open(const fp_prm_opts *opts, int vocab_size, int need_step
     }
     if (opts->system_mode == FP_SYSTEM_TEXT) {
         if (!(system = fp_strdup(opts->system ? opts->system : ""))) { rc = FP_ENOMEM; goto fail; }
-    } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) {
-        const char *dir = fp_is_dir(opts->model_path) ? opts->model_path : (opts->tokenizer_path && fp_is_dir(opts->tokenizer_path) ? opts->tokenizer_path : NULL);
-        if (dir) {
-            if ((rc = fp_model_default_system(dir, &system))) goto fail;
-        } else if ((rc = gguf_default_system(tpath, &system))) {
-            goto fail;
-        }
+    } else if (opts->system_mode == FP_SYSTEM_TEMPLATE) { /* the model directory's template, else the tokenizer's */
+        if ((rc = fp_checkpoint_default_system(fp_is_dir(opts->model_path) ? opts->model_path : tpath, &system))) goto fail;
     }
     *tok_out = tok;
     *step_id_out = step_id;
