@@ -124,6 +124,15 @@ static int next_line(FILE *f, const char *path, char **buf, size_t *cap, long *l
     }
 }
 
+int fp_select_check_unchanged(FILE *f, const char *path, const fp_select_stats *st) {
+    uint64_t size;
+    int64_t mtime;
+    int rc = fp_select_file_id(f, path, &size, &mtime);
+    if (!rc && (size != st->in_size || mtime != st->in_mtime_ns))
+        rc = fp_errorf(FP_ESTATE, "%s: the file changed while it was being read", path);
+    return rc;
+}
+
 int fp_select_file_id(FILE *f, const char *path, uint64_t *size, int64_t *mtime_ns) {
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) return fp_errorf(FP_EIO, "%s: cannot stat: %s", path, strerror(errno));
@@ -331,13 +340,7 @@ int fp_select_run(const fp_select_opts *o, const char *in_path, FILE *out, fp_se
         st->min = part.min;
         st->max = part.max;
     }
-    if (!rc) {
-        uint64_t size2;
-        int64_t mt2;
-        rc = fp_select_file_id(f, in_path, &size2, &mt2);
-        if (!rc && (size2 != st->in_size || mt2 != st->in_mtime_ns))
-            rc = fp_errorf(FP_ESTATE, "%s: the file changed while it was being read", in_path);
-    }
+    if (!rc) rc = fp_select_check_unchanged(f, in_path, st);
     if (!rc) {
         if (st->n_scored) st->mean = part.sum / (double)st->n_scored;
         fp_topk_item worst;

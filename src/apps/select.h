@@ -100,6 +100,8 @@ typedef struct {
     double min, max; /* NAN when nothing was scored; on equal values the first one is kept */
 } fp_select_part;
 int fp_select_file_id(FILE *f, const char *path, uint64_t *size, int64_t *mtime_ns);
+/* FP_ESTATE when the file's size or mtime differ from the ones recorded in st (it changed while being read). */
+int fp_select_check_unchanged(FILE *f, const char *path, const fp_select_stats *st);
 /* Lines (blank ones included) and records (non-blank lines) in a range; leaves f at start. */
 int fp_select_count_range(FILE *f, const char *path, off_t start, off_t end, long *n_lines, long *n_records);
 /* --top-frac: K = ceil(frac · n_records), at least 1. */

@@ -179,13 +179,7 @@ int fp_select_run_mpi(const fp_select_opts *o, const char *in_path, FILE *out, f
     memset(&mine, 0, sizeof mine);
     rc = fp_select_scan_range(o, f, in_path, start, end, first_index, first_line, &heap, spill, &mine.part);
     mine.peak = heap.peak;
-    if (!rc) {
-        uint64_t size2;
-        int64_t mt2;
-        rc = fp_select_file_id(f, in_path, &size2, &mt2);
-        if (!rc && (size2 != st->in_size || mt2 != st->in_mtime_ns))
-            rc = fp_errorf(FP_ESTATE, "%s: the file changed while it was being read", in_path);
-    }
+    if (!rc) rc = fp_select_check_unchanged(f, in_path, st);
     AGREE();
     MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, pi, (int)sizeof mine, MPI_BYTE, MPI_COMM_WORLD);
     for (int r = 0; r < P; r++) { /* in rank order = record order: the sequential rules */

@@ -6,6 +6,7 @@
 #include "apps/serve.h"
 #include "base/json.h"
 #include "harness.h"
+#include "serve_proc.h"
 #include "tiny_models.h"
 #include <curl/curl.h>
 #include <errno.h>
@@ -593,26 +594,10 @@ static int test_cli(void) {
     if (s) return s;
     char errf[1024], cmd[2048];
     snprintf(errf, sizeof errf, "%s/serve.err", th_tmpdir());
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *e = freopen(errf, "w", stderr);
-        (void)e;
-        execl(th_bin(), th_bin(), "serve", "--model", prm_dir, "--step-token-id", "151651", "--port", "0", "--timeout", "2",
-              "--max-body", "4096", (char *)NULL);
-        _exit(127);
-    }
-    int cli_port = 0;
-    for (double t0 = fp_now(); !cli_port && fp_now() - t0 < 20; usleep(50000)) {
-        char *txt;
-        size_t len;
-        if (fp_read_file(errf, &txt, &len) == FP_OK) {
-            const char *p = strstr(txt, "listening on http://127.0.0.1:");
-            if (p) cli_port = atoi(p + strlen("listening on http://127.0.0.1:"));
-            free(txt);
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) { pid = -1; break; }
-    }
+    char *argv[] = {(char *)th_bin(), "serve", "--model", (char *)prm_dir, "--step-token-id", "151651", "--port", "0",
+                    "--timeout", "2", "--max-body", "4096", NULL};
+    int cli_port;
+    pid_t pid = serve_spawn(errf, argv, &cli_port);
     CHECK_MSG(cli_port > 0, "no 'listening on' line");
     if (cli_port > 0) {
         int saved = port;
@@ -632,13 +617,7 @@ static int test_cli(void) {
         json_decref(r);
         port = saved;
     }
-    if (pid > 0) {
-        kill(pid, SIGTERM);
-        int st = -1, got = 0;
-        for (double t0 = fp_now(); !got && fp_now() - t0 < 15; usleep(20000)) got = waitpid(pid, &st, WNOHANG) == pid;
-        if (!got) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
-        CHECK_MSG(got && WIFEXITED(st) && WEXITSTATUS(st) == 0, "serve did not exit 0 on SIGTERM");
-    }
+    if (pid > 0) CHECK_MSG(serve_stop(pid), "serve did not exit 0 on SIGTERM");
     snprintf(cmd, sizeof cmd, "%s serve --port 0 2>/dev/null", th_bin());
     int rc = system(cmd);
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);

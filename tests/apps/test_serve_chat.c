@@ -9,6 +9,7 @@
 #include "apps/serve.h"
 #include "base/json.h"
 #include "harness.h"
+#include "serve_proc.h"
 #include "json_files.h"
 #include "tiny_models.h"
 #include <curl/curl.h>
@@ -537,26 +538,10 @@ static int test_cli(void) {
     if (s) return s;
     char errf[1024], cmd[2048];
     snprintf(errf, sizeof errf, "%s/serve_chat.err", th_tmpdir());
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *e = freopen(errf, "w", stderr);
-        (void)e;
-        execl(th_bin(), th_bin(), "serve", "--policy-model", lm_dir, "--policy-name", "pol", "--port", "0", "--threads", "1",
-              "--max-new-tokens", "8", "--gen-batch", "4", (char *)NULL);
-        _exit(127);
-    }
-    int cli_port = 0;
-    for (double t0 = fp_now(); !cli_port && fp_now() - t0 < 20; usleep(50000)) {
-        char *txt;
-        size_t len;
-        if (fp_read_file(errf, &txt, &len) == FP_OK) {
-            const char *p = strstr(txt, "listening on http://127.0.0.1:");
-            if (p) cli_port = atoi(p + strlen("listening on http://127.0.0.1:"));
-            free(txt);
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) { pid = -1; break; }
-    }
+    char *argv[] = {(char *)th_bin(), "serve", "--policy-model", (char *)lm_dir, "--policy-name", "pol", "--port", "0",
+                    "--threads", "1", "--max-new-tokens", "8", "--gen-batch", "4", NULL};
+    int cli_port;
+    pid_t pid = serve_spawn(errf, argv, &cli_port);
     CHECK_MSG(cli_port > 0, "no 'listening on' line");
     if (cli_port > 0) {
         int saved = port;
@@ -582,13 +567,7 @@ static int test_cli(void) {
         json_decref(r);
         port = saved;
     }
-    if (pid > 0) {
-        kill(pid, SIGTERM);
-        int st = -1, got = 0;
-        for (double t0 = fp_now(); !got && fp_now() - t0 < 15; usleep(20000)) got = waitpid(pid, &st, WNOHANG) == pid;
-        if (!got) { kill(pid, SIGKILL); waitpid(pid, &st, 0); }
-        CHECK_MSG(got && WIFEXITED(st) && WEXITSTATUS(st) == 0, "serve did not exit 0 on SIGTERM");
-    }
+    if (pid > 0) CHECK_MSG(serve_stop(pid), "serve did not exit 0 on SIGTERM");
     const char *usage[] = {"--port 0", "--policy-name x --model-name y --port 0", "--policy-model %s --model-name y",
                            "--policy-model %s --max-new-tokens 0", "--policy-model %s --gen-batch 0",
                            "--model %s --policy-tokenizer t"};
