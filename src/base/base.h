@@ -26,10 +26,13 @@ int fp_read_file(const char *path, char **data, size_t *len);
 int fp_is_dir(const char *path);
 int fp_is_file(const char *path);
 
-/* Read-only memory map of a file. */
+/* Read-only memory map of a file.  fd stays open while mapped (valid when data != NULL): readers that touch
+ * a few scattered rows (the embedding gather) pread them instead, so that the kernel's fault-around does not
+ * map 64 KiB of neighbours per row into the process. */
 typedef struct {
     void *data;
     size_t size;
+    int fd;
 } fp_mmap;
 int fp_mmap_open(fp_mmap *m, const char *path);
 void fp_mmap_close(fp_mmap *m);

@@ -42,6 +42,7 @@ int fp_read_file(const char *path, char **data, size_t *len) {
 int fp_mmap_open(fp_mmap *m, const char *path) {
     m->data = NULL;
     m->size = 0;
+    m->fd = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fp_errorf(FP_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -50,14 +51,22 @@ int fp_mmap_open(fp_mmap *m, const char *path) {
     m->size = (size_t)st.st_size;
     if (m->size == 0) { close(fd); return FP_OK; }
     void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED) { m->size = 0; return fp_errorf(FP_EIO, "%s: mmap failed: %s", path, strerror(errno)); }
+    if (p == MAP_FAILED) {
+        close(fd);
+        m->size = 0;
+        return fp_errorf(FP_EIO, "%s: mmap failed: %s", path, strerror(errno));
+    }
     m->data = p;
+    m->fd = fd;
     return FP_OK;
 }
 
 void fp_mmap_close(fp_mmap *m) {
-    if (m->data) munmap(m->data, m->size);
+    if (m->data) {
+        munmap(m->data, m->size);
+        if (m->fd >= 0) close(m->fd);
+    }
+    m->fd = -1;
     m->data = NULL;
     m->size = 0;
 }

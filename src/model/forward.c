@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MLP_CHUNK_FLOATS (16u << 20) /* gate+up chunk budget: 64 MB */
 
 typedef struct {
     float *x, *xn, *q, *k, *v, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs;
@@ -88,9 +87,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
               d = c->head_dim, half = d / 2, NL = c->num_layers;
     const int qd = nh * d, kvd = nkv * d;
     const float eps = (float)c->rms_norm_eps;
-    int chunk = (int)(MLP_CHUNK_FLOATS / 2 / (unsigned)I);
-    if (chunk < 16) chunk = 16;
-    if (chunk > T) chunk = T;
+    int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
     const int gate_cols = I > H ? I : H;
 
     fwd_bufs b = {0};
@@ -126,10 +123,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
 
     double lap_t = m->prof ? fp_now() : 0;
     /* Embeddings: x[t] = embed[ids[t]] */
-    size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
-#pragma omp parallel for schedule(static) if (T > 64)
-    for (int t = 0; t < T; t++)
-        fp_row_to_f32(b.x + (size_t)t * H, (const char *)m->embed->data + (size_t)ids[t] * erow, m->embed->dtype, H);
+    fp_model_embed_rows(m, ids, T, b.x);
 
     if (seg_off) {
         for (int s = 0; s < nseg; s++)

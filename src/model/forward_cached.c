@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MLP_CHUNK_FLOATS (16u << 20) /* gate+up chunk budget, as forward.c */
 #define CACHED_CHUNK 2048            /* longer appends run in chunks of this many tokens */
 
 static void matmul(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
@@ -28,9 +27,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     const float eps = (float)cf->rms_norm_eps;
     int rc = fp_kv_cache_reserve(c, p0 + T);
     if (rc) return rc;
-    int chunk = (int)(MLP_CHUNK_FLOATS / 2 / (unsigned)I);
-    if (chunk < 16) chunk = 16;
-    if (chunk > T) chunk = T;
+    int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
     const int gate_cols = I > H ? I : H, nr = nrows > 0 ? nrows : 1;
     size_t tT = (size_t)T;
     float *x = fp_malloc(sizeof(float) * tT * H), *xn = fp_malloc(sizeof(float) * tT * wide),
@@ -46,11 +43,8 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     int saved_threads = omp_get_max_threads();
     if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
 
-    size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
-    for (int t = 0; t < T; t++) {
-        fp_row_to_f32(x + (size_t)t * H, (const char *)m->embed->data + (size_t)ids[t] * erow, m->embed->dtype, H);
-        pos[t] = p0 + t;
-    }
+    fp_model_embed_rows(m, ids, T, x);
+    for (int t = 0; t < T; t++) pos[t] = p0 + t;
     fp_rope_tables(cos_t, sin_t, m->inv_freq, pos, T, d);
     for (int i = 0; i < nrows; i++) {
         rpos[i] = p0 + rows[i];
@@ -182,11 +176,8 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
     }
     int saved_threads = omp_get_max_threads();
     if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
-    size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
-    for (int s = 0; s < nseq; s++) {
-        fp_row_to_f32(x + (size_t)s * H, (const char *)m->embed->data + (size_t)ids[s] * erow, m->embed->dtype, H);
-        pos[s] = caches[s]->n;
-    }
+    fp_model_embed_rows(m, ids, nseq, x);
+    for (int s = 0; s < nseq; s++) pos[s] = caches[s]->n;
     fp_rope_tables(cos_t, sin_t, m->inv_freq, pos, nseq, d);
     for (int l = 0; l < NL && !rc; l++) {
         const fp_layer *y = &m->layers[l];

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 const char *fp_head_name(int head) {
@@ -291,6 +292,41 @@ void fp_model_get_info(const fp_model *m, fp_model_info *info) {
     info->bos_token_id = c->bos_token_id;
     info->eos_token_id = c->eos_token_id;
     info->pad_token_id = c->pad_token_id;
+}
+
+void fp_model_embed_rows(const fp_model *m, const int32_t *ids, int T, float *x) {
+    const fp_tensor *e = m->embed;
+    const int H = m->cfg.hidden_size;
+    const size_t erow = fp_dtype_row_bytes(e->dtype, H);
+    int fd = -1;
+    uint64_t off = 0;
+    if (!fp_weights_file_span(m->w, e->data, e->nbytes, &fd, &off)) fd = -1;
+#pragma omp parallel if (T > 64)
+    {
+        /* a row buffer per thread (f32 rows are read straight into x) */
+        char *buf = fd >= 0 && e->dtype != FP_F32 ? malloc(erow) : NULL;
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            const char *src = (const char *)e->data + (size_t)ids[t] * erow;
+            float *dst = x + (size_t)t * H;
+            if (fd >= 0 && (buf || e->dtype == FP_F32)) {
+                char *to = buf ? buf : (char *)dst;
+                off_t at = (off_t)(off + (uint64_t)ids[t] * erow);
+                size_t got = 0;
+                while (got < erow) {
+                    ssize_t r = pread(fd, to + got, erow - got, at + (off_t)got);
+                    if (r <= 0) break;
+                    got += (size_t)r;
+                }
+                if (got == erow) { /* else: read through the mapping (same bytes) */
+                    if (buf) fp_row_to_f32(dst, buf, e->dtype, H);
+                    continue;
+                }
+            }
+            fp_row_to_f32(dst, src, e->dtype, H);
+        }
+        free(buf);
+    }
 }
 
 void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {

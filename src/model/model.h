@@ -30,6 +30,11 @@ struct fp_model {
     size_t nowned;
 };
 
+/* x[T, H] = embed[ids[t]] as f32.  Rows of a mapped checkpoint are read with pread: touching them through the
+ * mapping would make the kernel map its fault-around window (64 KiB) with each row, i.e. most of a 0.3-1 GB
+ * table for a few thousand scattered ids, all of it counted in the process's resident memory. */
+void fp_model_embed_rows(const fp_model *m, const int32_t *ids, int T, float *x);
+
 /* out[T, N] = inp[T, K] @ w[N, K]^T + bias with the model's precision setting. */
 void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T);
 
@@ -45,6 +50,10 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
 int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
 /* x[n,H] += MLP(rmsnorm(x) * post_norm) of layer y, in row chunks of `chunk`; xn [n,H], gate/up
  * [chunk, max(I,H)] scratch (forward.c; shared with the KV-cache forward in forward_cached.c). */
+/* MLP row chunk of the prefill: gate/up activations exist for this many rows at a time (2 x 512 x I f32:
+ * 20 MB at 0.5B, 78 MB at 7B).  The GEMMs pack their weights per call, so shorter chunks pay for it: 256
+ * rows ran ~15 % slower at T=512 (0.5B, AMX), 512 rows as fast as whole-sequence MLPs. */
+#define FP_MLP_CHUNK_ROWS 512
 void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
                         int chunk);
 

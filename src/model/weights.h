@@ -39,6 +39,8 @@ int fp_weights_add(fp_weights *w, const char *name, fp_dtype dt, int ndim, const
 /* w takes ownership: the mapping is closed (and *m zeroed) / the malloc'd buffer freed by fp_weights_free. */
 int fp_weights_adopt_mmap(fp_weights *w, fp_mmap *m);
 int fp_weights_adopt_buffer(fp_weights *w, void *buf);
+/* When [p, p + n) lies inside one of w's file mappings: its file descriptor and offset, returns 1; else 0. */
+int fp_weights_file_span(const fp_weights *w, const void *p, size_t n, int *fd, uint64_t *offset);
 
 /* A torch.save(state_dict) file (zip + pickle), e.g. ReasonFlux-PRM-1.5B reward_head.pt ("weight", "bias"),
  * or a legacy pytorch_model.bin.  Tensors keep their stored dtype (F32, F16 or BF16; others FP_EUNSUPPORTED);

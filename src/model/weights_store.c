@@ -100,6 +100,18 @@ int fp_weights_adopt_buffer(fp_weights *w, void *buf) {
     return FP_OK;
 }
 
+int fp_weights_file_span(const fp_weights *w, const void *p, size_t n, int *fd, uint64_t *offset) {
+    for (size_t i = 0; w && i < w->nmaps; i++) {
+        const char *b = w->maps[i].data, *c = p;
+        if (b && w->maps[i].fd >= 0 && c >= b && n <= w->maps[i].size && (size_t)(c - b) <= w->maps[i].size - n) {
+            *fd = w->maps[i].fd;
+            *offset = (uint64_t)(c - b);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 size_t fp_weights_count(const fp_weights *w) { return w ? w->n : 0; }
 
 const fp_tensor *fp_weights_at(const fp_weights *w, size_t i) { return w && i < w->n ? &w->t[i] : NULL; }

@@ -214,6 +214,23 @@ static int test_prm_sharded(void) {
         fp_model_info i;
         fp_model_get_info(m, &i);
         CHECK(i.head == FP_HEAD_PRM && i.num_labels == 2 && !i.has_lm_head);
+        /* the embedding gather preads rows from the shard the table lives in: same values as the mapping */
+        int fd = -1;
+        uint64_t off = 0;
+        CHECK(fp_weights_file_span(m->w, m->embed->data, m->embed->nbytes, &fd, &off) == 1 && fd >= 0);
+        int fd2 = -1;
+        CHECK(fp_weights_file_span(m->w, &fd2, sizeof fd2, &fd2, &off) == 0 && fd2 == -1); /* not mapped memory */
+        int H = i.hidden_size, V = i.vocab_size;
+        int32_t ids[5] = {0, V - 1, 7, 7, V / 2};
+        float *x = malloc(sizeof(float) * 5 * (size_t)H), *y = malloc(sizeof(float) * (size_t)H);
+        fp_model_embed_rows(m, ids, 5, x);
+        size_t erow = fp_dtype_row_bytes(m->embed->dtype, H);
+        for (int t = 0; t < 5; t++) {
+            fp_row_to_f32(y, (const char *)m->embed->data + (size_t)ids[t] * erow, m->embed->dtype, H);
+            CHECK(!memcmp(x + (size_t)t * H, y, sizeof(float) * (size_t)H));
+        }
+        free(x);
+        free(y);
         fp_model_free(m);
     }
     check_fixture(FIX "qwen2_prm", 1e-5, 1);
