@@ -202,6 +202,15 @@ fp_kv_cache *fp_kv_cache_fork(const fp_kv_cache *src);
  * previous length.  Results equal fp_model_hidden_states over the whole sequence up to f32 rounding. */
 int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *rows, int nrows,
                             float *hidden, float *logits);
+/* nseg independent continuations ("branches", e.g. the N answers to one cached question) in one pass: branch
+ * s is ids[seg_off[s] .. seg_off[s+1]-1] (seg_off[0] = 0, non-empty branches, seg_off[nseg] <= 2048 tokens in
+ * all when nseg > 1), at positions len.. of the cache, attending to the cached tokens and to its own tokens only.
+ * The projections run once over all branches' rows; the cache keeps its length (nothing is appended; its
+ * max_tokens must hold len + the longest branch).  hidden[nrows, H] gets the final normalised hidden states of
+ * rows (indices into ids, any order).  Results equal fp_model_forward_cached of each branch after
+ * fp_kv_cache_truncate to len, up to f32 rounding. */
+int fp_model_forward_branches(fp_model *m, fp_kv_cache *c, const int32_t *ids, const int *seg_off, int nseg,
+                              const int *rows, int nrows, float *hidden);
 /* One decode step for nseq independent sequences at once (e.g. the N samples of one prompt, or several
  * requests): appends ids[s] to caches[s] (distinct caches of model m, each with room for one more token) and
  * reads that token's final hidden state hidden[nseq, H] and/or LM-head logits[nseq, vocab_size] (either may be

@@ -238,6 +238,11 @@ static double prob_class1(const float *z, int L) {
     return (float)(exp((double)z[1] - mx) / s);
 }
 
+/* Suffix rows per batched pass of fp_prm_score_candidates (fp_model_forward_branches takes at most 2048). */
+#ifndef PRM_BRANCH_TOKENS /* (tests build with a small value to cross group boundaries) */
+#define PRM_BRANCH_TOKENS 2048
+#endif
+
 int fp_prm_score_candidates(fp_prm *p, const fp_record *const *recs, size_t n, fp_prm_result *results) {
     if (!p || (n && (!recs || !results))) return fp_errorf(FP_EINVAL, "fp_prm_score_candidates: NULL argument");
     for (size_t i = 0; i < n; i++) {
@@ -272,35 +277,57 @@ int fp_prm_score_candidates(fp_prm *p, const fp_record *const *recs, size_t n, f
     int H = p->info.hidden_size, NL = p->info.num_labels;
     if (!c) { rc = fp_last_error_code() ? fp_last_error_code() : FP_ENOMEM; goto done; }
     rc = fp_model_forward_cached(m, c, ids[0], L, NULL, 0, NULL, NULL); /* the shared prefix, once */
-    for (i = 0; !rc && i < n; i++) {
-        fp_prm_result *res = &results[i];
-        int nr = (p->steps ? np[i] : 0) + want_last, *rows = fp_malloc(sizeof(int) * (size_t)nr);
-        float *h = fp_malloc(sizeof(float) * (size_t)nr * H), *lg = fp_malloc(sizeof(float) * (size_t)nr * NL);
-        if (p->steps) res->step_rewards = fp_malloc((size_t)(np[i] ? np[i] : 1) * sizeof *res->step_rewards);
-        if (!rows || !h || !lg || (p->steps && !res->step_rewards)) rc = FP_ENOMEM;
+    /* the suffixes, as branches of the prefix: groups of up to PRM_BRANCH_TOKENS rows run as one pass (the
+     * projections see all of them at once); a longer suffix runs alone */
+    for (size_t g0 = 0; !rc && g0 < n;) {
+        size_t g1 = g0;
+        int rows_in = 0, nr = 0;
+        while (g1 < n && (g1 == g0 || rows_in + (T[g1] - L) <= PRM_BRANCH_TOKENS)) {
+            rows_in += T[g1] - L;
+            nr += (p->steps ? np[g1] : 0) + want_last;
+            g1++;
+        }
+        int32_t *cat = fp_malloc(sizeof(int32_t) * (size_t)rows_in);
+        int *seg = fp_malloc(sizeof(int) * (g1 - g0 + 1)), *rows = fp_malloc(sizeof(int) * (size_t)(nr ? nr : 1));
+        float *h = fp_malloc(sizeof(float) * (size_t)(nr ? nr : 1) * H),
+              *lg = fp_malloc(sizeof(float) * (size_t)(nr ? nr : 1) * NL);
+        if (!cat || !seg || !rows || !h || !lg) rc = FP_ENOMEM;
         int k = 0;
-        for (int j = 0; !rc && p->steps && j < np[i]; j++) rows[k++] = pos[i][j] - L;
-        if (!rc && want_last) rows[k++] = T[i] - 1 - L;
-        if (!rc) rc = fp_kv_cache_truncate(c, L);
-        if (!rc) rc = fp_model_forward_cached(m, c, ids[i] + L, T[i] - L, rows, nr, h, NULL);
+        seg[0] = 0;
+        for (i = g0; !rc && i < g1; i++) {
+            int o = seg[i - g0];
+            memcpy(cat + o, ids[i] + L, sizeof(int32_t) * (size_t)(T[i] - L));
+            seg[i - g0 + 1] = o + T[i] - L;
+            for (int j = 0; p->steps && j < np[i]; j++) rows[k++] = o + pos[i][j] - L;
+            if (want_last) rows[k++] = o + T[i] - 1 - L;
+        }
+        if (!rc) rc = fp_model_forward_branches(m, c, cat, seg, (int)(g1 - g0), rows, nr, h);
         if (!rc) rc = fp_model_apply_head(m, h, nr, lg);
-        if (!rc) {
+        if (rc) {
+            if (g1 - g0 == 1) fp_error_prefix("candidate %zu: ", g0);
+            else fp_error_prefix("candidates %zu-%zu: ", g0, g1 - 1);
+        }
+        const float *lgi = lg;
+        for (i = g0; !rc && i < g1; i++) {
+            fp_prm_result *res = &results[i];
             res->n_tokens = T[i];
             res->n_thinking = recs[i]->n_thinking;
             if (!p->steps) {
-                res->final_reward = res->score = prob_class1(lg, NL);
+                res->final_reward = res->score = prob_class1(lgi, NL);
             } else {
+                res->step_rewards = fp_malloc((size_t)(np[i] ? np[i] : 1) * sizeof *res->step_rewards);
+                if (!res->step_rewards) { rc = FP_ENOMEM; break; }
                 res->n_steps = (size_t)np[i];
-                for (int j = 0; j < np[i]; j++) res->step_rewards[j] = prob_class1(lg + (size_t)j * NL, NL);
-                if (want_last) res->final_reward = prob_class1(lg + (size_t)np[i] * NL, NL);
+                for (int j = 0; j < np[i]; j++) res->step_rewards[j] = prob_class1(lgi + (size_t)j * NL, NL);
+                if (want_last) res->final_reward = prob_class1(lgi + (size_t)np[i] * NL, NL);
                 else if (p->opts.final_mode == FP_FINAL_LAST_STEP && np[i] > 0) res->final_reward = res->step_rewards[np[i] - 1];
                 res->score = fp_trajectory_score(res->step_rewards, res->n_steps, p->opts.aggregate, res->final_reward,
                                                  p->opts.alpha);
             }
-        } else {
-            fp_error_prefix("candidate %zu: ", i);
+            lgi += (size_t)((p->steps ? np[i] : 0) + want_last) * NL;
         }
-        free(rows); free(h); free(lg);
+        free(cat); free(seg); free(rows); free(h); free(lg);
+        g0 = g1;
     }
     fp_kv_cache_free(c);
 done:

@@ -47,8 +47,7 @@ void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *x
         float *d = H <= I ? up : (float *)xin;
         matmul(m, d, gate, y->down_w, NULL, c); /* [c,H] */
         LAP(FP_PROFILE_DOWN);
-        float *xr = x + (size_t)r0 * H;
-        for (size_t i = 0; i < (size_t)c * H; i++) xr[i] += d[i];
+        fp_add_forward(x + (size_t)r0 * H, d, (size_t)c * H);
         LAP(FP_PROFILE_RESIDUAL);
     }
 }
@@ -180,7 +179,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
                 memcpy(b.xs + (size_t)i * H, b.x + (size_t)positions[i] * H, sizeof(float) * H);
             x = b.xs;
         }
-        for (size_t i = 0; i < (size_t)nq * H; i++) x[i] += b.q[i];
+        fp_add_forward(x, b.q, (size_t)nq * H);
         LAP(FP_PROFILE_RESIDUAL);
         /* MLP block */
         fp_model_mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);

@@ -17,15 +17,25 @@ static void matmul(const fp_model *m, float *out, const float *inp, const fp_ten
     fp_model_linear(m, out, inp, w, bias, T); /* w: [N, K] */
 }
 
-/* One append of T <= CACHED_CHUNK tokens; out[nrows,H] final normed hidden states of rows (local indices). */
-static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *rows, int nrows,
-                         float *out) {
+/* One append of T <= CACHED_CHUNK tokens; out[nrows,H] final normed hidden states of rows (local indices).
+ * nseg > 1: ids holds nseg independent continuations of the cached sequence (segment s = rows seg_off[s] ..
+ * seg_off[s+1]-1, positions restarting at c->n); each attends to the cache and to its own rows only, and the
+ * cache keeps its length (segment s's keys and values occupy cache rows n.. only while its attention runs).
+ * Then rows must be sorted (rows of one segment are contiguous). */
+static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *seg_off, int nseg,
+                         const int *rows, int nrows, float *out) {
     const fp_model_config *cf = &m->cfg;
     const int H = cf->hidden_size, I = cf->intermediate_size, nh = cf->num_heads, nkv = cf->num_kv_heads,
               d = cf->head_dim, half = d / 2, NL = cf->num_layers;
     const int qd = nh * d, kvd = nkv * d, wide = qd > H ? qd : H, p0 = c->n;
     const float eps = (float)cf->rms_norm_eps;
-    int rc = fp_kv_cache_reserve(c, p0 + T);
+    int maxlen = T;
+    if (nseg > 1) {
+        maxlen = 0;
+        for (int g = 0; g < nseg; g++)
+            if (seg_off[g + 1] - seg_off[g] > maxlen) maxlen = seg_off[g + 1] - seg_off[g];
+    }
+    int rc = fp_kv_cache_reserve(c, p0 + maxlen);
     if (rc) return rc;
     int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
     const int gate_cols = I > H ? I : H, nr = nrows > 0 ? nrows : 1;
@@ -36,7 +46,12 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
           *sin_t = fp_malloc(sizeof(float) * tT * half), *qcos = fp_malloc(sizeof(float) * (size_t)nr * half),
           *qsin = fp_malloc(sizeof(float) * (size_t)nr * half), *xs = fp_malloc(sizeof(float) * (size_t)nr * H);
     int *pos = fp_malloc(sizeof(int) * tT), *rpos = fp_malloc(sizeof(int) * (size_t)nr);
-    if (!x || !xn || !q || !gate || !up || !cos_t || !sin_t || !qcos || !qsin || !xs || !pos || !rpos) {
+    /* branches: their new keys/values [T, kvd] (copied into the cache segment by segment); the first requested
+     * row of each segment (rfirst[nseg] = nrows) */
+    float *kb = nseg > 1 ? fp_malloc(sizeof(float) * tT * kvd) : NULL, *vb = nseg > 1 ? fp_malloc(sizeof(float) * tT * kvd) : NULL;
+    int *rfirst = nseg > 1 ? fp_malloc(sizeof(int) * (size_t)(nseg + 1)) : NULL;
+    if (!x || !xn || !q || !gate || !up || !cos_t || !sin_t || !qcos || !qsin || !xs || !pos || !rpos ||
+        (nseg > 1 && (!kb || !vb || !rfirst))) {
         rc = fp_errorf(FP_ENOMEM, "cached forward: out of memory for %d tokens", T);
         goto done;
     }
@@ -44,10 +59,19 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
 
     fp_model_embed_rows(m, ids, T, x);
-    for (int t = 0; t < T; t++) pos[t] = p0 + t;
+    if (nseg > 1) {
+        for (int g = 0, r = 0; g < nseg; g++) {
+            for (int t = seg_off[g]; t < seg_off[g + 1]; t++) pos[t] = p0 + t - seg_off[g];
+            while (r < nrows && rows[r] < seg_off[g]) r++;
+            rfirst[g] = r;
+        }
+        rfirst[nseg] = nrows;
+    } else {
+        for (int t = 0; t < T; t++) pos[t] = p0 + t;
+    }
     fp_rope_tables(cos_t, sin_t, m->inv_freq, pos, T, d);
     for (int i = 0; i < nrows; i++) {
-        rpos[i] = p0 + rows[i];
+        rpos[i] = pos[rows[i]];
         memcpy(qcos + (size_t)i * half, cos_t + (size_t)rows[i] * half, sizeof(float) * half);
         memcpy(qsin + (size_t)i * half, sin_t + (size_t)rows[i] * half, sizeof(float) * half);
     }
@@ -55,7 +79,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     for (int l = 0; l < NL; l++) {
         const fp_layer *y = &m->layers[l];
         int sub = l == NL - 1, nq = sub ? nrows : T;
-        float *k = c->k[l] + (size_t)p0 * kvd, *v = c->v[l] + (size_t)p0 * kvd;
+        float *k = nseg > 1 ? kb : c->k[l] + (size_t)p0 * kvd, *v = nseg > 1 ? vb : c->v[l] + (size_t)p0 * kvd;
         fp_rmsnorm_forward(xn, x, y->in_norm, eps, T, H);
         matmul(m, k, xn, y->k_w, y->k_b, T);
         matmul(m, v, xn, y->v_w, y->v_b, T);
@@ -70,7 +94,20 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
         }
         if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nq * nh, d);
         fp_rope_forward(q, sub ? qcos : cos_t, sub ? qsin : sin_t, nq, nh, d);
-        if (fp_attention_forward(xn, q, c->k[l], c->v[l], sub ? rpos : pos, NULL, nq, p0 + T, nh, nkv, d)) {
+        if (nseg == 1) {
+            rc = fp_attention_forward(xn, q, c->k[l], c->v[l], sub ? rpos : pos, NULL, nq, p0 + T, nh, nkv, d);
+        } else { /* each branch over the cache + its own keys, written after the cached rows */
+            for (int g = 0; g < nseg && !rc; g++) {
+                int a = seg_off[g], len = seg_off[g + 1] - a, q0 = sub ? rfirst[g] : a;
+                int nqg = sub ? rfirst[g + 1] - rfirst[g] : len;
+                if (nqg == 0) continue;
+                memcpy(c->k[l] + (size_t)p0 * kvd, kb + (size_t)a * kvd, sizeof(float) * (size_t)len * kvd);
+                memcpy(c->v[l] + (size_t)p0 * kvd, vb + (size_t)a * kvd, sizeof(float) * (size_t)len * kvd);
+                rc = fp_attention_forward(xn + (size_t)q0 * qd, q + (size_t)q0 * qd, c->k[l], c->v[l],
+                                          (sub ? rpos : pos) + q0, NULL, nqg, p0 + len, nh, nkv, d);
+            }
+        }
+        if (rc) {
             rc = fp_errorf(FP_ENOMEM, "cached forward: out of memory (attention scratch)");
             break;
         }
@@ -80,15 +117,15 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
             for (int i = 0; i < nrows; i++) memcpy(xs + (size_t)i * H, x + (size_t)rows[i] * H, sizeof(float) * H);
             xr = xs;
         }
-        for (size_t i = 0; i < (size_t)nq * H; i++) xr[i] += q[i];
+        fp_add_forward(xr, q, (size_t)nq * H);
         fp_model_mlp_block(m, y, xr, xn, gate, up, nq, chunk);
         if (sub) fp_rmsnorm_forward(out, xs, m->final_norm, eps, nrows, H);
     }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
-    if (!rc) c->n = p0 + T;
+    if (!rc && nseg == 1) c->n = p0 + T;
 done:
     free(x); free(xn); free(q); free(gate); free(up); free(cos_t); free(sin_t); free(qcos); free(qsin); free(xs);
-    free(pos); free(rpos);
+    free(pos); free(rpos); free(kb); free(vb); free(rfirst);
     return rc;
 }
 
@@ -117,7 +154,7 @@ int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int
     if (!h && nrows > 0 && !(h = fp_malloc(sizeof(float) * (size_t)nrows * H))) return FP_ENOMEM;
     int rc = FP_OK;
     if (T <= CACHED_CHUNK) {
-        rc = forward_chunk(m, c, ids, T, rows, nrows, h);
+        rc = forward_chunk(m, c, ids, T, NULL, 1, rows, nrows, h);
     } else { /* chunked prefill: each chunk reads out the requested rows that fall in it */
         int *lr = fp_malloc(sizeof(int) * (size_t)(nrows > 0 ? nrows : 1)),
             *slot = fp_malloc(sizeof(int) * (size_t)(nrows > 0 ? nrows : 1));
@@ -127,7 +164,7 @@ int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int
             int n = T - t0 < CACHED_CHUNK ? T - t0 : CACHED_CHUNK, k = 0;
             for (int i = 0; i < nrows; i++)
                 if (rows[i] >= t0 && rows[i] < t0 + n) lr[k] = rows[i] - t0, slot[k++] = i;
-            rc = forward_chunk(m, c, ids + t0, n, lr, k, hb);
+            rc = forward_chunk(m, c, ids + t0, n, NULL, 1, lr, k, hb);
             for (int j = 0; !rc && j < k; j++) memcpy(h + (size_t)slot[j] * H, hb + (size_t)j * H, sizeof(float) * H);
         }
         free(lr); free(slot); free(hb);
@@ -135,6 +172,58 @@ int fp_model_forward_cached(fp_model *m, fp_kv_cache *c, const int32_t *ids, int
     if (rc) c->n = p_start;
     if (!rc && logits && nrows > 0) fp_model_linear(m, logits, h, lm, NULL, nrows);
     if (h != hidden) free(h);
+    return rc;
+}
+
+static int cmp_row(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return x < y ? -1 : x > y;
+}
+
+int fp_model_forward_branches(fp_model *m, fp_kv_cache *c, const int32_t *ids, const int *seg_off, int nseg,
+                              const int *rows, int nrows, float *hidden) {
+    if (!m || !c || !ids || !seg_off || (nrows > 0 && (!rows || !hidden)))
+        return fp_errorf(FP_EINVAL, "branch forward: NULL argument");
+    if (c->m != m) return fp_errorf(FP_EINVAL, "branch forward: the KV cache belongs to another model");
+    if (nseg < 1 || seg_off[0] != 0) return fp_errorf(FP_EINVAL, "branch forward: bad segment offsets");
+    int T = seg_off[nseg], maxlen = 0;
+    for (int g = 0; g < nseg; g++) {
+        int len = seg_off[g + 1] - seg_off[g];
+        if (len <= 0) return fp_errorf(FP_EINVAL, "branch forward: empty branch %d", g);
+        if (len > maxlen) maxlen = len;
+    }
+    if (T > CACHED_CHUNK && nseg > 1)
+        return fp_errorf(FP_ERANGE, "branch forward: %d tokens in one pass (at most %d)", T, CACHED_CHUNK);
+    if (c->n + (long)maxlen > c->max_tokens)
+        return fp_errorf(FP_ERANGE, "branch forward: %d + %d tokens exceed the KV cache's max_tokens %d", c->n, maxlen,
+                         c->max_tokens);
+    if (nrows < 0) return fp_errorf(FP_EINVAL, "branch forward: nrows = %d", nrows);
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= m->cfg.vocab_size)
+            return fp_errorf(FP_EINVAL, "branch forward: token id %d at row %d is outside the vocabulary [0, %d)",
+                             (int)ids[t], t, m->cfg.vocab_size);
+    for (int i = 0; i < nrows; i++)
+        if (rows[i] < 0 || rows[i] >= T)
+            return fp_errorf(FP_EINVAL, "branch forward: row %d (index %d) outside [0, %d)", rows[i], i, T);
+    if (nseg == 1) { /* one branch: an append, then forget it */
+        int n0 = c->n, rc = fp_model_forward_cached(m, c, ids, T, rows, nrows, hidden, NULL);
+        if (!rc) rc = fp_kv_cache_truncate(c, n0);
+        return rc;
+    }
+    /* the pass wants the read-out rows sorted (grouped by branch): sort (row, index) pairs, scatter back */
+    const int H = m->cfg.hidden_size, nr = nrows > 0 ? nrows : 1;
+    int *pairs = fp_malloc(sizeof(int) * 2 * (size_t)nr), *sorted = fp_malloc(sizeof(int) * (size_t)nr);
+    float *h = fp_malloc(sizeof(float) * (size_t)nr * H);
+    int rc = pairs && sorted && h ? FP_OK : FP_ENOMEM;
+    if (!rc) {
+        for (int i = 0; i < nrows; i++) pairs[2 * i] = rows[i], pairs[2 * i + 1] = i;
+        qsort(pairs, (size_t)nrows, 2 * sizeof(int), cmp_row);
+        for (int i = 0; i < nrows; i++) sorted[i] = pairs[2 * i];
+        rc = forward_chunk(m, c, ids, T, seg_off, nseg, sorted, nrows, h);
+    }
+    for (int i = 0; !rc && i < nrows; i++)
+        memcpy(hidden + (size_t)pairs[2 * i + 1] * H, h + (size_t)i * H, sizeof(float) * H);
+    free(pairs); free(sorted); free(h);
     return rc;
 }
 
@@ -199,7 +288,7 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
         }
         if (rc) break;
         matmul(m, q, xn, y->o_w, NULL, nseq);
-        for (size_t i = 0; i < n * H; i++) x[i] += q[i];
+        fp_add_forward(x, q, n * H);
         fp_model_mlp_block(m, y, x, xn, gate, up, nseq, nseq);
     }
     if (!rc) {

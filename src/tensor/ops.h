@@ -1,10 +1,17 @@
-/* Reference (scalar, f32) layer kernels for the transformer forward pass, llm.c style:
- * op_forward(out, inp, params..., T, C).  All activations are row-major [T, C] f32. */
+/* Layer kernels for the transformer forward pass, llm.c style: op_forward(out, inp, params..., T, C).
+ * All activations are row-major [T, C] f32.  RMSNorm, RoPE, SwiGLU and the residual add run a vector
+ * version (AVX2 / AVX-512) or the scalar reference according to fp_kernel_level() (FLUXPRM_KERNEL=ref
+ * selects the scalar code); see ops.c for what may differ between them (SwiGLU's exp: <= 2 ulp). */
 #ifndef FP_TENSOR_OPS_H
 #define FP_TENSOR_OPS_H
 #include "tensor/tensor.h"
 
-/* out[T,C] = inp[T,C] / sqrt(mean(inp^2) + eps) * weight[C]   (HF Qwen2RMSNorm; out may alias inp) */
+/* x[n] += dx[n]   (the residual add; OpenMP for large n) */
+void fp_add_forward(float *x, const float *dx, size_t n);
+
+/* out[T,C] = weight[C] * (inp[T,C] * r),  r = 1 / sqrtf(var + eps),  var = (float)(sum(inp^2) / C)
+ * (HF Qwen2RMSNorm's order; out may alias inp).  The sum of squares is accumulated in double, so it does
+ * not overflow; var is f32 as in HF, so rows with rms above ~1.8e19 give var = inf and out = 0 (x finite). */
 void fp_rmsnorm_forward(float *out, const float *inp, const float *weight, float eps, int T, int C);
 
 /* inv_freq[d/2] = 1 / theta^(2i/d), computed in float32 exactly as HF's default rotary init. */
@@ -15,7 +22,9 @@ void fp_rope_tables(float *cos_t, float *sin_t, const float *inv_freq, const int
  *   x1' = x1*cos - x2*sin, x2' = x2*cos + x1*sin  (x1 = first half of each head, x2 = second half). */
 void fp_rope_forward(float *x, const float *cos_t, const float *sin_t, int T, int nh, int d);
 
-/* out[T,C] = silu(gate[T,C]) * up[T,C]   (out may alias gate) */
+/* out[T,C] = silu(gate[T,C]) * up[T,C] = gate / (1 + exp(-gate)) * up, HF's order  (out may alias gate).
+ * gate < -88.72 gives -0 * up (exp overflows; the exact value is below 3e-37 |up|), gate = -inf gives NaN
+ * (-inf / inf, as torch), NaN propagates. */
 void fp_swiglu_forward(float *out, const float *gate, const float *up, int T, int C);
 
 /* Causal multi-head attention with grouped K/V heads, as a tiled online softmax (no T x T buffer).

@@ -212,6 +212,61 @@ static int test_cached_equals_full(void) {
     return 0;
 }
 
+/* Branches (fp_model_forward_branches): several continuations of one cached prefix in one pass equal full
+ * prefills of prefix + that continuation (fp_model_hidden_states), rows in any order; the cache keeps its length. */
+static int test_branches(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, REF "/qwen2_gen"));
+    if (!m) return 0;
+    const int H = m->cfg.hidden_size, P = 70, NB = 4;
+    const int len[4] = {33, 1, 64, 5}, off[5] = {0, 33, 34, 98, 103};
+    int32_t pre[70], br[103], full_ids[70 + 64];
+    srand(11);
+    for (int t = 0; t < P; t++) pre[t] = rand() % m->cfg.vocab_size;
+    for (int t = 0; t < off[NB]; t++) br[t] = rand() % m->cfg.vocab_size;
+    /* read-out rows: unsorted, every branch, first and last rows, a repeat */
+    int rows[] = {102, 0, 33, 97, 32, 34, 40, 98, 0};
+    const int nrows = (int)(sizeof rows / sizeof rows[0]);
+    float *got = malloc(sizeof(float) * (size_t)nrows * H), *ref = malloc(sizeof(float) * (size_t)H);
+    fp_kv_cache *c = fp_kv_cache_new(m, P + 64);
+    CHECK(c != NULL && got && ref);
+    CHECK_OK(fp_model_forward_cached(m, c, pre, P, NULL, 0, NULL, NULL));
+    for (int rep = 0; rep < 2; rep++) { /* twice: the first pass leaves the cache as it found it */
+        CHECK_OK(fp_model_forward_branches(m, c, br, off, NB, rows, nrows, got));
+        CHECK(fp_kv_cache_len(c) == P);
+        for (int i = 0; i < nrows; i++) {
+            int g = 0;
+            while (rows[i] >= off[g + 1]) g++;
+            memcpy(full_ids, pre, sizeof(int32_t) * P);
+            memcpy(full_ids + P, br + off[g], sizeof(int32_t) * (size_t)len[g]);
+            int at = P + rows[i] - off[g];
+            CHECK_OK(fp_model_hidden_states(m, full_ids, P + len[g], &at, 1, ref));
+            double mr, md = maxdiff(got + (size_t)i * H, ref, (size_t)H, &mr);
+            CHECK_MSG(md <= 1e-5 * mr, "branch %d row %d differs by %g (max |ref| %g)", g, rows[i], md, mr);
+        }
+    }
+    /* one branch = an append that is forgotten */
+    int one_off[2] = {0, 5}, r4 = 4;
+    CHECK_OK(fp_model_forward_branches(m, c, br + 98, one_off, 1, &r4, 1, got));
+    CHECK(fp_kv_cache_len(c) == P);
+    memcpy(full_ids, pre, sizeof(int32_t) * P);
+    memcpy(full_ids + P, br + 98, sizeof(int32_t) * 5);
+    int at = P + 4;
+    CHECK_OK(fp_model_hidden_states(m, full_ids, P + 5, &at, 1, ref));
+    double mr, md = maxdiff(got, ref, (size_t)H, &mr);
+    CHECK_MSG(md <= 1e-5 * mr, "single branch differs by %g", md);
+    /* errors: empty branch, row out of range, too long for the cache; the cache is untouched */
+    int bad_off[3] = {0, 5, 5}, big_off[2] = {0, 65}, bad_row = 103;
+    CHECK(fp_model_forward_branches(m, c, br, bad_off, 2, NULL, 0, NULL) == FP_EINVAL);
+    CHECK(fp_model_forward_branches(m, c, br, off, NB, &bad_row, 1, got) == FP_EINVAL);
+    CHECK(fp_model_forward_branches(m, c, br, big_off, 1, NULL, 0, NULL) == FP_ERANGE);
+    CHECK(fp_kv_cache_len(c) == P);
+    fp_kv_cache_free(c);
+    free(got); free(ref);
+    fp_model_free(m);
+    return 0;
+}
+
 /* One batched decode step over several caches equals separate one-token cached forwards. */
 static int test_decode_batch(void) {
     fp_model *m = NULL;
@@ -393,6 +448,7 @@ static int test_cli_chat(void) {
 
 int main(void) {
     RUN(test_cached_equals_full);
+    RUN(test_branches);
     RUN(test_decode_batch);
     RUN(test_greedy_qwen2);
     RUN(test_greedy_qwen3);
