@@ -2,8 +2,9 @@
  * tokens, each with step read-outs in its suffix.  Times
  *   full:   N separate fp_model_score_positions over P + S tokens,
  *   packed: fp_model_score_batch over the N sequences (what `score` does for a batch),
- *   prefix: the prefix prefilled once into a KV cache, then each suffix on the cache truncated back to P
- *           (the path of fp_prm_score_candidates / bestofn --model),
+ *   prefix: the prefix prefilled once into a KV cache, then the suffixes as branches of it
+ *           (fp_model_forward_branches, up to 2048 rows per pass: the path of fp_prm_score_candidates /
+ *           bestofn --model),
  * and prints the ratios and the largest probability difference.
  * usage: bench_prefix [--model DIR] [--prefix P] [--suffix S] [--n N] [--threads T] [--reps R] */
 #include "model/model.h"
@@ -42,8 +43,10 @@ int main(int argc, char **argv) {
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)N * T);
     int *pos = malloc(sizeof(int) * (size_t)npos), *rows = malloc(sizeof(int) * (size_t)npos);
     float *pf = malloc(sizeof(float) * (size_t)N * npos), *pp = malloc(sizeof(float) * (size_t)N * npos),
-          *pc = malloc(sizeof(float) * (size_t)N * npos), *h = malloc(sizeof(float) * (size_t)npos * H),
-          *lg = malloc(sizeof(float) * (size_t)npos * L);
+          *pc = malloc(sizeof(float) * (size_t)N * npos), *h = malloc(sizeof(float) * (size_t)N * npos * H),
+          *lg = malloc(sizeof(float) * (size_t)N * npos * L);
+    int32_t *bra = malloc(sizeof(int32_t) * (size_t)N * S);
+    int *seg = calloc((size_t)N + 1, sizeof(int)), *brows = malloc(sizeof(int) * (size_t)N * npos);
     srand(1);
     for (int t = 0; t < P; t++) ids[t] = rand() % V;
     for (int i = 0; i < N; i++) {
@@ -64,17 +67,23 @@ int main(int argc, char **argv) {
         double t2 = now();
         fp_kv_cache_truncate(c, 0);
         fp_model_forward_cached(m, c, ids, P, NULL, 0, NULL, NULL);
-        for (int i = 0; i < N; i++) {
-            fp_kv_cache_truncate(c, P);
-            fp_model_forward_cached(m, c, ids + (size_t)i * T + P, S, rows, npos, h, NULL);
-            fp_model_apply_head(m, h, npos, lg);
-            for (int k = 0; k < npos; k++) { /* P(class 1) as fp_model_score_positions */
+        for (int i0 = 0; i0 < N;) { /* suffixes as branches of the prefix, up to 2048 rows per pass */
+            int nb = 0;
+            for (; i0 + nb < N && (nb == 0 || (nb + 1) * S <= 2048); nb++) {
+                memcpy(bra + (size_t)nb * S, ids + (size_t)(i0 + nb) * T + P, sizeof(int32_t) * (size_t)S);
+                seg[nb + 1] = (nb + 1) * S;
+                for (int k = 0; k < npos; k++) brows[nb * npos + k] = nb * S + rows[k];
+            }
+            fp_model_forward_branches(m, c, bra, seg, nb, brows, nb * npos, h);
+            fp_model_apply_head(m, h, nb * npos, lg);
+            for (int k = 0; k < nb * npos; k++) { /* P(class 1) as fp_model_score_positions */
                 const float *z = lg + (size_t)k * L;
                 double mx = z[0], s = 0;
                 for (int j = 1; j < L; j++) mx = z[j] > mx ? z[j] : mx;
                 for (int j = 0; j < L; j++) s += exp((double)z[j] - mx);
-                pc[(size_t)i * npos + k] = L == 1 ? (float)(1.0 / (1.0 + exp(-(double)z[0]))) : (float)(exp((double)z[1] - mx) / s);
+                pc[(size_t)i0 * npos + k] = L == 1 ? (float)(1.0 / (1.0 + exp(-(double)z[0]))) : (float)(exp((double)z[1] - mx) / s);
             }
+            i0 += nb;
         }
         double t3 = now();
         if (t1 - t0 < tf) tf = t1 - t0;
@@ -93,6 +102,6 @@ int main(int argc, char **argv) {
     printf("  max |prob diff| = %.2g\n", md);
     fp_kv_cache_free(c);
     fp_model_free(m);
-    free(ids); free(pos); free(rows); free(pf); free(pp); free(pc); free(h); free(lg); free(seqs);
+    free(ids); free(pos); free(rows); free(pf); free(pp); free(pc); free(h); free(lg); free(seqs); free(bra); free(seg); free(brows);
     return 0;
 }
