@@ -5,12 +5,14 @@
 #   sh bench/model/mem7b.sh                  the full 28 layers (15 GB written to $BUILD/models, needs ~16 GB free)
 #   LAYERS=2 sh bench/model/mem7b.sh         a 2-layer cut of the same shape (fast): peak RSS minus its weights is
 #                                            the activation/scratch overhead, which does not depend on the depth
-# Env: BUILD (default build-bench), LAYERS (28), T (8192), THREADS (2).  Needs no torch (python3 only).
+# Env: BUILD (default build-bench), LAYERS (28), T (8192), THREADS (2), PRECISION (exact | fast; default
+#      exact, the library default).  Needs no torch (python3 only).
 set -eu
 BUILD=${BUILD:-build-bench}
 LAYERS=${LAYERS:-28}
 T=${T:-8192}
 THREADS=${THREADS:-2}
+PRECISION=${PRECISION:-exact}
 D=$BUILD/models/qwen2-7b-shape-L$LAYERS
 make -s BUILD="$BUILD" -j2 "$BUILD/fluxprm" >/dev/null
 if [ ! -f "$D/model.safetensors" ]; then
@@ -21,12 +23,12 @@ if [ ! -f "$D/model.safetensors" ]; then
 fi
 log=$(mktemp)
 /usr/bin/time -v "$BUILD/fluxprm" bench --model "$D" --tokens "$T" --threads "$THREADS" --repeat 1 --warmup 0 \
-  --no-profile 2> "$log"
+  --precision "$PRECISION" --no-profile 2> "$log"
 grep -E "Maximum resident|Elapsed \(wall" "$log"
 wb=$(stat -c %s "$D/model.safetensors")
 rss_kb=$(awk -F: '/Maximum resident/ { gsub(/ /, "", $2); print $2 }' "$log")
 eb=$((152064 * 3584 * 2)) # the embedding table: only the rows of the T ids are ever touched
-echo "mem7b: layers $LAYERS, T=$T: peak RSS $((rss_kb / 1024)) MiB; weights file $((wb / 1048576)) MiB, of which" \
+echo "mem7b: layers $LAYERS, T=$T, precision $PRECISION: peak RSS $((rss_kb / 1024)) MiB; weights file $((wb / 1048576)) MiB, of which" \
      "$(( (wb - eb) / 1048576 )) MiB outside the embedding; RSS minus those = $(( rss_kb / 1024 - (wb - eb) / 1048576 )) MiB" \
      "(activations, scratch, touched embedding rows, runtime)"
 if [ "$LAYERS" != 28 ]; then
