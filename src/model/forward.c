@@ -165,7 +165,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         fp_rope_forward(b.k, b.cos_t, b.sin_t, T, nkv, d);
         LAP(FP_PROFILE_ROPE);
         /* xn is free once q, k, v exist: attention output -> xn, o_proj -> q (q is free after attention) */
-        if (fp_attention_forward(b.xn, b.q, b.k, b.v, sub ? positions : NULL, sub ? b.qkst : b.kst, nq, T, nh, nkv,
+        if (fp_attention_forward_ex(!m->fast, b.xn, b.q, b.k, b.v, sub ? positions : NULL, sub ? b.qkst : b.kst, nq, T, nh, nkv,
                                  d)) { /* [nq,qd] */
             rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
             break;

@@ -95,7 +95,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
         if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nq * nh, d);
         fp_rope_forward(q, sub ? qcos : cos_t, sub ? qsin : sin_t, nq, nh, d);
         if (nseg == 1) {
-            rc = fp_attention_forward(xn, q, c->k[l], c->v[l], sub ? rpos : pos, NULL, nq, p0 + T, nh, nkv, d);
+            rc = fp_attention_forward_ex(!m->fast, xn, q, c->k[l], c->v[l], sub ? rpos : pos, NULL, nq, p0 + T, nh, nkv, d);
         } else { /* each branch over the cache + its own keys, written after the cached rows */
             for (int g = 0; g < nseg && !rc; g++) {
                 int a = seg_off[g], len = seg_off[g + 1] - a, q0 = sub ? rfirst[g] : a;
@@ -103,7 +103,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
                 if (nqg == 0) continue;
                 memcpy(c->k[l] + (size_t)p0 * kvd, kb + (size_t)a * kvd, sizeof(float) * (size_t)len * kvd);
                 memcpy(c->v[l] + (size_t)p0 * kvd, vb + (size_t)a * kvd, sizeof(float) * (size_t)len * kvd);
-                rc = fp_attention_forward(xn + (size_t)q0 * qd, q + (size_t)q0 * qd, c->k[l], c->v[l],
+                rc = fp_attention_forward_ex(!m->fast, xn + (size_t)q0 * qd, q + (size_t)q0 * qd, c->k[l], c->v[l],
                                           (sub ? rpos : pos) + q0, NULL, nqg, p0 + len, nh, nkv, d);
             }
         }
@@ -282,7 +282,7 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
             fp_kv_cache *c = caches[s];
             memcpy(c->k[l] + (size_t)pos[s] * kvd, k + (size_t)s * kvd, sizeof(float) * kvd);
             memcpy(c->v[l] + (size_t)pos[s] * kvd, v + (size_t)s * kvd, sizeof(float) * kvd);
-            if (fp_attention_forward(xn + (size_t)s * qd, q + (size_t)s * qd, c->k[l], c->v[l], &pos[s], NULL, 1,
+            if (fp_attention_forward_ex(!m->fast, xn + (size_t)s * qd, q + (size_t)s * qd, c->k[l], c->v[l], &pos[s], NULL, 1,
                                      pos[s] + 1, nh, nkv, d))
                 rc = fp_errorf(FP_ENOMEM, "batched decode: out of memory (attention scratch)");
         }

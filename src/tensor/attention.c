@@ -1,5 +1,11 @@
-/* Causal grouped-query attention as a tiled online softmax (flash-attention style, f32, no T x T buffer). */
+/* Causal grouped-query attention as a tiled online softmax (flash-attention style, no T x T buffer).
+ * Dispatch (fp_attention_forward_level):
+ *   avx512 level           -> attention_avx512.c: exact = register-blocked f32 kernel ("avx512-f32");
+ *                             fast (exact=0) with AMX-BF16 and d % 32 == 0 = tdpbf16ps kernel ("amx-bf16")
+ *   avx2 level / ref level -> the one-row-at-a-time f32 kernel below, compiled for AVX2+FMA ("avx2-f32") or
+ *                             the baseline ISA ("generic-f32"); the fast path falls back to it. */
 #include "tensor/ops.h"
+#include "tensor/kernels.h"
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
@@ -11,7 +17,7 @@
 
 /* exp(x) for x <= 0 (softmax weights), vectorisable: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, degree-7
  * Taylor polynomial (truncation < 1e-8 relative), 2^n by exponent bits.  Within 2 ulp of expf. */
-static inline float exp_neg(float x) {
+static inline __attribute__((always_inline)) float exp_neg(float x) {
     x = x < -87.0f ? -87.0f : x;
     float t = x * 1.44269504088896341f;
     float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
@@ -30,11 +36,10 @@ static inline float exp_neg(float x) {
 }
 
 /* GCC vector extensions: 16 floats, lowered to zmm / 2 ymm / 4 xmm by each target clone. */
-#pragma GCC diagnostic ignored "-Wpsabi" /* v16 helpers are always inlined: no ABI crossing */
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
-static inline v16 ld16(const float *p) { return *(const v16u *)p; }
-static inline void st16(float *p, v16 x) { *(v16u *)p = x; }
+#define ld16(p) (*(const v16u *)(p))
+#define st16(p, x) (*(v16u *)(p) = (x))
 
 typedef struct {
     float *out;
@@ -44,10 +49,10 @@ typedef struct {
     float scale;
 } att_args;
 
-/* One task: query rows [i0, i1) of head h.  scratch: (ATT_BQ + 1) * d + d * ATT_BK floats.  Compiled for
- * AVX-512, AVX2 and the baseline (GCC target clones, chosen at load time by the CPU). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
+/* One task: query rows [i0, i1) of head h.  scratch: (ATT_BQ + 1) * d + d * ATT_BK floats.  Instantiated for
+ * AVX2 + FMA and for the baseline ISA (the avx2 and ref kernel levels). */
+static inline __attribute__((always_inline)) void att_task(const att_args *A, int i0, int i1, int h,
+                                                            float *scratch) {
     const int d = A->d, kh = h / (A->nh / A->nkv);
     const size_t qs = (size_t)A->nh * d, kvs = (size_t)A->nkv * d;
     float *acc = scratch, *bacc = acc + (size_t)ATT_BQ * d, *kt = bacc + d; /* kt: [d][ATT_BK] */
@@ -148,9 +153,21 @@ static void att_task(const att_args *A, int i0, int i1, int h, float *scratch) {
     }
 }
 
-int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,
-                         const int *kstart, int nq, int T, int nh, int nkv, int d) {
-    (void)T;
+__attribute__((target("avx2,fma"))) static void att_task_avx2(const att_args *A, int i0, int i1, int h,
+                                                                 float *scratch) {
+    att_task(A, i0, i1, h, scratch);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))) static void
+att_task_avx512(const att_args *A, int i0, int i1, int h, float *scratch) {
+    att_task(A, i0, i1, h, scratch);
+}
+static void att_task_generic(const att_args *A, int i0, int i1, int h, float *scratch) {
+    att_task(A, i0, i1, h, scratch);
+}
+
+/* The f32 kernel above for all heads and query tiles; isa: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */
+static int att_rows(int isa, float *out, const float *q, const float *k, const float *v, const int *qpos,
+                    const int *kstart, int nq, int nh, int nkv, int d) {
     att_args A = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (float)(1.0 / sqrt((double)d))};
     int ntiles = (nq + ATT_BQ - 1) / ATT_BQ;
     int nth = omp_get_max_threads();
@@ -162,10 +179,59 @@ int fp_attention_forward(float *out, const float *q, const float *k, const float
         /* Largest tiles first: the last query tiles see the most keys. */
         int tile = ntiles - 1 - task / nh, h = task % nh;
         int i0 = tile * ATT_BQ, i1 = i0 + ATT_BQ < nq ? i0 + ATT_BQ : nq;
-        att_task(&A, i0, i1, h, scratch + per * (size_t)omp_get_thread_num());
+        float *scr = scratch + per * (size_t)omp_get_thread_num();
+        if (isa == 2) att_task_avx512(&A, i0, i1, h, scr);
+        else if (isa == 1) att_task_avx2(&A, i0, i1, h, scr);
+        else att_task_generic(&A, i0, i1, h, scr);
     }
     free(scratch);
     return 0;
+}
+
+/* Which kernel fp_attention_forward_level runs. */
+enum { ATT_GENERIC, ATT_AVX2, ATT_ROW512, ATT_AVX512, ATT_AMX };
+static int att_kernel(int level, int exact, int amx, int d) {
+    int max = fp_cpu_max_kernel();
+    if (level > max) level = max;
+    if (exact == 2) return level >= FP_KERN_AVX512 ? ATT_ROW512 : level >= FP_KERN_AVX2 ? ATT_AVX2 : ATT_GENERIC;
+    if (level >= FP_KERN_AVX512) {
+        if (!exact && amx && d % 32 == 0 && d <= FP_ATT_AMX_MAX_D && fp_cpu_has_amx_bf16() &&
+            fp_cpu_has_avx512bf16())
+            return ATT_AMX;
+        return ATT_AVX512;
+    }
+    return level >= FP_KERN_AVX2 ? ATT_AVX2 : ATT_GENERIC;
+}
+
+const char *fp_attention_kernel_name(int level, int exact, int amx, int d) {
+    switch (att_kernel(level, exact, amx, d)) {
+    case ATT_AMX: return "amx-bf16";
+    case ATT_AVX512: return "avx512-f32";
+    case ATT_AVX2: return "avx2-f32";
+    case ATT_ROW512: return "avx512-f32-rows";
+    }
+    return "generic-f32";
+}
+
+int fp_attention_forward_level(int level, int exact, int amx, float *out, const float *q, const float *k,
+                               const float *v, const int *qpos, const int *kstart, int nq, int T, int nh,
+                               int nkv, int d) {
+    (void)T;
+    if (nq <= 0 || nh <= 0 || d <= 0) return 0;
+    int kern = att_kernel(level, exact, amx, d);
+    if (kern >= ATT_AVX512)
+        return fp_attention_avx512(kern == ATT_AMX, out, q, k, v, qpos, kstart, nq, nh, nkv, d);
+    return att_rows(kern == ATT_ROW512 ? 2 : kern == ATT_AVX2, out, q, k, v, qpos, kstart, nq, nh, nkv, d);
+}
+
+int fp_attention_forward_ex(int exact, float *out, const float *q, const float *k, const float *v, const int *qpos,
+                            const int *kstart, int nq, int T, int nh, int nkv, int d) {
+    return fp_attention_forward_level(fp_kernel_level(), exact, 1, out, q, k, v, qpos, kstart, nq, T, nh, nkv, d);
+}
+
+int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,
+                         const int *kstart, int nq, int T, int nh, int nkv, int d) {
+    return fp_attention_forward_ex(1, out, q, k, v, qpos, kstart, nq, T, nh, nkv, d);
 }
 
 void fp_attention_forward_ref(float *out, const float *q, const float *k, const float *v, const int *qpos,

@@ -53,4 +53,20 @@ const char *fp_matmul_kernel_name_level(int level, fp_dtype wt);
 /* The kernel used for a call with T rows (the small-T kernel differs). */
 const char *fp_matmul_kernel_name_shape(int level, fp_dtype wt, int T);
 
+/* ---- attention.c / attention_avx512.c */
+/* fp_attention_forward_ex at a given kernel level (clamped to the CPU): level >= avx512 runs
+ * fp_attention_avx512 (exact: "avx512-f32"; !exact && amx && AMX-BF16 usable && d % 32 == 0 &&
+ * d <= FP_ATT_AMX_MAX_D: "amx-bf16"), avx2 "avx2-f32", ref "generic-f32" (both the one-row f32 kernel).
+ * amx = 0 keeps the fast path off AMX (tests).  exact == 2 runs the one-row f32 kernel at the level
+ * (avx512: "avx512-f32-rows", the kernel before register blocking; benchmarks). */
+#define FP_ATT_AMX_MAX_D 256
+int fp_attention_forward_level(int level, int exact, int amx, float *out, const float *q, const float *k,
+                               const float *v, const int *qpos, const int *kstart, int nq, int T, int nh,
+                               int nkv, int d);
+const char *fp_attention_kernel_name(int level, int exact, int amx, int d);
+/* attention_avx512.c: amx = 1 is the bf16 AMX kernel (caller checked AMX-BF16, AVX512-BF16, d % 32 == 0),
+ * amx = 0 the f32 AVX-512 kernel (any d).  0, or -1 when scratch cannot be allocated. */
+int fp_attention_avx512(int amx, float *out, const float *q, const float *k, const float *v, const int *qpos,
+                        const int *kstart, int nq, int nh, int nkv, int d);
+
 #endif

@@ -32,9 +32,20 @@ void fp_swiglu_forward(float *out, const float *gate, const float *up, int T, in
  *   k, v [T, nkv*d]: keys/values for positions 0..T-1;  out[nq, nh*d].
  * Query row i, head h attends with kv head h / (nh/nkv) to keys kstart[i] .. qpos[i] (kstart NULL: 0; packed
  * sequences pass the start of their own sequence).  Scale 1/sqrt(d).  OpenMP over heads x query tiles.
- * Returns 0, or -1 when its scratch (threads x ~100 x d floats) cannot be allocated. */
+ * Returns 0, or -1 when its scratch (threads x ~100 x d floats, plus an f32 copy of the visible keys on
+ * AVX-512) cannot be allocated. */
 int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,
                          const int *kstart, int nq, int T, int nh, int nkv, int d);
+/* The same with a precision choice: exact != 0 is fp_attention_forward (f32 throughout).  exact == 0 lets the
+ * kernel round Q, K, V and the softmax weights P to bf16 (f32 accumulation, f32 softmax statistics, like
+ * flash-attention / PyTorch bf16 sdpa): with AMX-BF16 (and FLUXPRM_KERNEL / FLUXPRM_AMX allowing it) and
+ * d % 32 == 0, S = Q K^T and P V run on AMX tiles; otherwise it is the exact path.  Error vs exact: about
+ * 2^-8 relative per rounded input (see src/tensor/attention_avx512.c).  A NaN/Inf in V at key j may also
+ * reach rows of the same 64-key block that do not see j (masked weights are exact zeros, 0 * NaN = NaN) in
+ * the blocked kernels; rows before that block never see it.  Returns 0, or -1 when scratch (threads x
+ * tile plus a bf16 or f32 copy of the visible K/V) cannot be allocated. */
+int fp_attention_forward_ex(int exact, float *out, const float *q, const float *k, const float *v, const int *qpos,
+                            const int *kstart, int nq, int T, int nh, int nkv, int d);
 /* Plain two-pass softmax reference of the same, in double (for tests; O(T) scratch). */
 void fp_attention_forward_ref(float *out, const float *q, const float *k, const float *v, const int *qpos,
                               const int *kstart, int nq, int T, int nh, int nkv, int d);

@@ -1,0 +1,545 @@
+/* AVX-512 and AMX-BF16 kernels behind fp_attention_forward_ex (dispatch in attention.c).
+ * Compiled with -mavx512{f,bw,vl,dq,bf16,vnni} (see the Makefile); the AMX task carries its own
+ * target("amx-tile,amx-bf16") attribute and only runs after cpu.c checked the CPU and got the OS permission.
+ *
+ * Both kernels are a flash-attention style online softmax over blocks of BK = 64 keys.  Per call, the keys
+ * a query can see (min kstart .. max qpos) are packed once per KV head, in parallel, into a scratch buffer
+ * shared by all query heads of the group and all query tiles; then OpenMP runs tasks = (query head, tile of
+ * query rows), the latest tiles (most keys) first.  The softmax keeps, per query row, the running maximum m
+ * of the raw scores and works in base 2: p = 2^(s c - m c) with c = log2(e) / sqrt(d), mc = m c rounded
+ * once and reused for the rescaling factor 2^(mc_old - mc_new), so every weight of a row is shifted by the
+ * same exponent (which cancels in o = sum p v / sum p).  Masks (causal, kstart) only on boundary blocks.
+ *
+ * exact (f32): K^T packed as [block][d][64] f32.  A task = 48 query rows; for each key block, micro-tiles of
+ *   6 rows: S (6 x 64) in 24 zmm accumulators (x outer: 4 vector loads of K^T, 6 broadcasts of q, 24 FMAs),
+ *   online softmax in registers, P (6 x 64 f32) to a small buffer, then P V over the block's keys into 24
+ *   fresh zmm (6 rows x 64 head dims; d > 64 in chunks of 64, tails masked) and O = O * corr + PV.
+ * amx (bf16 inputs, f32 accumulation): K packed per 16 keys as the VNNI B operand [d/2][16][2] bf16, V per
+ *   32 keys as [16 key pairs][d][2] bf16.  A task = 32 query rows (Q converted to bf16 rows).  Per block:
+ *   S = Q K^T in 2 x 2 C tiles per 32 keys (tdpbf16ps, A = 2 Q tiles, B = 2 K tiles, over d/32), stored to
+ *   a 32 x 64 f32 buffer; softmax on 16-wide rows in zmm, P written as bf16 rows; P V into fresh 2 x 2 C
+ *   tiles per 32 head dims (A = P tiles, B = V tiles), stored, then O = O * corr + PV in zmm. */
+#include "tensor/kernels.h"
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Keeps a broadcast in a register: without it GCC folds it into every FMA as an embedded-broadcast memory
+ * operand (24 loads per 24 FMAs instead of 6 + 4, which makes the micro-kernels load-bound). */
+#define REG(x) __asm__("" : "+v"(x))
+
+#define BK 64    /* keys per block */
+#define EX_MR 6  /* exact: query rows per micro-tile */
+#define EX_BQ 48 /* exact: query rows per task */
+#define AX_BQ 32 /* amx: query rows per task (2 tiles of 16) */
+
+typedef struct {
+    float *out;
+    const float *q, *k, *v;
+    const int *qpos, *kstart;
+    int nq, nh, nkv, d, dp; /* dp: d rounded up to 16 */
+    int nblk;               /* key blocks 0 .. nblk-1 exist in the packed buffers (those below kb0 unpacked) */
+    float c;                /* log2(e) / sqrt(d) */
+    float *kt;              /* exact: [nkv][nblk][d][BK] f32 */
+    uint16_t *kb, *vb;      /* amx: [nkv][nblk][4][d/2][16][2] and [nkv][nblk][2][16][d][2] bf16 */
+} att_ctx;
+
+/* 2^t for t <= ~0 (lanes below -126 clamp there; callers zero masked lanes): t = n + f, |f| <= 1/2,
+ * 2^f by the degree-DEG Taylor polynomial of e^(f ln2), scalef for 2^n.  Truncation: DEG 7 < 6e-9 relative
+ * (exact kernel), DEG 4 < 4.2e-5 (amx kernel, whose weights are rounded to bf16 = 2^-8 anyway). */
+AI __m512 exp2_neg(__m512 t, const int DEG) {
+    static const float cf[8] = {1.0f, 0.6931471805599453f, 0.2402265069591007f, 5.5504108664821576e-02f,
+                                9.618129107628477e-03f, 1.3333558146428441e-03f, 1.5403530393381606e-04f,
+                                1.5252733804059838e-05f};
+    t = _mm512_max_ps(t, _mm512_set1_ps(-126.0f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(cf[DEG]);
+    for (int i = DEG - 1; i >= 0; i--) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(cf[i]));
+    return _mm512_scalef_ps(p, n);
+}
+
+static __mmask16 tail16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* Valid keys kb + j of one row (ks <= kb + j <= p) as a 64-bit mask over j. */
+static uint64_t row_mask(int kb, int p, int ks) {
+    int lo = MAX(0, ks - kb), hi = MIN(BK - 1, p - kb);
+    if (hi < lo) return 0;
+    uint64_t m = hi - lo == 63 ? ~0ull : ((1ull << (hi - lo + 1)) - 1);
+    return m << lo;
+}
+
+static void row_bf16(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)b);
+    }
+}
+
+/* ---------------------------------------------------------------- packing (one block of BK keys) */
+static void pack_exact(const att_ctx *C, int kh, int b, int pmax) {
+    const int d = C->d;
+    const size_t kvs = (size_t)C->nkv * d;
+    float *kt = C->kt + ((size_t)kh * C->nblk + b) * d * BK;
+    for (int j = 0; j < BK; j++) {
+        int key = b * BK + j;
+        if (key > pmax) {
+            for (int x = 0; x < d; x++) kt[(size_t)x * BK + j] = 0.0f;
+            continue;
+        }
+        const float *kr = C->k + (size_t)key * kvs + (size_t)kh * d;
+        for (int x = 0; x < d; x++) kt[(size_t)x * BK + j] = kr[x];
+    }
+}
+
+static void pack_amx(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /* [2][d] */) {
+    const int d = C->d;
+    const size_t kvs = (size_t)C->nkv * d, blk = (size_t)BK * d;
+    uint32_t *kd = (uint32_t *)(C->kb + ((size_t)kh * C->nblk + b) * blk); /* [4][d/2][16] dwords */
+    uint16_t *vd = C->vb + ((size_t)kh * C->nblk + b) * blk;                /* [2][16][d][2] */
+    for (int j = 0; j < BK; j += 2) {
+        for (int e = 0; e < 2; e++) {
+            int key = b * BK + j + e;
+            if (key > pmax) {
+                memset(tmp + (size_t)e * d, 0, sizeof(uint16_t) * d);
+                continue;
+            }
+            row_bf16(tmp + (size_t)e * d, C->k + (size_t)key * kvs + (size_t)kh * d, d);
+        }
+        for (int e = 0; e < 2; e++) { /* K: key j+e of sub-block (j+e)/16, dword p = (k[2p], k[2p+1]) */
+            int jj = j + e;
+            uint32_t *dst = kd + (size_t)(jj / 16) * 8 * d + jj % 16;
+            const uint32_t *src = (const uint32_t *)(tmp + (size_t)e * d);
+            for (int p = 0; p < d / 2; p++) dst[(size_t)p * 16] = src[p];
+        }
+        for (int e = 0; e < 2; e++) {
+            int key = b * BK + j + e;
+            if (key > pmax) {
+                memset(tmp + (size_t)e * d, 0, sizeof(uint16_t) * d);
+                continue;
+            }
+            row_bf16(tmp + (size_t)e * d, C->v + (size_t)key * kvs + (size_t)kh * d, d);
+        }
+        /* V: key pair (j, j+1) = pair (j % 32) / 2 of sub-block j / 32: [x][2] interleaved */
+        uint16_t *dst = vd + (size_t)(j / 32) * 32 * d + (size_t)((j % 32) / 2) * 2 * d;
+        for (int x = 0; x < d; x++) {
+            dst[2 * x] = tmp[x];
+            dst[2 * x + 1] = tmp[d + x];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- exact f32 kernel */
+/* P V for MR rows and NV vectors of head dims (the last masked with tm), keys jlo..jhi-1 of the block:
+ * O[r] = O[r] * cr[r] + sum_j P[r][j] v_j. */
+AI void ex_pv(const int MR, const int NV, const float *P, const float *vb, size_t kvs, int jlo, int jhi,
+              __mmask16 tm, float *O, int dp, const float *cr) {
+    __m512 a[EX_MR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; c++) a[r][c] = _mm512_setzero_ps();
+    for (int j = jlo; j < jhi; j++) {
+        const float *vj = vb + (size_t)j * kvs;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; c++)
+            vv[c] = c == NV - 1 ? _mm512_maskz_loadu_ps(tm, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m512 pb = _mm512_set1_ps(P[r * BK + j]);
+            REG(pb);
+#pragma GCC unroll 4
+            for (int c = 0; c < NV; c++) a[r][c] = _mm512_fmadd_ps(pb, vv[c], a[r][c]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        __m512 cb = _mm512_set1_ps(cr[r]);
+        float *o = O + (size_t)r * dp;
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; c++)
+            _mm512_store_ps(o + 16 * c, _mm512_fmadd_ps(_mm512_load_ps(o + 16 * c), cb, a[r][c]));
+    }
+}
+
+/* One micro-tile: MR query rows (q0 + r * qs) against one key block (kt: [d][BK] packed K^T, vb: V rows of
+ * the block).  mask: per-row valid keys, or NULL (all 64 valid).  State per row: O (dp floats), L (16
+ * partial sums), M (raw max), MC (M * c). */
+AI void ex_micro(const int MR, const att_ctx *C, const float *q0, size_t qs, const float *kt, const float *vb,
+                 const uint64_t *mask, int jlo, int jhi, float *O, float *L, float *M, float *MC, float *P) {
+    const int d = C->d, dp = C->dp;
+    const size_t kvs = (size_t)C->nkv * d;
+    __m512 s[EX_MR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
+    for (int x = 0; x < d; x++) {
+        const float *kx = kt + (size_t)x * BK;
+        __m512 k0 = _mm512_load_ps(kx), k1 = _mm512_load_ps(kx + 16), k2 = _mm512_load_ps(kx + 32),
+               k3 = _mm512_load_ps(kx + 48);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m512 qb = _mm512_set1_ps(q0[(size_t)r * qs + x]);
+            REG(qb);
+            s[r][0] = _mm512_fmadd_ps(qb, k0, s[r][0]);
+            s[r][1] = _mm512_fmadd_ps(qb, k1, s[r][1]);
+            s[r][2] = _mm512_fmadd_ps(qb, k2, s[r][2]);
+            s[r][3] = _mm512_fmadd_ps(qb, k3, s[r][3]);
+        }
+    }
+    const __m512 cv = _mm512_set1_ps(C->c), ninf = _mm512_set1_ps(-INFINITY);
+    float ci[16] __attribute__((aligned(64))) = {0}, cr[16] __attribute__((aligned(64)));
+    __m512 ps[EX_MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        if (mask)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) s[r][c] = _mm512_mask_blend_ps((__mmask16)(mask[r] >> (16 * c)), ninf, s[r][c]);
+        float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(s[r][0], s[r][1]), _mm512_max_ps(s[r][2], s[r][3])));
+        float mn = bm > M[r] ? bm : M[r], mc = mn * C->c;
+        ci[r] = MC[r] - mc;
+        M[r] = mn;
+        MC[r] = mc;
+        __m512 mcv = _mm512_set1_ps(mc), sum = _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m512 e = exp2_neg(_mm512_fmsub_ps(s[r][c], cv, mcv), 7);
+            if (mask) e = _mm512_maskz_mov_ps((__mmask16)(mask[r] >> (16 * c)), e);
+            _mm512_store_ps(P + r * BK + 16 * c, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        ps[r] = sum;
+    }
+    _mm512_store_ps(cr, exp2_neg(_mm512_load_ps(ci), 7));
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+        _mm512_store_ps(L + 16 * r, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * r), _mm512_set1_ps(cr[r]), ps[r]));
+    for (int x0 = 0; x0 < d; x0 += 64) {
+        int rem = d - x0, nv = rem >= 64 ? 4 : (rem + 15) / 16;
+        __mmask16 tm = tail16(rem - 16 * (nv - 1));
+        switch (nv) {
+        case 4: ex_pv(MR, 4, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
+        case 3: ex_pv(MR, 3, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
+        case 2: ex_pv(MR, 2, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
+        default: ex_pv(MR, 1, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
+        }
+    }
+}
+
+static size_t ex_scratch_floats(int dp) { return (size_t)EX_BQ * dp + EX_BQ * 16 + EX_MR * BK + 2 * EX_BQ + 32; }
+
+/* Query rows [i0, i1) (at most EX_BQ) of head h. */
+static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) {
+    const int d = C->d, dp = C->dp, n = i1 - i0, kh = h / (C->nh / C->nkv);
+    const size_t qs = (size_t)C->nh * d, kvs = (size_t)C->nkv * d;
+    float *O = scr, *L = O + (size_t)EX_BQ * dp, *P = L + EX_BQ * 16, *M = P + EX_MR * BK, *MC = M + EX_BQ;
+    int pos[EX_BQ], ks[EX_BQ];
+    enum { NMT = (EX_BQ + EX_MR - 1) / EX_MR };
+    int pmn[NMT], pmx[NMT], kmn[NMT], kmx[NMT];
+    int tpmax = 0, tkmin = INT32_MAX;
+    for (int r = 0; r < n; r++) {
+        pos[r] = C->qpos ? C->qpos[i0 + r] : i0 + r;
+        ks[r] = C->kstart ? C->kstart[i0 + r] : 0;
+        M[r] = -FLT_MAX;
+        MC[r] = -FLT_MAX * C->c;
+        for (int x = 0; x < dp; x++) O[(size_t)r * dp + x] = 0.0f;
+        for (int x = 0; x < 16; x++) L[16 * r + x] = 0.0f;
+        int mt = r / EX_MR;
+        if (r % EX_MR == 0) {
+            pmn[mt] = kmn[mt] = INT32_MAX;
+            pmx[mt] = kmx[mt] = INT32_MIN;
+        }
+        pmn[mt] = MIN(pmn[mt], pos[r]);
+        pmx[mt] = MAX(pmx[mt], pos[r]);
+        kmn[mt] = MIN(kmn[mt], ks[r]);
+        kmx[mt] = MAX(kmx[mt], ks[r]);
+        tpmax = MAX(tpmax, pos[r]);
+        tkmin = MIN(tkmin, ks[r]);
+    }
+    const float *qh = C->q + (size_t)i0 * qs + (size_t)h * d;
+    for (int kb = tkmin / BK * BK; kb <= tpmax; kb += BK) {
+        const float *kt = C->kt + ((size_t)kh * C->nblk + kb / BK) * d * BK;
+        const float *vb = C->v + (size_t)kb * kvs + (size_t)kh * d;
+        for (int r0 = 0; r0 < n; r0 += EX_MR) {
+            int mt = r0 / EX_MR, mr = MIN(EX_MR, n - r0);
+            if (kb > pmx[mt] || kb + BK <= kmn[mt]) continue;
+            int bnd = kb + BK - 1 > pmn[mt] || kb < kmx[mt];
+            uint64_t mk[EX_MR];
+            if (bnd)
+                for (int r = 0; r < mr; r++) mk[r] = row_mask(kb, pos[r0 + r], ks[r0 + r]);
+            int jlo = MAX(0, kmn[mt] - kb), jhi = MIN(BK, pmx[mt] - kb + 1);
+            const uint64_t *mp = bnd ? mk : NULL;
+            const float *q0 = qh + (size_t)r0 * qs;
+            float *o = O + (size_t)r0 * dp, *l = L + 16 * r0, *m = M + r0, *mc = MC + r0;
+            switch (mr) {
+            case 6: ex_micro(6, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            case 5: ex_micro(5, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            case 4: ex_micro(4, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            case 3: ex_micro(3, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            case 2: ex_micro(2, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            default: ex_micro(1, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            }
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
+        float *o = C->out + (size_t)(i0 + r) * qs + (size_t)h * d;
+        for (int x = 0; x < d; x += 16)
+            _mm512_mask_storeu_ps(o + x, tail16(d - x), _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * dp + x), inv));
+    }
+}
+
+/* ---------------------------------------------------------------- AMX-BF16 kernel */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} att_tilecfg;
+/* tmm0-3: C (16 rows x 16 f32), tmm4-5: A (16 rows x 32 bf16), tmm6-7: B (16 pairs x 16 x 2 bf16) */
+static const att_tilecfg att_tcfg __attribute__((aligned(64))) = {
+    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
+    {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0}};
+
+static size_t ax_scratch_floats(int d) {
+    /* O, PV [32][d] f32; S [2][32][64] f32; L [32][16]; M, MC, CI [32]; CR [2][32]; Pb [2][32][64] bf16;
+     * Qb [32][d] bf16 */
+    return (size_t)AX_BQ * d * 2 + 2 * AX_BQ * BK + AX_BQ * 16 + 5 * AX_BQ + AX_BQ * BK + (size_t)AX_BQ * d / 2 + 32;
+}
+
+#define MEMBAR() __asm__ volatile("" ::: "memory") /* the tile intrinsics are asm without memory operands */
+
+/* AMX work units, each a few tdpbf16ps ending in tile stores.
+ * S unit: S[32][64] (keys 32 hf .. 32 hf + 31 of the block) = Q (32 x d, bf16 rows) x K half-block. */
+__attribute__((target("amx-tile,amx-bf16"))) static inline void ax_s_unit(const uint16_t *Qb, const uint16_t *Kb,
+                                                                           int hf, int d, float *S) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *kp = Kb + (size_t)(2 * hf) * 16 * d;
+    for (int c = 0; c < d / 32; c++) {
+        _tile_loadd(4, Qb + 32 * c, 2 * d);
+        _tile_loadd(6, kp + 512 * c, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, kp + 16 * d + 512 * c, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, Qb + 16 * d + 32 * c, 2 * d);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, S + 32 * hf, 4 * BK);
+    _tile_stored(1, S + 32 * hf + 16, 4 * BK);
+    _tile_stored(2, S + 16 * BK + 32 * hf, 4 * BK);
+    _tile_stored(3, S + 16 * BK + 32 * hf + 16, 4 * BK);
+}
+/* PV unit: PV[32][x0 .. x0 + 32) = P (32 x 64 keys bf16, halves [h0, h1)) x V block ([16 pairs][d][2] per half) */
+__attribute__((target("amx-tile,amx-bf16"))) static inline void ax_pv_unit(const uint16_t *Pb, const uint16_t *Vb,
+                                                                            int h0, int h1, int x0, int d, float *PV) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int hf = h0; hf < h1; hf++) {
+        const uint16_t *vp = Vb + (size_t)hf * 32 * d + 2 * x0;
+        _tile_loadd(4, Pb + 32 * hf, 2 * BK);
+        _tile_loadd(6, vp, 4 * d);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, vp + 32, 4 * d);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, Pb + 16 * BK + 32 * hf, 2 * BK);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, PV + x0, 4 * d);
+    _tile_stored(1, PV + x0 + 16, 4 * d);
+    _tile_stored(2, PV + (size_t)16 * d + x0, 4 * d);
+    _tile_stored(3, PV + (size_t)16 * d + x0 + 16, 4 * d);
+}
+
+/* Halves of 32 keys of block kb that some row of the task sees: [*h0, *h1). */
+static void ax_halves(int kb, int tkmin, int tpmax, int *h0, int *h1) {
+    *h0 = kb + 32 <= tkmin ? 1 : 0;
+    *h1 = kb + 32 <= tpmax ? 2 : 1;
+}
+
+/* Query rows [i0, i1) (at most AX_BQ) of head h.  Software-pipelined so that the AMX unit and the vector
+ * units work at the same time (issued in program order, tile work and the softmax otherwise serialise, and
+ * tile loads do not forward from the store buffer): iteration k runs the softmax of block k (S buffer k & 1
+ * -> P buffer k & 1) in row groups, and between the groups issues the AMX units of P V for block k-1 (P
+ * buffer (k-1) & 1, written an iteration ago) and of S = Q K^T for block k+1 (S buffer (k+1) & 1); then
+ * O = O * corr + PV for block k-1. */
+__attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *C, int i0, int i1, int h,
+                                                                  float *scr) {
+    const int d = C->d, n = i1 - i0, kh = h / (C->nh / C->nkv);
+    const size_t qs = (size_t)C->nh * d;
+    float *O = scr, *PV = O + (size_t)AX_BQ * d, *Sb = PV + (size_t)AX_BQ * d, *L = Sb + 2 * AX_BQ * BK,
+          *M = L + AX_BQ * 16, *MC = M + AX_BQ, *CI = MC + AX_BQ, *CR = CI + AX_BQ; /* CR: [2][32] */
+    uint16_t *Pb = (uint16_t *)(CR + 2 * AX_BQ), *Qb = Pb + 2 * AX_BQ * BK;         /* Pb: [2][32][64] */
+    int pos[AX_BQ], ks[AX_BQ];
+    int tpmax = INT32_MIN, tpmin = INT32_MAX, tkmin = INT32_MAX, tkmax = INT32_MIN;
+    for (int r = 0; r < AX_BQ; r++) {
+        M[r] = -FLT_MAX;
+        MC[r] = -FLT_MAX * C->c;
+        CI[r] = 0.0f;
+        memset(O + (size_t)r * d, 0, sizeof(float) * d);
+        memset(L + 16 * r, 0, sizeof(float) * 16);
+        memset(Pb + r * BK, 0, sizeof(uint16_t) * BK); /* rows >= n stay zero */
+        memset(Pb + (AX_BQ + r) * BK, 0, sizeof(uint16_t) * BK);
+        if (r < n) {
+            pos[r] = C->qpos ? C->qpos[i0 + r] : i0 + r;
+            ks[r] = C->kstart ? C->kstart[i0 + r] : 0;
+            row_bf16(Qb + (size_t)r * d, C->q + (size_t)(i0 + r) * qs + (size_t)h * d, d);
+            tpmax = MAX(tpmax, pos[r]);
+            tpmin = MIN(tpmin, pos[r]);
+            tkmin = MIN(tkmin, ks[r]);
+            tkmax = MAX(tkmax, ks[r]);
+        } else
+            memset(Qb + (size_t)r * d, 0, sizeof(uint16_t) * d);
+    }
+    const uint16_t *Kh = C->kb + (size_t)kh * C->nblk * BK * d, *Vh = C->vb + (size_t)kh * C->nblk * BK * d;
+    const size_t bstride = (size_t)BK * d; /* one block of packed K or V */
+    const __m512 cv = _mm512_set1_ps(C->c), ninf = _mm512_set1_ps(-INFINITY);
+    const int kfirst = tkmin / BK * BK;
+    MEMBAR();
+    _tile_loadconfig(&att_tcfg);
+    { /* prologue: S of the first block */
+        int h0, h1;
+        ax_halves(kfirst, tkmin, tpmax, &h0, &h1);
+        for (int hf = h0; hf < h1; hf++) ax_s_unit(Qb, Kh + (size_t)(kfirst / BK) * bstride, hf, d, Sb);
+    }
+    int ph0 = 0, ph1 = 0; /* halves of block k-1 */
+    for (int kb = kfirst, par = 0; kb <= tpmax; kb += BK, par ^= 1) {
+        int h0, h1, nh0 = 0, nh1 = 0, knext = kb + BK <= tpmax;
+        ax_halves(kb, tkmin, tpmax, &h0, &h1);
+        if (knext) ax_halves(kb + BK, tkmin, tpmax, &nh0, &nh1);
+        const int npv = kb > kfirst ? d / 32 : 0, nunits = npv + (nh1 - nh0);
+        const int bnd = kb + BK - 1 > tpmin || kb < tkmax;
+        float *S = Sb + (size_t)par * AX_BQ * BK;
+        uint16_t *P = Pb + (size_t)par * AX_BQ * BK;
+        const uint16_t *Pprev = Pb + (size_t)(par ^ 1) * AX_BQ * BK;
+        int r = 0;
+        for (int g = 0; g <= nunits; g++) {
+            MEMBAR();
+            if (g < npv) ax_pv_unit(Pprev, Vh + (size_t)(kb / BK - 1) * bstride, ph0, ph1, 32 * g, d, PV);
+            else if (g < nunits)
+                ax_s_unit(Qb, Kh + (size_t)(kb / BK + 1) * bstride, nh0 + g - npv, d, Sb + (size_t)(par ^ 1) * AX_BQ * BK);
+            MEMBAR();
+            /* online softmax of this group's rows, one row (4 zmm) at a time; halves not computed are masked */
+            int rend = g == nunits ? n : n * (g + 1) / (nunits + 1);
+            for (; r < rend; r++) {
+                __m512 sv[4];
+                uint64_t mk = bnd ? row_mask(kb, pos[r], ks[r]) : ~0ull;
+                for (int c = 0; c < 4; c++) {
+                    sv[c] = _mm512_load_ps(S + r * BK + 16 * c);
+                    if (bnd) sv[c] = _mm512_mask_blend_ps((__mmask16)(mk >> (16 * c)), ninf, sv[c]);
+                }
+                float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(sv[0], sv[1]), _mm512_max_ps(sv[2], sv[3])));
+                float mn = bm > M[r] ? bm : M[r], mc = mn * C->c;
+                CI[r] = MC[r] - mc;
+                M[r] = mn;
+                MC[r] = mc;
+                __m512 mcv = _mm512_set1_ps(mc), e[4];
+                for (int c = 0; c < 4; c++) {
+                    e[c] = exp2_neg(_mm512_fmsub_ps(sv[c], cv, mcv), 4);
+                    if (bnd) e[c] = _mm512_maskz_mov_ps((__mmask16)(mk >> (16 * c)), e[c]);
+                }
+                _mm512_store_ps(S + r * BK, _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3])));
+                _mm512_store_si512(P + r * BK, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+                _mm512_store_si512(P + r * BK + 32, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
+            }
+        }
+        float *cr = CR + par * AX_BQ;
+        for (int i = 0; i < AX_BQ; i += 16) _mm512_store_ps(cr + i, exp2_neg(_mm512_load_ps(CI + i), 7));
+        for (int i = 0; i < n; i++) /* row sums (kept as 16 partial sums), stashed in S above */
+            _mm512_store_ps(L + 16 * i, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * i), _mm512_set1_ps(cr[i]),
+                                                        _mm512_load_ps(S + i * BK)));
+        if (npv) { /* O = O * corr + PV for block k-1 */
+            const float *crp = CR + (par ^ 1) * AX_BQ;
+            for (int i = 0; i < n; i++) {
+                __m512 cb = _mm512_set1_ps(crp[i]);
+                float *o = O + (size_t)i * d;
+                const float *pv = PV + (size_t)i * d;
+                for (int x = 0; x < d; x += 16)
+                    _mm512_store_ps(o + x, _mm512_fmadd_ps(_mm512_load_ps(o + x), cb, _mm512_load_ps(pv + x)));
+            }
+        }
+        ph0 = h0, ph1 = h1;
+        if (!knext) { /* epilogue: P V of this (last) block */
+            MEMBAR();
+            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(P, Vh + (size_t)(kb / BK) * bstride, h0, h1, x0, d, PV);
+            MEMBAR();
+            for (int i = 0; i < n; i++) {
+                __m512 cb = _mm512_set1_ps(cr[i]);
+                float *o = O + (size_t)i * d;
+                const float *pv = PV + (size_t)i * d;
+                for (int x = 0; x < d; x += 16)
+                    _mm512_store_ps(o + x, _mm512_fmadd_ps(_mm512_load_ps(o + x), cb, _mm512_load_ps(pv + x)));
+            }
+        }
+    }
+    _tile_release();
+    for (int r = 0; r < n; r++) {
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
+        float *o = C->out + (size_t)(i0 + r) * qs + (size_t)h * d;
+        for (int x = 0; x < d; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv));
+    }
+}
+
+/* ---------------------------------------------------------------- driver */
+int fp_attention_avx512(int amx, float *out, const float *q, const float *k, const float *v, const int *qpos,
+                        const int *kstart, int nq, int nh, int nkv, int d) {
+    int pmax = 0, kmin = INT32_MAX;
+    for (int i = 0; i < nq; i++) {
+        int p = qpos ? qpos[i] : i, s = kstart ? kstart[i] : 0;
+        pmax = MAX(pmax, p);
+        kmin = MIN(kmin, s);
+    }
+    kmin = MAX(0, MIN(kmin, pmax));
+    att_ctx C = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (d + 15) & ~15, pmax / BK + 1,
+                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL};
+    const int bq = amx ? AX_BQ : EX_BQ, b0 = kmin / BK, nb = C.nblk - b0;
+    size_t packb = (size_t)nkv * C.nblk * BK * d * (amx ? 2 * sizeof(uint16_t) : sizeof(float));
+    size_t per = sizeof(float) * (amx ? ax_scratch_floats(d) : ex_scratch_floats(C.dp));
+    per = (per + 63) & ~(size_t)63;
+    packb = (packb + 63) & ~(size_t)63;
+    int nth = omp_get_max_threads();
+    size_t total = packb + per * (size_t)nth;
+    char *buf = aligned_alloc(64, total);
+    if (!buf) return -1;
+    if (amx) {
+        C.kb = (uint16_t *)buf;
+        C.vb = C.kb + (size_t)nkv * C.nblk * BK * d;
+    } else
+        C.kt = (float *)buf;
+    int ntiles = (nq + bq - 1) / bq;
+#pragma omp parallel num_threads(nth)
+    {
+        float *scr = (float *)(buf + packb + per * (size_t)omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < nkv * nb; t++) {
+            if (amx) pack_amx(&C, t / nb, b0 + t % nb, pmax, (uint16_t *)scr);
+            else pack_exact(&C, t / nb, b0 + t % nb, pmax);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < nh * ntiles; task++) {
+            /* Largest tiles first: the last query tiles see the most keys. */
+            int tile = ntiles - 1 - task / nh, h = task % nh;
+            int i0 = tile * bq, i1 = MIN(i0 + bq, nq);
+            if (amx) ax_task(&C, i0, i1, h, scr);
+            else ex_task(&C, i0, i1, h, scr);
+        }
+    }
+    free(buf);
+    return 0;
+}
