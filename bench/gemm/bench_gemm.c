@@ -2,7 +2,8 @@
  *
  *   bench_gemm [--threads N] [--reps R] [--dtypes BF16,F32,...] [--levels avx512,avx2,ref]
  *              [--shape TxKxN]... [--ref-T T]
- * Default shapes: the Qwen2.5-0.5B projections (K=896: N=896,128,4864; K=4864: N=896) at T=512 and 2048.
+ * Default shapes: the Qwen2.5-0.5B projections (K=896: N=896,128,4864; K=4864: N=896) and the 1.5B ones
+ * (K=1536: N=1536,8960; K=8960: N=1536) at T=512 and 2048.
  * Each figure is the median over R timed calls (after one warm-up call); 2*T*K*N flops per call.
  * The scalar reference is timed at T=--ref-T (default 32) rows only, since it is ~100x slower; its
  * GFLOP/s barely depends on T.  Output: one line per measurement:
@@ -97,9 +98,11 @@ int main(int argc, char **argv) {
     if (reps < 1) reps = 1;
     if (threads > 0) omp_set_num_threads(threads);
     if (!nshape) {
-        const int def[][3] = {{512, 896, 896}, {512, 896, 128}, {512, 896, 4864}, {512, 4864, 896},
-                              {2048, 896, 896}, {2048, 896, 128}, {2048, 896, 4864}, {2048, 4864, 896}};
-        nshape = 8;
+        const int def[][3] = {{512, 896, 896},   {512, 896, 128},   {512, 896, 4864},   {512, 4864, 896},
+                              {2048, 896, 896},  {2048, 896, 128},  {2048, 896, 4864},  {2048, 4864, 896},
+                              {512, 1536, 1536}, {512, 1536, 8960}, {512, 8960, 1536},
+                              {2048, 1536, 1536}, {2048, 1536, 8960}, {2048, 8960, 1536}};
+        nshape = (int)(sizeof def / sizeof def[0]);
         memcpy(shapes, def, sizeof def);
     }
     printf("# threads=%d cpu_max=%s\n", omp_get_max_threads(), fp_kernel_level_name(fp_cpu_max_kernel()));

@@ -3,13 +3,17 @@
 # same run.  Usage (from the repository root):
 #   sh bench/gemm/run.sh [--quick] [extra bench_gemm args, e.g. --dtypes BF16 --shape 512x896x896]
 # Env: BUILD (default build; the library is built with make BUILD=$BUILD), THREADS (default "1 2"),
-#      REPS (default 7), PYREF (default /work/shared/tools/pyref; torch columns are skipped without it).
+#      REPS (default 7), GEMM_SHAPES (space-separated TxKxN list replacing the default shapes),
+#      PYREF (default /work/shared/tools/pyref; torch columns are skipped without it).
 set -eu
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-"1 2"}
 REPS=${REPS:-7}
 PYREF=${PYREF:-/work/shared/tools/pyref}
+# Qwen2.5-0.5B projections (K=896: N=896,128,4864; K=4864: N=896) and 1.5B (K=1536: N=1536,8960; K=8960: N=1536)
 SHAPES="512x896x896 512x896x128 512x896x4864 512x4864x896 2048x896x896 2048x896x128 2048x896x4864 2048x4864x896"
+SHAPES="$SHAPES 512x1536x1536 512x1536x8960 512x8960x1536 2048x1536x1536 2048x1536x8960 2048x8960x1536"
+if [ -n "${GEMM_SHAPES:-}" ]; then SHAPES=$GEMM_SHAPES; fi
 if [ "${1:-}" = "--quick" ]; then shift; SHAPES="512x896x896 512x4864x896"; fi
 make -s BUILD="$BUILD" "$BUILD/libfluxprm.a" >/dev/null
 CC=${CC:-gcc}

@@ -11,8 +11,9 @@
  *     micro-kernel over its T rows, adding into out (the first chunk adds the bias instead).
  * Kernels:
  *   T <= 4 rows, any dtype -> GEMV-style f32 FMA straight from the weight rows (no packing, no scratch)
- *   BF16, Q8_0, Q4_0 with AMX -> tdpbf16ps, 32 x 32 per 4 C tiles, panel of 1 KiB tiles [16 pairs][16 cols]
- *                                (Q weights dequantised to bf16 while packing)
+ *   BF16, Q8_0, Q4_0 with AMX -> tdpbf16ps, 32 x 32 per 4 C tiles, jobs of up to 512 columns whose panel
+ *                                (<= 768 KiB) is packed as 1 KiB tiles [16 pairs][16 cols] (Q weights
+ *                                dequantised to bf16 while packing); see amx_plan
  *   BF16 (AMD, no AMX)  -> vdpbf16ps, tile 6 x 64, panel [KC/2 pairs][64 cols][2 bf16]
  *   F32/F16 (and BF16/Q without the above) -> f32 FMA, tile 6 x 64, panel [KC][64] f32
  *   Q8_0 / Q4_0 (VNNI, no AMX) -> vpdpbusd, tile 6 x 32, per block of 32 k: [8 quads][32 cols][4 u8] + 32 scales
@@ -151,10 +152,9 @@ AI __m512i load32_bf16(const void *w, fp_dtype wt, size_t row_bytes, int row, in
 }
 
 /* Packs W rows [n0, n0+nvalid) x k [k0, k0+kc) (kc even) as bf16 pairs, 64 columns (zero for c >= nvalid
- * or k >= K).  Plain layout: panel[p][c] = dword (w[c][k0+2p], w[c][k0+2p+1]).  Tiled layout (AMX; kc a
- * multiple of 32): 1 KiB tiles of 16 pairs x 16 columns, tile (p/16, c/16) at ((p/16)*4 + c/16) * 256. */
+ * or k >= K): panel[p][c] = dword (w[c][k0+2p], w[c][k0+2p+1]).  (AMX tiles: pack_amx.) */
 static void pack_bf16(uint32_t *panel, const void *w, fp_dtype wt, size_t row_bytes, int K, int n0, int nvalid,
-                      int k0, int kc, int tiled) {
+                      int k0, int kc) {
     int np = kc / 2;
     for (int c0 = 0; c0 < BF_NR; c0 += 16) {
         for (int p0 = 0; p0 < np; p0 += 16) {
@@ -165,11 +165,7 @@ static void pack_bf16(uint32_t *panel, const void *w, fp_dtype wt, size_t row_by
             }
             transpose16(r);
             int cnt = MIN(16, np - p0);
-            if (tiled)
-                for (int i = 0; i < cnt; i++)
-                    _mm512_store_si512(panel + ((size_t)(p0 / 16) * 4 + c0 / 16) * 256 + 16 * i, r[i]);
-            else
-                for (int i = 0; i < cnt; i++) _mm512_store_si512(panel + (size_t)(p0 + i) * BF_NR + c0, r[i]);
+            for (int i = 0; i < cnt; i++) _mm512_store_si512(panel + (size_t)(p0 + i) * BF_NR + c0, r[i]);
         }
     }
 }
@@ -228,7 +224,7 @@ static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel)
     const float *bias = a->bias ? a->bias + n0 : NULL;
     for (int k0 = 0; k0 < Kp; k0 += BF_KC) {
         int kc = MIN(BF_KC, Kp - k0), np = kc / 2;
-        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc, 0);
+        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
         for (int t = t0; t < t1; t += BF_MR) {
             const uint32_t *At = A + (size_t)t * a->lda + k0 / 2;
             float *C = a->out + (size_t)t * a->N + n0;
@@ -247,35 +243,61 @@ static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel)
 
 /* ================================================================ BF16 x BF16 on AMX tiles (tdpbf16ps) */
 /* Activations f32 [T][K] -> bf16 A tiles: rows padded to Tp (multiple of 16), k to Kp (multiple of 32),
- * zeros; the tile of rows 16i.. and k 32j.. is 1 KiB at (i * Kp/32 + j) * 512 elements, row r at +32 r. */
+ * zeros; the tile of rows 16i.. and k 32j.. is 1 KiB at (i * Kp/32 + j) * 512 elements, row r at +32 r.
+ * Written one tile at a time (16 row segments in, 1 KiB contiguous out): writing row by row scatters each
+ * row over Kp/32 tiles and was ~4x slower for activations larger than L2. */
 static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int Kp, int Tp) {
-    int nkb = Kp / 32;
+    int nkb = Kp / 32, nrb = Tp / 16;
 #pragma omp for schedule(static)
-    for (int t = 0; t < Tp; t++) {
-        const float *x = inp + (size_t)(t < T ? t : 0) * K; /* rows >= T are padding: all-zero masks */
-        uint16_t *y = dst + (size_t)(t / 16) * nkb * 512 + (size_t)(t % 16) * 32;
-        for (int j = 0; j < nkb; j++) {
-            int rem = t < T ? K - 32 * j : 0;
-            __m512i v;
-            if (rem >= 32)
-                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 32 * j + 16), _mm512_loadu_ps(x + 32 * j));
-            else {
-                __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : rem <= 0 ? 0 : (1u << rem) - 1);
-                __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
-                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 32 * j + 16),
-                                                 _mm512_maskz_loadu_ps(m0, x + 32 * j));
+    for (int i = 0; i < nrb; i++) {
+        uint16_t *y = dst + (size_t)i * nkb * 512;
+        int rows = MIN(16, T - 16 * i); /* >= 1: Tp < T + 16 */
+        const float *x = inp + (size_t)16 * i * K;
+        int j = 0;
+        for (; j < nkb && 32 * j + 32 <= K; j++) {
+            uint16_t *yt = y + (size_t)j * 512;
+            int r = 0;
+            for (; r < rows; r++) {
+                const float *xr = x + (size_t)r * K + 32 * j;
+                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + 16), _mm512_loadu_ps(xr));
+                _mm512_store_si512(yt + 32 * r, v);
             }
-            _mm512_store_si512(y + (size_t)j * 512, v);
+            for (; r < 16; r++) _mm512_store_si512(yt + 32 * r, _mm512_setzero_si512());
+        }
+        for (; j < nkb; j++) { /* the ragged k tail (K % 32 != 0) */
+            uint16_t *yt = y + (size_t)j * 512;
+            int rem = K - 32 * j; /* 1..31 */
+            __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : (1u << rem) - 1);
+            __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
+            for (int r = 0; r < 16; r++) {
+                __m512i v = _mm512_setzero_si512();
+                if (r < rows) {
+                    const float *xr = x + (size_t)r * K + 32 * j;
+                    v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xr + 16), _mm512_maskz_loadu_ps(m0, xr));
+                }
+                _mm512_store_si512(yt + 32 * r, v);
+            }
         }
     }
 }
 
 /* Tiles: tmm0-3 = C (2 x 2 blocks of 16 rows x 16 f32), tmm4-5 = A (16 rows x 32 bf16), tmm6-7 = B
  * (16 k-pairs x 16 cols x 2 bf16), all loaded from contiguous 1 KiB tiles (row stride 64 bytes): the
- * activations in act_to_bf16_tiles' layout (padded to 32 rows and 32 k), the panel in pack_bf16's tiled
- * layout. */
+ * activations in act_to_bf16_tiles' layout (padded to 32 rows and 32 k), the panel in pack_amx's layout.
+ *
+ * Blocking (see amx_plan): a job is (group of nc <= AMX_NC_MAX weight rows = output columns) x (block of
+ * rows).  The job packs the group's weights for one chunk of k (the whole K when Kp <= AMX_KMAX, else
+ * equal chunks of <= AMX_KMAX) into a per-thread panel of <= AMX_PANEL_BYTES (L2), then, for each 32-row
+ * block of activations, sweeps all the 32-column groups of the panel: the activation rows (32 x kc) are
+ * read from L3/memory once per group of nc columns and reused from L2/L1 for the other nc/32 - 1 column
+ * groups, the panel stays in L2 for all rows.  C stays in the 4 accumulator tiles for a whole chunk of k:
+ * a tile store drains the AMX pipeline (measured ~1000 cycles per 2 x 2 block when the operands stream
+ * from L2), so few, long k chunks beat small L1-sized ones that store and reload C. */
 #define AMX_MR 32
-#define AMX_KC 4096 /* panel = 2048 pairs * 64 cols * 4 B = 512 KiB (L2) */
+#define AMX_KMAX 4096                  /* longest k chunk */
+#define AMX_PANEL_BYTES (768 * 1024)  /* packed weights per job (L2 is 2 MiB per core) */
+#define AMX_NC_MAX 512                 /* columns per job */
+#define AMX_PF_K 128                   /* packing prefetches the weights this many k ahead */
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -286,23 +308,79 @@ static const amx_cfg amx_config __attribute__((aligned(64))) = {
     1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
     {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0}};
 
-__attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args *a, int n0, int t0, int t1,
-                                                                   uint32_t *panel, float *ctmp) {
-    int nvalid = MIN(BF_NR, a->N - n0), Kp = (a->K + 31) & ~31, N = a->N;
+typedef struct {
+    int kc;      /* k per chunk (multiple of 32) */
+    int nc;      /* columns per job (multiple of 64) */
+    int ngroups; /* column groups: ceil(N / nc) */
+    int tb;      /* row blocks */
+} amx_plan;
+
+static void amx_plan_make(amx_plan *p, int T, int K, int N, int nth) {
+    int Kp = (K + 31) & ~31;
+    int nch = (Kp + AMX_KMAX - 1) / AMX_KMAX;
+    p->kc = ((Kp + nch - 1) / nch + 31) & ~31;
+    int npan = (N + 63) / 64;                          /* 64-column units */
+    int units = AMX_PANEL_BYTES / (p->kc * 2) / 64;    /* units that fit the panel budget */
+    units = units < 1 ? 1 : units > AMX_NC_MAX / 64 ? AMX_NC_MAX / 64 : units;
+    if (units > npan) units = npan;
+    /* with several threads, prefer more (narrower) groups to more row blocks: each row block re-packs */
+    while (nth > 1 && units > 2 && (npan + units - 1) / units < 3 * nth) units--;
+    p->ngroups = (npan + units - 1) / units;
+    units = (npan + p->ngroups - 1) / p->ngroups; /* even out the groups */
+    p->nc = units * 64;
+    p->ngroups = (N + p->nc - 1) / p->nc;
+    int tb = 1;
+    while (nth > 1 && p->ngroups * tb < 3 * nth && T / (tb * 2) >= 64) tb *= 2;
+    p->tb = tb;
+}
+static size_t amx_panel_bytes(const amx_plan *p) { return (size_t)p->nc * p->kc * 2; }
+
+/* Packs W rows [n0, n0+nvalid) x k [k0, k0+kc) (kc a multiple of 32) as bf16 pairs in AMX B tiles of 16
+ * pairs x 16 columns: ntc = ceil(nvalid/32)*2 tile columns, tile (p/16, c/16) at ((p/16)*ntc + c/16) * 256
+ * dwords; columns >= nvalid and k >= K are zero. */
+static void pack_amx(uint32_t *panel, const void *w, fp_dtype wt, size_t row_bytes, int K, int n0, int nvalid,
+                     int k0, int kc) {
+    int np = kc / 2, ntc = (nvalid + 31) / 32 * 2;
+    for (int c0 = 0; c0 < ntc * 16; c0 += 16) {
+        for (int p0 = 0; p0 < np; p0 += 16) {
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) {
+                int c = c0 + i;
+                r[i] = c < nvalid ? load32_bf16(w, wt, row_bytes, n0 + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
+            }
+            if (wt == FP_BF16 && k0 + 2 * p0 + AMX_PF_K < K) /* the weights mostly come from memory */
+                for (int i = 0; i < 16 && c0 + i < nvalid; i++)
+                    _mm_prefetch((const char *)w + (size_t)(n0 + c0 + i) * row_bytes + 2 * (size_t)(k0 + 2 * p0 + AMX_PF_K),
+                                 _MM_HINT_T0);
+            transpose16(r);
+            uint32_t *dst = panel + ((size_t)(p0 / 16) * ntc + c0 / 16) * 256;
+            for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
+        }
+    }
+}
+
+/* One job: output columns [n0, n0+nvalid) (nvalid <= nc), rows [t0, t1) (t0 a multiple of 32).
+ * work: panel (amx_panel_bytes), then ctmp [32][32] f32 and brep [16][nc] f32. */
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args *a, const amx_plan *pl, int n0,
+                                                                   int nvalid, int t0, int t1, uint32_t *panel,
+                                                                   float *ctmp, float *brep) {
+    int Kp = (a->K + 31) & ~31, N = a->N, nc = pl->nc;
+    int ntc = (nvalid + 31) / 32 * 2;
     const uint16_t *A = a->act;
     int nkb = Kp / 32;
-    float *brep = ctmp + 32 * 32; /* [16][64] f32: the bias of this panel in every row */
-    if (a->bias)
-        for (int v = 0; v < 4; v++) {
-            __m512 b = _mm512_maskz_loadu_ps(col_mask(nvalid, v), a->bias + n0 + 16 * v);
-            for (int r = 0; r < 16; r++) _mm512_store_ps(brep + 64 * r + 16 * v, b);
+    if (a->bias) /* the bias of this job's columns replicated in 16 rows: the initial C tiles */
+        for (int c = 0; c < ntc * 16; c += 16) {
+            __m512 b = _mm512_maskz_loadu_ps(col_mask(nvalid - c, 0), a->bias + n0 + c);
+            for (int r = 0; r < 16; r++) _mm512_store_ps(brep + (size_t)nc * r + c, b);
         }
+    size_t rb = fp_dtype_row_bytes(a->wt, a->K);
     __asm__ volatile("" ::: "memory");
     _tile_loadconfig(&amx_config);
-    for (int k0 = 0; k0 < Kp; k0 += AMX_KC) {
-        int kc = MIN(AMX_KC, Kp - k0);
-        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc, 1);
+    for (int k0 = 0; k0 < Kp; k0 += pl->kc) {
+        int kc = MIN(pl->kc, Kp - k0);
+        pack_amx(panel, a->w, a->wt, rb, a->K, n0, nvalid, k0, kc);
         __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
+        size_t bstep = (size_t)ntc * 256;  /* dwords per 32 k in the panel */
         for (int t = t0; t < t1; t += AMX_MR) {
             const uint16_t *A0 = A + ((size_t)(t / 16) * nkb + k0 / 32) * 512, *A1 = A0 + (size_t)nkb * 512;
             for (int cg = 0; cg < nvalid; cg += 32) {
@@ -317,10 +395,10 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                     _tile_loadd(2, cb + (size_t)16 * N, (size_t)N * 4);
                     _tile_loadd(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
                 } else if (full && a->bias) {
-                    _tile_loadd(0, brep + cg, 256);
-                    _tile_loadd(1, brep + cg + 16, 256);
-                    _tile_loadd(2, brep + cg, 256);
-                    _tile_loadd(3, brep + cg + 16, 256);
+                    _tile_loadd(0, brep + cg, (size_t)nc * 4);
+                    _tile_loadd(1, brep + cg + 16, (size_t)nc * 4);
+                    _tile_loadd(2, brep + cg, (size_t)nc * 4);
+                    _tile_loadd(3, brep + cg + 16, (size_t)nc * 4);
                 } else {
                     _tile_zero(0);
                     _tile_zero(1);
@@ -330,9 +408,9 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                 for (int kb = 0; kb < kc / 32; kb++) {
                     /* loads interleaved with the products so that they overlap */
                     _tile_loadd(4, A0 + (size_t)kb * 512, 64);
-                    _tile_loadd(6, Bp + (size_t)kb * 1024, 64);
+                    _tile_loadd(6, Bp + (size_t)kb * bstep, 64);
                     _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(7, Bp + (size_t)kb * 1024 + 256, 64);
+                    _tile_loadd(7, Bp + (size_t)kb * bstep + 256, 64);
                     _tile_dpbf16ps(1, 4, 7);
                     _tile_loadd(5, A1 + (size_t)kb * 512, 64);
                     _tile_dpbf16ps(2, 5, 6);
@@ -668,7 +746,7 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
     int mr = kind == K_Q ? Q_MR : kind == K_BF16 ? BF_MR : kind == K_AMX ? AMX_MR : F_MR;
     size_t panel_bytes = kind == K_Q      ? (size_t)(Q_KC / 32) * Q_BLK
                          : kind == K_BF16 ? (size_t)(BF_KC / 2) * BF_NR * 4
-                         : kind == K_AMX  ? (size_t)(AMX_KC / 2) * BF_NR * 4 + 32 * 32 * 4 + 16 * 64 * 4
+                         : kind == K_AMX  ? 0 /* below */
                                           : (size_t)F_KC * F_NR * 4;
     int Kp = kind == K_AMX ? (K + 31) & ~31 : (K + 1) & ~1, nb = K / 32;
     int Tp = kind == K_AMX ? (T + 31) & ~31 : T;
@@ -681,6 +759,11 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
     }
     int nth = omp_get_max_threads();
     if (nth < 1) nth = 1;
+    amx_plan pl = {0, 0, 0, 0};
+    if (kind == K_AMX) {
+        amx_plan_make(&pl, T, K, N, nth);
+        panel_bytes = amx_panel_bytes(&pl) + 32 * 32 * 4 + (size_t)16 * pl.nc * 4;
+    }
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
 
@@ -691,10 +774,11 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
         a.ad = (const float *)(scratch + ad_off);
         a.ac = (const int32_t *)(scratch + ac_off);
     }
-    int npanels = (N + nr - 1) / nr;
+    int npanels = kind == K_AMX ? pl.ngroups : (N + nr - 1) / nr;
+    if (kind == K_AMX) nr = pl.nc;
     /* activation blocks of ~256 rows for the f32 and VNNI kernels (f32/int8 rows re-streamed per panel
      * otherwise); none for AMX and vdpbf16ps, whose packing per block would cost more than it saves */
-    int tb = t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? 256 : 0);
+    int tb = kind == K_AMX ? pl.tb : t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? 256 : 0);
     int njobs = npanels * tb;
 #pragma omp parallel num_threads(nth)
     {
@@ -709,7 +793,10 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
             int n0 = (j % npanels) * nr, t0, t1;
             t_range(T, tb, mr, j / npanels, &t0, &t1);
             if (t0 >= t1) continue;
-            if (kind == K_AMX) amx_job(&a, n0, t0, t1, panel, (float *)((uint8_t *)panel + (size_t)(AMX_KC / 2) * BF_NR * 4));
+            if (kind == K_AMX) {
+                float *ctmp = (float *)((uint8_t *)panel + amx_panel_bytes(&pl));
+                amx_job(&a, &pl, n0, MIN(pl.nc, N - n0), t0, t1, panel, ctmp, ctmp + 32 * 32);
+            }
             else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);
             else if (kind == K_Q) q_job(&a, n0, t0, t1, panel);
             else f32_job(&a, n0, t0, t1, panel);

@@ -17,6 +17,7 @@
 #include "fluxprm.h"
 #include "tensor/kernels.h"
 #include "tensor/tensor.h"
+#include <omp.h>
 #include <stdint.h>
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -207,6 +208,34 @@ static int test_avx512_bf16dp_vnni(void) { return run_level(V_AVX512_DP_VNNI); }
 static int test_avx512_f32_all(void) { return run_level(V_AVX512_F32); }
 static int test_amx_bf16(void) { return run_level(V_AVX512_AMX); }
 
+/* The AMX kernel's blocking edges (amx_plan in matmul_avx512.c): k chunks (K > 4096 is split into equal
+ * chunks of <= 4096, multiples of 32: K = 4864 -> 2 x 2432, 8960 -> 2 x 3008 + 2944, 4100 -> 2080 + 2048
+ * with a ragged tail), column groups of up to 512 (several groups, a ragged last group, N % 64 != 0), row
+ * blocks (with 2+ threads; T % 32 != 0, 5 <= T <= 40), at 1 thread and at the default thread count
+ * (the plan depends on it).  Same checks and tolerances as check_case. */
+static int test_amx_blocking(void) {
+    if (fp_cpu_max_kernel() < FP_KERN_AVX512 || !fp_cpu_has_amx_bf16()) {
+        printf("  (no AMX-BF16 on this CPU/OS)\n");
+        return TH_SKIP;
+    }
+    static const int amx_shapes[][3] = { /* T, K, N */
+        {37, 4864, 70}, {21, 8960, 45}, {70, 4100, 130}, {45, 96, 1100}, {5, 300, 600},  {40, 1536, 520},
+        {200, 256, 200}, {33, 896, 1000}, {9, 4864, 129}, {130, 160, 700}, {64, 8960, 64}, {6, 33, 513},
+    };
+    int nmax = omp_get_max_threads();
+    for (int pass = 0; pass < 2; pass++) {
+        omp_set_num_threads(pass == 0 ? 1 : nmax);
+        for (size_t s = 0; s < sizeof amx_shapes / sizeof amx_shapes[0]; s++) {
+            int T = amx_shapes[s][0], K = amx_shapes[s][1], N = amx_shapes[s][2];
+            check_case(V_AVX512_AMX, FP_BF16, T, K, N, (int)((s + pass) & 1));
+            if (s % 4 == 0) check_case(V_AVX512_AMX, FP_Q8_0, T, (K + 31) / 32 * 32, N, (int)(s & 1));
+        }
+        printf("  amx-bf16 blocking shapes, %d thread(s)\n", pass == 0 ? 1 : nmax);
+    }
+    omp_set_num_threads(nmax);
+    return 0;
+}
+
 /* The public entry honours fp_kernel_force / FLUXPRM_KERNEL and reports the kernel it runs. */
 static int test_dispatch(void) {
     int max = fp_cpu_max_kernel();
@@ -269,6 +298,7 @@ int main(void) {
     RUN(test_avx512_bf16dp_vnni);
     RUN(test_avx512_f32_all);
     RUN(test_amx_bf16);
+    RUN(test_amx_blocking);
     RUN(test_nan_row);
     fp_matmul_scratch_release();
     return th_finish();
