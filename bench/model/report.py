@@ -16,9 +16,13 @@ def main():
     rss = defaultdict(float)  # (shape, key) -> peak RSS MB (max over rounds)
     kern = {}
     longt = []
+    longtorch = {}  # (shape, T) -> PyTorch tok/s at the long lengths
     for r in rows:
         p = r["peer"]
         if p == "load":
+            continue
+        if p == "torch-long":
+            longtorch[(r["shape"], r["T"])] = r["tok_s"]
             continue
         key = f"{p}:{r['type']}:{r['mode']}" if p == "fluxprm" else f"{p}:{r['type']}"
         if p in ("fluxprm", "fluxprm-long"):
@@ -90,10 +94,12 @@ def main():
             print(f"{shape}: fluxprm peak RSS q8_0/bf16 = {a / b:.2f}")
     if longt:
         print()
-        print("# long sequences (fluxprm bf16 fast, one run each)")
+        print("# long sequences (fluxprm bf16 fast and PyTorch bf16, one run each)")
         for shape, x, r in longt:
+            t = longtorch.get((shape, x["T"]))
+            vs = f"; torch bf16 {t:.1f} tok/s, fluxprm / torch = {x['tok_s'] / t:.2f}" if t else ""
             print(f"{shape} T={x['T']}: {x['tok_s']:.1f} tok/s, {x['median_s']:.1f} s, {x['gflops']:.1f} GFLOP/s, "
-                  f"cpu-tok/s {x.get('cpu_tok_s', 0):.1f}, peak RSS {r['peak_rss_mb']:.0f} MB")
+                  f"cpu-tok/s {x.get('cpu_tok_s', 0):.1f}, peak RSS {r['peak_rss_mb']:.0f} MB{vs}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 # then a table of medians and ratios fluxprm/peer (bench/model/report.py).  From the repository root:
 #   sh bench/model/run.sh                 full: 0.5b and 1.5b, T=512,2048, R=3 rounds
 #   QUICK=1 sh bench/model/run.sh         0.5b, T=512, R=1
-#   LONG=1 sh bench/model/run.sh          also fluxprm at T=8192,16384 on 0.5b (one run each)
+#   LONG=1 sh bench/model/run.sh          also fluxprm and PyTorch at T=8192,16384 on 0.5b (one run each)
 # Env: BUILD (default build-bench; models go to $BUILD/models, results to $BUILD/bench-model), THREADS (2),
 #      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF.
 # Without pyref (no torch, no llama-bench, no way to make the models) the benchmark is skipped, visibly.
@@ -91,6 +91,11 @@ if [ "${LONG:-0}" = 1 ]; then
   note 0 "fluxprm long 0.5b"
   "$FP" bench --precision fast --model "$M/qwen2-0.5b-bf16.gguf" --tokens "${LONG_TOKENS:-8192,16384}" --threads "$THREADS" \
     --repeat 1 --no-profile --json | tag '{"peer": "fluxprm-long", "mode": "fast", "shape": "0.5b", "type": "bf16", "round": 0}' >> "$RES"
+  case " $PEERS " in *" torch "*)
+    note 0 "torch long 0.5b"
+    "$PYREF" run bench/model/torch_prefill.py "$M/qwen2-0.5b" "$THREADS" 1 $(echo "${LONG_TOKENS:-8192,16384}" | tr , ' ') 2>/dev/null |
+      tag '{"peer": "torch-long", "mode": "torch bf16", "shape": "0.5b", "type": "bf16", "round": 0}' >> "$RES";;
+  esac
 fi
 note 0 end
 python3 bench/model/report.py "$RES" "$M" | tee "$OUT/table.txt"
