@@ -20,17 +20,10 @@
 #include "fluxprm.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
+#include "test_rand.h"
 #include <float.h>
 #include <stdint.h>
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-static float frand(void) { return (float)((rnd() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); } /* [-1, 1) */
 /* sign * 10^e, e uniform in [lo, hi] */
 static float flog(double lo, double hi) {
     double e = lo + (hi - lo) * (rnd() >> 8) * (1.0 / 16777216.0);
