@@ -38,10 +38,19 @@ void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *x
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int c = n - r0 < chunk ? n - r0 : chunk;
         const float *xin = xn + (size_t)r0 * H;
-        matmul(m, gate, xin, y->gate_w, NULL, c); /* [c,I] */
-        matmul(m, up, xin, y->up_w, NULL, c);     /* [c,I] */
-        LAP(FP_PROFILE_GATE_UP);
-        fp_swiglu_forward(gate, gate, up, c, I);
+        const fp_tensor *gw = y->gate_w, *uw = y->up_w;
+        if (gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1]) {
+            /* gate = silu(xin Wg^T) * (xin Wu^T) [c,I]: one fused AMX kernel in fast precision, else the two
+             * GEMMs (up as scratch) + SwiGLU, the same values either way; its time counts as gate/up */
+            fp_matmul_swiglu_forward_buf(!m->fast, gate, xin, gw->data, uw->data, gw->dtype, c, (int)gw->shape[1],
+                                         (int)gw->shape[0], up);
+            LAP(FP_PROFILE_GATE_UP);
+        } else {
+            matmul(m, gate, xin, gw, NULL, c); /* [c,I] */
+            matmul(m, up, xin, uw, NULL, c);   /* [c,I] */
+            LAP(FP_PROFILE_GATE_UP);
+            fp_swiglu_forward(gate, gate, up, c, I);
+        }
         LAP(FP_PROFILE_SWIGLU);
         /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
         float *d = H <= I ? up : (float *)xin;

@@ -46,6 +46,16 @@ const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni);
 int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                    int N);
 
+/* Fused gate/up GEMM + SwiGLU on AMX (fp_matmul_swiglu_forward_ex's fast path): out[T,N] = silu(inp Wg^T) *
+ * (inp Wu^T).  0 done; 1 not handled (wt not BF16/Q8_0/Q4_0, T <= FP_GEMV_MAX_T, K rounded up to 32 above
+ * the AMX kernel's single k chunk of FP_AMX_SWIGLU_MAX_K); -1 no scratch.  Caller checked AMX-BF16. */
+#define FP_AMX_SWIGLU_MAX_K 4096
+int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
+                            int N);
+/* 1 when fp_matmul_swiglu_forward_ex(exact, ...) at the current kernel level runs the fused AMX kernel for
+ * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward. */
+int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);
+
 /* Runs fp_matmul_forward's algorithm at the given level (clamped to what the CPU supports). */
 void fp_matmul_forward_level(int level, float *out, const float *inp, const void *w, fp_dtype wt,
                              const float *bias, int T, int K, int N);

@@ -2,6 +2,7 @@
  * The fast kernels live in matmul_avx512.c and matmul_avx2.c (compiled with their -m flags only);
  * cpu.c picks the level at run time. */
 #include "tensor/kernels.h"
+#include "tensor/ops.h"
 #include <stdlib.h>
 
 /* Reference: one weight row converted to f32 at a time; f32 accumulation in k order. */
@@ -93,6 +94,34 @@ static void matmul_dispatch(int level, int exact, float *out, const float *inp, 
 void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                        int T, int K, int N) {
     fp_matmul_forward_level(fp_kernel_level(), out, inp, w, wt, bias, T, K, N);
+}
+
+/* ---------------------------------------------------------------- fused SwiGLU GEMM */
+int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N) {
+    return !exact && T > FP_GEMV_MAX_T && K > 0 && N > 0 && ((K + 31) & ~31) <= FP_AMX_SWIGLU_MAX_K &&
+           (wt == FP_BF16 || ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32 == 0)) &&
+           fp_kernel_level() >= FP_KERN_AVX512 && fp_cpu_max_kernel() >= FP_KERN_AVX512 &&
+           fp_cpu_bf16_kernel() == FP_BF16_AMX;
+}
+
+int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const void *wg, const void *wu,
+                                 fp_dtype wt, int T, int K, int N, float *up) {
+    if (T <= 0 || N <= 0) return 0;
+    if (fp_matmul_swiglu_fused(exact, wt, T, K, N) && fp_matmul_avx512_swiglu(out, inp, wg, wu, wt, T, K, N) == 0)
+        return 0;
+    /* unfused: exactly what the model ran before the fused kernel (gate in place, then SwiGLU over it) */
+    float *u = up ? up : malloc(sizeof(float) * (size_t)T * (size_t)N);
+    if (!u) return -1;
+    fp_matmul_forward_ex(exact, out, inp, wg, wt, NULL, T, K, N);
+    fp_matmul_forward_ex(exact, u, inp, wu, wt, NULL, T, K, N);
+    fp_swiglu_forward(out, out, u, T, N);
+    if (!up) free(u);
+    return 0;
+}
+
+int fp_matmul_swiglu_forward_ex(int exact, float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt,
+                                int T, int K, int N) {
+    return fp_matmul_swiglu_forward_buf(exact, out, inp, wg, wu, wt, T, K, N, NULL);
 }
 
 const char *fp_matmul_kernel_name_level(int level, fp_dtype wt) {

@@ -17,8 +17,11 @@
  *   BF16 (AMD, no AMX)  -> vdpbf16ps, tile 6 x 64, panel [KC/2 pairs][64 cols][2 bf16]
  *   F32/F16 (and BF16/Q without the above) -> f32 FMA, tile 6 x 64, panel [KC][64] f32
  *   Q8_0 / Q4_0 (VNNI, no AMX) -> vpdpbusd, tile 6 x 32, per block of 32 k: [8 quads][32 cols][4 u8] + 32 scales
+ * plus fp_matmul_avx512_swiglu: the AMX kernel for silu(x Wg^T) * (x Wu^T) with gate and up tiles side by
+ * side in the panel and SwiGLU applied to the C tiles (amx_swiglu_job).
  */
 #include "tensor/kernels.h"
+#include "tensor/swiglu16.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -294,7 +297,8 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
  * a tile store drains the AMX pipeline (measured ~1000 cycles per 2 x 2 block when the operands stream
  * from L2), so few, long k chunks beat small L1-sized ones that store and reload C. */
 #define AMX_MR 32
-#define AMX_KMAX 4096                  /* longest k chunk */
+#define AMX_KMAX 4096                  /* longest k chunk (= FP_AMX_SWIGLU_MAX_K) */
+_Static_assert(AMX_KMAX == FP_AMX_SWIGLU_MAX_K, "kernels.h states the fused kernel's K limit");
 #define AMX_PANEL_BYTES (768 * 1024)  /* packed weights per job (L2 is 2 MiB per core) */
 #define AMX_NC_MAX 512                 /* columns per job */
 #define AMX_PF_K 128                   /* packing prefetches the weights this many k ahead */
@@ -337,23 +341,28 @@ static size_t amx_panel_bytes(const amx_plan *p) { return (size_t)p->nc * p->kc 
 
 /* Packs W rows [n0, n0+nvalid) x k [k0, k0+kc) (kc a multiple of 32) as bf16 pairs in AMX B tiles of 16
  * pairs x 16 columns: ntc = ceil(nvalid/32)*2 tile columns, tile (p/16, c/16) at ((p/16)*ntc + c/16) * 256
- * dwords; columns >= nvalid and k >= K are zero. */
-static void pack_amx(uint32_t *panel, const void *w, fp_dtype wt, size_t row_bytes, int K, int n0, int nvalid,
-                     int k0, int kc) {
-    int np = kc / 2, ntc = (nvalid + 31) / 32 * 2;
-    for (int c0 = 0; c0 < ntc * 16; c0 += 16) {
+ * dwords; columns >= nvalid and k >= K are zero.
+ * wu != NULL (the fused SwiGLU GEMM): tile column 2j holds rows [n0+16j, +16) of w (the gate weights) and
+ * tile column 2j+1 the same rows of wu (the up weights), so ntc = ceil(nvalid/16)*2 and each 32-column
+ * group of the panel gives gate and up for the same 16 output columns. */
+static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt, size_t row_bytes, int K, int n0,
+                     int nvalid, int k0, int kc) {
+    int np = kc / 2, ntc = wu ? (nvalid + 15) / 16 * 2 : (nvalid + 31) / 32 * 2;
+    for (int tc = 0; tc < ntc; tc++) {
+        const void *src = wu && (tc & 1) ? wu : w;
+        int c0 = wu ? 16 * (tc >> 1) : 16 * tc; /* first row (output column) of this tile column */
         for (int p0 = 0; p0 < np; p0 += 16) {
             __m512i r[16];
             for (int i = 0; i < 16; i++) {
                 int c = c0 + i;
-                r[i] = c < nvalid ? load32_bf16(w, wt, row_bytes, n0 + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
+                r[i] = c < nvalid ? load32_bf16(src, wt, row_bytes, n0 + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
             }
             if (wt == FP_BF16 && k0 + 2 * p0 + AMX_PF_K < K) /* the weights mostly come from memory */
                 for (int i = 0; i < 16 && c0 + i < nvalid; i++)
-                    _mm_prefetch((const char *)w + (size_t)(n0 + c0 + i) * row_bytes + 2 * (size_t)(k0 + 2 * p0 + AMX_PF_K),
+                    _mm_prefetch((const char *)src + (size_t)(n0 + c0 + i) * row_bytes + 2 * (size_t)(k0 + 2 * p0 + AMX_PF_K),
                                  _MM_HINT_T0);
             transpose16(r);
-            uint32_t *dst = panel + ((size_t)(p0 / 16) * ntc + c0 / 16) * 256;
+            uint32_t *dst = panel + ((size_t)(p0 / 16) * ntc + tc) * 256;
             for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
         }
     }
@@ -378,7 +387,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
     _tile_loadconfig(&amx_config);
     for (int k0 = 0; k0 < Kp; k0 += pl->kc) {
         int kc = MIN(pl->kc, Kp - k0);
-        pack_amx(panel, a->w, a->wt, rb, a->K, n0, nvalid, k0, kc);
+        pack_amx(panel, a->w, NULL, a->wt, rb, a->K, n0, nvalid, k0, kc);
         __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
         size_t bstep = (size_t)ntc * 256;  /* dwords per 32 k in the panel */
         for (int t = t0; t < t1; t += AMX_MR) {
@@ -449,6 +458,93 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
         }
     }
     _tile_release();
+}
+
+/* ---------------------------------------------------------------- fused SwiGLU GEMM on AMX tiles */
+/* out[T,N] = silu(inp Wg^T) * (inp Wu^T) for K <= AMX_KMAX (one k chunk, so C never leaves the tiles).
+ * The panel interleaves gate and up tile columns (pack_amx with wu), so the 2 x 2 C tiles of one 32 x 32
+ * block hold gate (tiles 0, 2) and up (tiles 1, 3) for 32 rows x the same 16 output columns; the tile loop
+ * is amx_job's, so every gate/up value is the f32 sum the unfused AMX GEMM computes, in the same order.
+ * The block is stored to a small buffer (ctmp, [32][32] f32, two of them) and the epilogue writes
+ * silu(g) * u for its 16 columns with ops.c's vectorised SwiGLU code (tensor/swiglu16.h: its exp,
+ * then g / (1 + exp(-g)) * u; -std=c11 keeps multiply and add unfused), so the result is bit for bit that
+ * of gate GEMM + up GEMM + fp_swiglu_forward at the AVX-512 level.  The epilogue of a block is spread over
+ * the k loop of the next one (a few rows per k step), so that it runs while the tile unit works. */
+/* One row of a stored block: c[0..15] gate, c[16..31] up (64-byte aligned) -> o[0..15] under mask m, by the
+ * same code as ops.c's vectorised SwiGLU (tensor/swiglu16.h). */
+AI void swiglu_row16(float *o, const float *c, __mmask16 m) {
+    float res[16] __attribute__((aligned(64)));
+    fp_swiglu16(res, c, c + 16);
+    _mm512_mask_storeu_ps(o, m, _mm512_load_ps(res));
+}
+
+/* A stored block whose epilogue is pending: buffer, first output element, rows done / valid, column mask. */
+typedef struct {
+    const float *c;
+    float *o;
+    int done, rows;
+    __mmask16 m;
+} swi_pending;
+
+AI void swiglu_rows(swi_pending *p, int upto, size_t ldo) {
+    if (upto > p->rows) upto = p->rows;
+    for (; p->done < upto; p->done++) swiglu_row16(p->o + (size_t)p->done * ldo, p->c + 32 * p->done, p->m);
+}
+
+/* One job: output columns [n0, n0+nvalid), rows [t0, t1) (t0 a multiple of 32); wu the up weights (a->w the
+ * gate weights).  work: panel (nc x Kp bf16, nc = 2 x the job's columns), then ctmp 2 x [32][32] f32. */
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const job_args *a, const void *wu, int n0,
+                                                                          int nvalid, int t0, int t1,
+                                                                          uint32_t *panel, float *ctmp) {
+    int Kp = (a->K + 31) & ~31, N = a->N, nkb = Kp / 32;
+    int ntc = (nvalid + 15) / 16 * 2;
+    const uint16_t *A = a->act;
+    size_t rb = fp_dtype_row_bytes(a->wt, a->K);
+    pack_amx(panel, a->w, wu, a->wt, rb, a->K, n0, nvalid, 0, Kp);
+    __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
+    _tile_loadconfig(&amx_config);
+    size_t bstep = (size_t)ntc * 256; /* dwords per 32 k in the panel */
+    int step = (32 + nkb - 1) / nkb;  /* pending epilogue rows per k step */
+    swi_pending pend = {NULL, NULL, 0, 0, 0};
+    int nblk = 0;
+    for (int t = t0; t < t1; t += AMX_MR) {
+        const uint16_t *A0 = A + (size_t)(t / 16) * nkb * 512, *A1 = A0 + (size_t)nkb * 512;
+        int rows = MIN(32, t1 - t);
+        for (int cg = 0; cg < ntc * 16; cg += 32) {
+            const uint32_t *Bp = panel + (cg / 16) * 256;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kb = 0; kb < nkb; kb++) {
+                _tile_loadd(4, A0 + (size_t)kb * 512, 64);
+                _tile_loadd(6, Bp + (size_t)kb * bstep, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_loadd(7, Bp + (size_t)kb * bstep + 256, 64);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_loadd(5, A1 + (size_t)kb * 512, 64);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                if (pend.done < pend.rows) swiglu_rows(&pend, pend.done + step, (size_t)N);
+            }
+            swiglu_rows(&pend, 32, (size_t)N);
+            float *buf = ctmp + (nblk++ & 1) * 32 * 32;
+            __asm__ volatile("" ::: "memory"); /* reads of buf (two blocks ago) before the stores */
+            _tile_stored(0, buf, 128);
+            _tile_stored(1, buf + 16, 128);
+            _tile_stored(2, buf + 16 * 32, 128);
+            _tile_stored(3, buf + 16 * 32 + 16, 128);
+            __asm__ volatile("" ::: "memory"); /* the stores before the reads of buf */
+            int oc = cg / 2; /* output column offset of this block */
+            pend.c = buf;
+            pend.o = a->out + (size_t)t * N + n0 + oc;
+            pend.done = 0;
+            pend.rows = rows;
+            pend.m = col_mask(nvalid - oc, 0);
+        }
+    }
+    _tile_release();
+    swiglu_rows(&pend, 32, (size_t)N);
 }
 
 /* ================================================================ f32 FMA (F32, F16, and fallbacks) */
@@ -800,6 +896,43 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
             else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);
             else if (kind == K_Q) q_job(&a, n0, t0, t1, panel);
             else f32_job(&a, n0, t0, t1, panel);
+        }
+    }
+    return 0;
+}
+
+/* Fused gate/up GEMM + SwiGLU on AMX: out[T,N] = silu(inp Wg^T) * (inp Wu^T), Wg and Wu [N,K] in dtype wt.
+ * 0 done; 1 not handled here (wt not BF16/Q8_0/Q4_0, T <= FP_GEMV_MAX_T, K > AMX_KMAX): the caller runs the
+ * unfused computation; -1 no scratch memory (out untouched).  The caller checked AMX-BF16 (FP_BF16_AMX). */
+int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
+                            int N) {
+    if (pick(wt, FP_BF16_AMX, 0) != K_AMX || T <= FP_GEMV_MAX_T || K <= 0 || N <= 0) return 1;
+    int Kp = (K + 31) & ~31, Tp = (T + 31) & ~31;
+    if (Kp > AMX_KMAX) return 1;
+    int nth = omp_get_max_threads();
+    if (nth < 1) nth = 1;
+    /* plan on the 2N interleaved columns: nc (multiple of 64) panel columns = nc / 2 output columns a job;
+     * one k chunk (kc = Kp) since Kp <= AMX_KMAX */
+    amx_plan pl;
+    amx_plan_make(&pl, T, K, 2 * N, nth);
+    int ncol = pl.nc / 2, ngroups = (N + ncol - 1) / ncol, tb = pl.tb;
+    size_t act_bytes = round64((size_t)Tp * Kp * 2);
+    size_t panel_bytes = (size_t)pl.nc * Kp * 2 + 2 * 32 * 32 * 4;
+    uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
+    if (!scratch) return -1;
+    job_args a = {out, inp, wg, wt, NULL, T, K, N, scratch, (size_t)Kp / 2, NULL, NULL};
+    int njobs = ngroups * tb;
+#pragma omp parallel num_threads(nth)
+    {
+        act_to_bf16_tiles((uint16_t *)scratch, inp, T, K, Kp, Tp); /* (ends with a barrier) */
+        uint8_t *panel = scratch + act_bytes + (size_t)omp_get_thread_num() * panel_bytes;
+#pragma omp for schedule(dynamic, 1)
+        for (int j = 0; j < njobs; j++) {
+            int n0 = (j % ngroups) * ncol, t0, t1;
+            t_range(T, tb, AMX_MR, j / ngroups, &t0, &t1);
+            if (t0 >= t1) continue;
+            amx_swiglu_job(&a, wu, n0, MIN(ncol, N - n0), t0, t1, (uint32_t *)panel,
+                           (float *)(panel + (size_t)pl.nc * Kp * 2));
         }
     }
     return 0;

@@ -11,6 +11,7 @@
  * target-specific code (the parallel loops call the selected row/chunk kernel). */
 #include "tensor/ops.h"
 #include "tensor/kernels.h"
+#include "tensor/swiglu16.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -72,55 +73,14 @@ typedef double v8d __attribute__((vector_size(64)));
 /* mask ? a : b, lane-wise (mask lanes all-ones or zero, as vector comparisons give) */
 #define VSEL(mask, a, b) ((v16)(((v16i)(mask) & (v16i)(a)) | (~(v16i)(mask) & (v16i)(b))))
 
-/* exp(x), f32, 16 lanes; within 2 ulp of the correctly rounded result over the whole f32 range (the test
- * measures it against libm's double exp):
- *  - x > 88.7228 (ln FLT_MAX) gives +inf, x < -103.98 (where exp < 2^-150 rounds to 0) gives +0, results in
- *    between (subnormals included) are computed, NaN propagates (the comparisons are false for NaN).
- *  - Reduction x = n ln2 + r, n = round(x / ln2), |r| <= ~ln2/2: Cody-Waite with ln2 = C1 + C2, C1 = 355/512
- *    (9 bits, so n C1 is exact for |n| < 2^15) and C2 = ln2 - C1 rounded to f32 (error of r below 2e-9).
- *  - e^r by its degree-7 Taylor polynomial in Horner form: truncation r^8/8! < 6e-9 relative on |r| <= 0.347,
- *    i.e. < 0.1 ulp; the Horner steps add about 1 ulp.
- *  - 2^n as two exact power-of-two factors 2^(n>>1) * 2^(n - (n>>1)), each normal for n in [-150, 128]:
- *    p 2^n1 is exact, and the one rounding of the last multiply also gives correctly placed subnormals
- *    and the overflow to +inf.
- *  - n comes from the round-to-nearest trick kf = t + 1.5 * 2^23 (|t| <= 151 keeps kf in [2^23, 2^24), where
- *    the f32 spacing is 1): n = kf - 1.5 * 2^23 exactly, and its integer is bits(kf) - bits(1.5 * 2^23).
- * swiglu16: 16 elements of out = silu(gate) * up with that exp (x = -gate). */
-AI void swiglu16(float *out, const float *gate, const float *up) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    v16 g = LD16(gate);
-    v16 x = -g; /* exp(x) */
-    x = VSEL(x < -104.0f, SPLAT(-104.0f), x);
-    x = VSEL(x > 89.0f, SPLAT(89.0f), x);
-    v16 kf = x * 1.44269504088896341f + magic;
-    v16 n = kf - magic;
-    v16 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-    v16 p = SPLAT(1.0f / 5040.0f);
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    v16s ni = (v16s)((v16i)kf - (v16i)SPLAT(magic)); /* NaN lanes: garbage here, but p is NaN */
-    v16s n1 = ni >> 1, n2 = ni - n1;
-    v16 s1 = (v16)((v16i)(n1 + 127) << 23), s2 = (v16)((v16i)(n2 + 127) << 23);
-    v16 e = p * s1 * s2;
-    /* HF's silu(g) * u = g / (1 + exp(-g)) * u, in that order.  Large g: exp(-g) -> 0, gives g * u;
-     * g < -88.72: exp(-g) = +inf, gives -0 * u (the exact value is below 3e-37 |u|); g = -inf: -inf / inf
-     * = NaN, as in torch. */
-    ST16(out, g / (1.0f + e) * LD16(up));
-}
-
 AI void swiglu_body(float *out, const float *gate, const float *up, size_t n) {
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) swiglu16(out + i, gate + i, up + i);
+    for (; i + 16 <= n; i += 16) fp_swiglu16(out + i, gate + i, up + i); /* tensor/swiglu16.h */
     if (i < n) { /* tail through the same vector code (zero padded) */
         float g[16] = {0}, u[16] = {0}, o[16];
         memcpy(g, gate + i, sizeof(float) * (n - i));
         memcpy(u, up + i, sizeof(float) * (n - i));
-        swiglu16(o, g, u);
+        fp_swiglu16(o, g, u);
         memcpy(out + i, o, sizeof(float) * (n - i));
     }
 }

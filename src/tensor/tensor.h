@@ -35,6 +35,18 @@ void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt,
  * int8 (VNNI for Q8_0/Q4_0). */
 void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                           int T, int K, int N);
+/* out[T,N] = silu(inp Wg^T) * (inp Wu^T) = g / (1 + exp(-g)) * u (the SwiGLU MLP's gate and up projections,
+ * no bias; Wg, Wu [N,K] in dtype wt).  Always the same values as fp_matmul_forward_ex(exact) into gate and
+ * up, then fp_swiglu_forward (bit for bit); with exact == 0, AMX-BF16, BF16/Q8_0/Q4_0 weights, T > 4 and
+ * K <= 4096 it runs as one fused AMX kernel (gate and up tiles side by side, SwiGLU on the tiles: the [T,N]
+ * gate and up buffers never exist).  Otherwise it runs the two GEMMs, the up one into a scratch of T*N
+ * floats (malloc'd per call).  0, or -1 when that scratch cannot be allocated.  out must not alias inp. */
+int fp_matmul_swiglu_forward_ex(int exact, float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt,
+                                int T, int K, int N);
+/* The same with the caller's scratch for the unfused path: up[T*N] floats (not aliasing out or inp; unused
+ * by the fused kernel); up == NULL allocates as above. */
+int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const void *wg, const void *wu,
+                                 fp_dtype wt, int T, int K, int N, float *up);
 /* The plain scalar reference used to test every fast path. */
 void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
                            int T, int K, int N);

@@ -1,0 +1,277 @@
+/* fp_matmul_swiglu_forward_ex: out[T,N] = silu(x Wg^T) * (x Wu^T), fused on AMX (fast precision, BF16 /
+ * Q8_0 / Q4_0 weights, T > 4, K <= 4096), the unfused gate GEMM + up GEMM + fp_swiglu_forward otherwise.
+ *
+ * Two checks per case, at every kernel level this CPU has (ref, avx2, avx512), exact and fast precision,
+ * 1 and 2 OpenMP threads:
+ *  1. Bit for bit against the unfused computation (fp_matmul_forward_ex twice, fp_swiglu_forward) at the same
+ *     level and precision, every element.  The fallbacks are those very calls; the fused AMX kernel runs the
+ *     unfused AMX GEMM's tile loop (same tiles, same k order, one k chunk for K <= 4096, C from zero) and
+ *     duplicates ops.c's vector SwiGLU operation for operation, so it must agree exactly too.
+ *  2. Against a double-precision oracle: G, U = exact sums over the activations and weights as the path
+ *     sees them (bf16-rounded activations on the AMX / vdpbf16ps paths, with bf16-rounded dequantised
+ *     weights for Q8_0/Q4_0 on AMX; int8 blocks on the VNNI path; f32 otherwise), then R = silu(G) U in
+ *     double.  With S_g = sum_k |x~_k w~_k| and u = 2^-24, the GEMMs are within
+ *     e_g = 8 sqrt(K) u S_g + 1e-30 (test_matmul's emulation bound: random-walk growth of the f32 summation
+ *     error, 8 sigma) and e_u likewise.  silu(g) = g sigmoid(g) has |silu'| <= 1.0999, so
+ *       |silu(g) u - silu(G) U| <= 1.1 e_g (|U| + e_u) + |silu(G)| e_u,
+ *     and the f32 SwiGLU formula g / (1 + exp(-g)) * u adds at most ~5 ulp relative (exp <= 2 ulp, then
+ *     three roundings; 1 + e can only shrink the relative error of e): 16 u |R|.  Where exp(-g) overflows
+ *     (g < -88.72) the result is -0 while |R| < 3e-37 |U|: + 1e-35 |U| + 1e-30.
+ *     That bound is checked on every element of small cases (T*K*N <= 5e7) and, for larger ones, of about
+ *     a dozen to twenty rows (the first and last two, 15/16, 32-row block edges below 100, 8 spread over T),
+ *     all columns.
+ * Shapes: T in {5, 17, 31, 32, 33, 100, 512, 700}, K in {64, 96, 896, 1536, 3584}, N in {16, 48, 100, 896,
+ * 4864} combined so that every value meets several others (the full cross product would take minutes);
+ * ref and avx2 levels (scalar / AVX2 GEMMs) only on the shapes with T*K*N <= 2e7.  Plus gate weights scaled
+ * so that |g| reaches a few hundred (silu saturating to g and to -0, exp overflow), and the model's shapes. */
+#include "harness.h"
+#include "fluxprm.h"
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
+#include "tensor/tensor.h"
+#include <omp.h>
+#include <stdint.h>
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static float frand(void) { return (float)((rnd() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); } /* [-1, 1) */
+
+/* Random weights [N][K] in dtype wt (row n scaled by scale[n] when scale != NULL; F32/F16/BF16 only);
+ * their exact f32 values in wf. */
+static void *make_weights(fp_dtype wt, int N, int K, const float *scale, float *wf) {
+    size_t rb = fp_dtype_row_bytes(wt, K);
+    uint8_t *w = malloc(rb * (size_t)N);
+    for (int n = 0; n < N; n++) {
+        uint8_t *row = w + rb * (size_t)n;
+        for (int k = 0; k < K; k++) {
+            float v = frand() * 0.5f * (scale ? scale[n] : 1.0f);
+            if (wt == FP_F32) memcpy(row + 4 * (size_t)k, &v, 4);
+            else if (wt == FP_F16) { uint16_t h = fp_f32_to_f16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
+            else if (wt == FP_BF16) { uint16_t h = fp_f32_to_bf16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
+        }
+        if (wt == FP_Q8_0 || wt == FP_Q4_0) {
+            size_t bs = wt == FP_Q8_0 ? 34 : 18;
+            for (int b = 0; b < K / 32; b++) {
+                uint8_t *blk = row + bs * (size_t)b;
+                uint16_t d = fp_f32_to_f16(0.001f + 0.02f * (float)(rnd() % 1000) / 1000.0f * (rnd() & 1 ? 1 : -1));
+                memcpy(blk, &d, 2);
+                for (size_t j = 2; j < bs; j++) blk[j] = (uint8_t)rnd();
+            }
+        }
+        fp_row_to_f32(wf + (size_t)n * K, row, wt, K);
+    }
+    return w;
+}
+
+enum { NUM_F32, NUM_BF16, NUM_Q8 };
+
+/* Activations as the GEMM path sees them (Q8: the integers, scaled by qd[t][b] in the oracle). */
+static void path_activations(int num, const float *x, double *xt, float *qd, int T, int K) {
+    for (int t = 0; t < T; t++) {
+        const float *r = x + (size_t)t * K;
+        double *o = xt + (size_t)t * K;
+        if (num == NUM_F32)
+            for (int k = 0; k < K; k++) o[k] = r[k];
+        else if (num == NUM_BF16)
+            for (int k = 0; k < K; k++) o[k] = fp_bf16_to_f32(fp_f32_to_bf16(r[k]));
+        else
+            for (int b = 0; b < K / 32; b++) {
+                float amax = 0.0f;
+                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(r[32 * b + j]));
+                float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+                for (int j = 0; j < 32; j++) {
+                    float q = nearbyintf(r[32 * b + j] * id);
+                    if (q > 127.0f) q = 127.0f;
+                    if (q < -127.0f) q = -127.0f;
+                    o[32 * b + j] = (double)q * d;
+                }
+                qd[(size_t)t * (K / 32) + b] = d;
+            }
+    }
+}
+
+static int same_bits(float a, float b) { return !memcmp(&a, &b, sizeof a) || (isnan(a) && isnan(b)); }
+
+static long long n_cases, n_fused, n_sat_pos, n_sat_neg;
+
+/* One case at the current forced level.  gscale > 0: gate row n scaled by 1 + gscale * (n % 7). */
+static int check_case(int level, int exact, fp_dtype wt, int T, int K, int N, float gscale) {
+    size_t TK = (size_t)T * K, NK = (size_t)N * K, TN = (size_t)T * N;
+    float *x = malloc(sizeof(float) * TK), *wgf = malloc(sizeof(float) * NK), *wuf = malloc(sizeof(float) * NK);
+    float *sc = malloc(sizeof(float) * (size_t)N), *qd = malloc(sizeof(float) * ((size_t)T * (K / 32) + 1));
+    float *out = malloc(sizeof(float) * TN), *g = malloc(sizeof(float) * TN), *u = malloc(sizeof(float) * TN);
+    float *ref = malloc(sizeof(float) * TN);
+    double *xt = malloc(sizeof(double) * TK);
+    for (size_t i = 0; i < TK; i++) x[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
+    for (int n = 0; n < N; n++) sc[n] = 1.0f + gscale * (float)(n % 7);
+    void *wg = make_weights(wt, N, K, gscale > 0 ? sc : NULL, wgf), *wu = make_weights(wt, N, K, NULL, wuf);
+    for (size_t i = 0; i < TN; i++) out[i] = NAN; /* every element must be written */
+
+    fp_kernel_force(level);
+    int fused = fp_matmul_swiglu_fused(exact, wt, T, K, N);
+    CHECK_OK(fp_matmul_swiglu_forward_ex(exact, out, x, wg, wu, wt, T, K, N));
+    /* the unfused computation, as the model ran it */
+    fp_matmul_forward_ex(exact, g, x, wg, wt, NULL, T, K, N);
+    fp_matmul_forward_ex(exact, u, x, wu, wt, NULL, T, K, N);
+    fp_swiglu_forward(ref, g, u, T, N);
+    const char *kname = exact ? (level >= FP_KERN_AVX512 && T > FP_GEMV_MAX_T ? "avx512-f32fma"
+                                 : fp_matmul_kernel_name_shape(level, wt, T))
+                              : fp_matmul_kernel_name_shape(level, wt, T);
+    fp_kernel_force(-1);
+    int num = NUM_F32;
+    if (!exact && (strstr(kname, "amx") || strstr(kname, "bf16dp"))) num = NUM_BF16;
+    else if (!exact && strstr(kname, "vnni")) num = NUM_Q8;
+    int wround = !exact && strstr(kname, "amx-bf16-q") != NULL; /* Q weights dequantised to bf16 by AMX */
+    if (wround)
+        for (size_t i = 0; i < NK; i++) {
+            wgf[i] = fp_bf16_to_f32(fp_f32_to_bf16(wgf[i]));
+            wuf[i] = fp_bf16_to_f32(fp_f32_to_bf16(wuf[i]));
+        }
+    path_activations(num, x, xt, qd, T, K);
+
+    int bad = 0, nbits = 0;
+    for (size_t i = 0; i < TN; i++)
+        if (!same_bits(out[i], ref[i]) && nbits++ < 3)
+            fprintf(stderr, "  %s%s %s T=%d K=%d N=%d [%zu,%zu]: fused %.9g unfused %.9g\n", kname,
+                    fused ? "(fused)" : "", exact ? "exact" : "fast", T, K, N, i / N, i % N, out[i], ref[i]);
+    const double uu = 1.0 / 16777216.0;
+    for (int t = 0; t < T; t++) {
+        int take = (double)T * K * N <= 5e7 || t < 2 || t >= T - 2 || t == 15 || t == 16 ||
+                   (t < 100 && (t % 32 == 31 || t % 32 == 0)) || (T >= 8 && t % (T / 8) == 3);
+        if (!take) continue;
+        const double *xr = xt + (size_t)t * K;
+        for (int n = 0; n < N; n++) {
+            const float *a = wgf + (size_t)n * K, *b = wuf + (size_t)n * K;
+            double G = 0, U = 0, Sg = 0, Su = 0;
+            for (int k = 0; k < K; k++) {
+                double pg = xr[k] * a[k], pu = xr[k] * b[k];
+                G += pg;
+                U += pu;
+                Sg += fabs(pg);
+                Su += fabs(pu);
+            }
+            double eg = 8.0 * sqrt((double)K) * uu * Sg + 1e-30, eu = 8.0 * sqrt((double)K) * uu * Su + 1e-30;
+            double sG = G / (1.0 + exp(-G)), R = sG * U;
+            double tol = 1.1 * eg * (fabs(U) + eu) + fabs(sG) * eu + 16.0 * uu * fabs(R) + 1e-35 * fabs(U) + 1e-30;
+            double o = out[(size_t)t * N + n];
+            if (G > 88.0) n_sat_pos++;
+            if (G < -88.0) n_sat_neg++;
+            if (!(fabs(o - R) <= tol) && bad++ < 3)
+                fprintf(stderr, "  %s%s %s %s T=%d K=%d N=%d [%d,%d]: got %.9g exact %.9g (g %.6g u %.6g) tol %.3g\n",
+                        kname, fused ? "(fused)" : "", exact ? "exact" : "fast", fp_dtype_name(wt), T, K, N, t, n, o,
+                        R, G, U, tol);
+        }
+    }
+    CHECK_MSG(nbits == 0, "%s%s %s %s T=%d K=%d N=%d: %d outputs differ from the unfused computation", kname,
+              fused ? "(fused)" : "", exact ? "exact" : "fast", fp_dtype_name(wt), T, K, N, nbits);
+    CHECK_MSG(bad == 0, "%s%s %s %s T=%d K=%d N=%d: %d outputs outside the oracle bound", kname,
+              fused ? "(fused)" : "", exact ? "exact" : "fast", fp_dtype_name(wt), T, K, N, bad);
+    n_cases++;
+    n_fused += fused;
+    free(x); free(wgf); free(wuf); free(sc); free(qd); free(out); free(g); free(u); free(ref); free(xt);
+    free(wg); free(wu);
+    return bad + nbits;
+}
+
+static const int shapes[][3] = { /* T, K, N */
+    {5, 64, 16},     {17, 96, 48},    {31, 896, 100},   {32, 64, 896},   {33, 1536, 48},  {100, 896, 4864},
+    {512, 896, 4864}, {700, 3584, 100}, {512, 1536, 896}, {33, 3584, 4864}, {700, 96, 896},  {17, 3584, 16},
+    {100, 64, 100},  {5, 1536, 4864}, {32, 896, 16},    {512, 64, 48},   {700, 896, 896}, {31, 3584, 896},
+    {100, 1536, 100}, {512, 96, 16},  {17, 896, 4864},  {32, 3584, 48},  {33, 96, 100},   {5, 3584, 896},
+};
+
+static int levels_run(int level) {
+    if (fp_cpu_max_kernel() < level) {
+        printf("  (CPU lacks %s)\n", fp_kernel_level_name(level));
+        return TH_SKIP;
+    }
+    int nmax = omp_get_max_threads();
+    long long f0 = n_fused, c0 = n_cases;
+    for (int nth = 1; nth <= 2; nth++) {
+        omp_set_num_threads(nth);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int T = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+            if (level < FP_KERN_AVX512 && (double)T * K * N > 2e7) continue;
+            for (int exact = 0; exact <= 1; exact++) {
+                check_case(level, exact, FP_BF16, T, K, N, 0.0f);
+                /* the quantised types (AMX: dequantised to bf16 while packing) and f32 (always unfused) on
+                 * a third of the shapes each, at one thread count */
+                if ((int)(s % 3) == nth - 1) check_case(level, exact, s % 2 ? FP_Q8_0 : FP_Q4_0, T, K, N, 0.0f);
+                if (s % 3 == 2 && nth == 1) check_case(level, exact, FP_F32, T, K, N, 0.0f);
+            }
+        }
+    }
+    omp_set_num_threads(nmax);
+    printf("  level %s: %lld cases, %lld through the fused AMX kernel\n", fp_kernel_level_name(level),
+           n_cases - c0, n_fused - f0);
+    if (level == FP_KERN_AVX512 && fp_cpu_has_amx_bf16()) CHECK(n_fused > f0);
+    return 0;
+}
+
+static int test_level_ref(void) { return levels_run(FP_KERN_REF); }
+static int test_level_avx2(void) { return levels_run(FP_KERN_AVX2); }
+static int test_level_avx512(void) { return levels_run(FP_KERN_AVX512); }
+
+/* Gate weights scaled up to |g| of a few hundred: silu(g) -> g for large g, -> -0 (exp(-g) = inf) below
+ * -88.72, and everything in between; fused and unfused, every level. */
+static int test_saturation(void) {
+    long long p0 = n_sat_pos, q0 = n_sat_neg;
+    for (int level = FP_KERN_REF; level <= fp_cpu_max_kernel(); level++)
+        for (int exact = 0; exact <= 1; exact++) {
+            check_case(level, exact, FP_BF16, 37, 896, 100, 12.0f);
+            check_case(level, exact, FP_F32, 9, 64, 48, 60.0f);
+        }
+    if (fp_cpu_max_kernel() >= FP_KERN_AVX512) check_case(FP_KERN_AVX512, 0, FP_BF16, 100, 1536, 896, 20.0f);
+    printf("  outputs with g > 88: %lld, g < -88: %lld\n", n_sat_pos - p0, n_sat_neg - q0);
+    CHECK(n_sat_pos - p0 > 100 && n_sat_neg - q0 > 100);
+    return 0;
+}
+
+/* Odd corners: K not a multiple of 32 (BF16 pads k with zeros), K at the single-chunk limit and just above
+ * (unfused there), T = 4 (GEMV, unfused) and 6, N = 1, N = 17. */
+static int test_edges(void) {
+    static const int e[][3] = {{6, 33, 17}, {4, 896, 100}, {9, 4096, 40}, {9, 4100, 40}, {70, 200, 1}, {40, 31, 130},
+                               {64, 4064, 33}};
+    for (size_t s = 0; s < sizeof e / sizeof e[0]; s++)
+        for (int exact = 0; exact <= 1; exact++) check_case(fp_cpu_max_kernel(), exact, FP_BF16, e[s][0], e[s][1], e[s][2], 0.0f);
+    if (fp_cpu_max_kernel() >= FP_KERN_AVX512 && fp_cpu_has_amx_bf16()) {
+        fp_kernel_force(FP_KERN_AVX512);
+        CHECK(fp_matmul_swiglu_fused(0, FP_BF16, 9, 4096, 40) == 1);
+        CHECK(fp_matmul_swiglu_fused(0, FP_BF16, 9, 4100, 40) == 0);
+        CHECK(fp_matmul_swiglu_fused(0, FP_BF16, 4, 896, 40) == 0);
+        CHECK(fp_matmul_swiglu_fused(1, FP_BF16, 9, 896, 40) == 0);
+        CHECK(fp_matmul_swiglu_fused(0, FP_F16, 9, 896, 40) == 0);
+        CHECK(fp_matmul_swiglu_fused(0, FP_Q8_0, 9, 896, 40) == 1);
+        fp_kernel_force(FP_KERN_AVX2);
+        CHECK(fp_matmul_swiglu_fused(0, FP_BF16, 9, 896, 40) == 0);
+        fp_kernel_force(-1);
+    }
+    /* the caller's scratch gives the same result as the allocating entry (unfused path: exact) */
+    int T = 20, K = 96, N = 50;
+    float *x = malloc(sizeof(float) * T * K), *wf = malloc(sizeof(float) * N * K), *o1 = malloc(sizeof(float) * T * N);
+    float *o2 = malloc(sizeof(float) * T * N), *scr = malloc(sizeof(float) * T * N);
+    for (int i = 0; i < T * K; i++) x[i] = frand();
+    void *wg = make_weights(FP_BF16, N, K, NULL, wf), *wu = make_weights(FP_BF16, N, K, NULL, wf);
+    for (int exact = 0; exact <= 1; exact++) {
+        CHECK_OK(fp_matmul_swiglu_forward_ex(exact, o1, x, wg, wu, FP_BF16, T, K, N));
+        CHECK_OK(fp_matmul_swiglu_forward_buf(exact, o2, x, wg, wu, FP_BF16, T, K, N, scr));
+        CHECK(!memcmp(o1, o2, sizeof(float) * T * N));
+    }
+    free(x); free(wf); free(o1); free(o2); free(scr); free(wg); free(wu);
+    return 0;
+}
+
+int main(void) {
+    RUN(test_level_ref);
+    RUN(test_level_avx2);
+    RUN(test_level_avx512);
+    RUN(test_saturation);
+    RUN(test_edges);
+    fp_matmul_scratch_release();
+    return th_finish();
+}
