@@ -20,40 +20,8 @@
 #include <omp.h>
 #include <stdint.h>
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-static float frand(void) { return (float)((rnd() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); } /* [-1, 1) */
-
-/* Random weights [N][K] in dtype wt; also returns their exact f32 values in wf. */
-static void *make_weights(fp_dtype wt, int N, int K, float *wf) {
-    size_t rb = fp_dtype_row_bytes(wt, K);
-    uint8_t *w = malloc(rb * (size_t)N);
-    for (int n = 0; n < N; n++) {
-        uint8_t *row = w + rb * (size_t)n;
-        for (int k = 0; k < K; k++) {
-            float v = frand() * 0.5f;
-            if (wt == FP_F32) memcpy(row + 4 * (size_t)k, &v, 4);
-            else if (wt == FP_F16) { uint16_t h = fp_f32_to_f16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
-            else if (wt == FP_BF16) { uint16_t h = fp_f32_to_bf16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
-        }
-        if (wt == FP_Q8_0 || wt == FP_Q4_0) {
-            size_t bs = wt == FP_Q8_0 ? 34 : 18;
-            for (int b = 0; b < K / 32; b++) {
-                uint8_t *blk = row + bs * (size_t)b;
-                uint16_t d = fp_f32_to_f16(0.001f + 0.02f * (float)(rnd() % 1000) / 1000.0f * (rnd() & 1 ? 1 : -1));
-                memcpy(blk, &d, 2);
-                for (size_t j = 2; j < bs; j++) blk[j] = (uint8_t)rnd();
-            }
-        }
-        fp_row_to_f32(wf + (size_t)n * K, row, wt, K);
-    }
-    return w;
-}
+#define TH_RNG_SEED 0x9e3779b97f4a7c15ull
+#include "random_weights.h"
 
 enum { NUM_F32, NUM_BF16, NUM_Q8 };
 static int numerics(const char *name) {
@@ -116,7 +84,7 @@ static int check_case(int level, fp_dtype wt, int T, int K, int N, int with_bias
     float *out = malloc(sizeof(float) * (size_t)T * N), *ref = malloc(sizeof(float) * (size_t)T * N);
     for (size_t i = 0; i < (size_t)T * K; i++) x[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
     for (int n = 0; with_bias && n < N; n++) bias[n] = frand();
-    void *w = make_weights(wt, N, K, wf);
+    void *w = make_weights(wt, N, K, NULL, wf);
     for (size_t i = 0; i < (size_t)T * N; i++) out[i] = NAN; /* every element must be written */
 
     const char *name = variant_name_t(level, wt, T);
@@ -254,7 +222,7 @@ static int test_dispatch(void) {
     float *wf = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * T * K);
     float *o1 = malloc(sizeof(float) * T * N), *o2 = malloc(sizeof(float) * T * N);
     for (int i = 0; i < T * K; i++) x[i] = frand();
-    void *w = make_weights(FP_F32, N, K, wf);
+    void *w = make_weights(FP_F32, N, K, NULL, wf);
     fp_matmul_forward(o1, x, w, FP_F32, NULL, T, K, N);
     fp_matmul_forward_ref(o2, x, w, FP_F32, NULL, T, K, N);
     for (int i = 0; i < T * N; i++) CHECK_NEAR(o1[i], o2[i], 1e-4);
@@ -272,7 +240,7 @@ static int test_nan_row(void) {
     for (int i = 0; i < T * K; i++) x[i] = frand();
     x[K + 5] = NAN;
     for (size_t d = 0; d < 3; d++) {
-        void *w = make_weights(dts[d], N, K, wf);
+        void *w = make_weights(dts[d], N, K, NULL, wf);
         for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
             int lv = variants[v];
             if (fp_cpu_max_kernel() < (lv >= V_AVX512_DP_VNNI ? FP_KERN_AVX512 : lv)) continue;

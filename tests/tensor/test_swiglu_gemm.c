@@ -32,41 +32,7 @@
 #include <omp.h>
 #include <stdint.h>
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-static float frand(void) { return (float)((rnd() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); } /* [-1, 1) */
-
-/* Random weights [N][K] in dtype wt (row n scaled by scale[n] when scale != NULL; F32/F16/BF16 only);
- * their exact f32 values in wf. */
-static void *make_weights(fp_dtype wt, int N, int K, const float *scale, float *wf) {
-    size_t rb = fp_dtype_row_bytes(wt, K);
-    uint8_t *w = malloc(rb * (size_t)N);
-    for (int n = 0; n < N; n++) {
-        uint8_t *row = w + rb * (size_t)n;
-        for (int k = 0; k < K; k++) {
-            float v = frand() * 0.5f * (scale ? scale[n] : 1.0f);
-            if (wt == FP_F32) memcpy(row + 4 * (size_t)k, &v, 4);
-            else if (wt == FP_F16) { uint16_t h = fp_f32_to_f16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
-            else if (wt == FP_BF16) { uint16_t h = fp_f32_to_bf16(v); memcpy(row + 2 * (size_t)k, &h, 2); }
-        }
-        if (wt == FP_Q8_0 || wt == FP_Q4_0) {
-            size_t bs = wt == FP_Q8_0 ? 34 : 18;
-            for (int b = 0; b < K / 32; b++) {
-                uint8_t *blk = row + bs * (size_t)b;
-                uint16_t d = fp_f32_to_f16(0.001f + 0.02f * (float)(rnd() % 1000) / 1000.0f * (rnd() & 1 ? 1 : -1));
-                memcpy(blk, &d, 2);
-                for (size_t j = 2; j < bs; j++) blk[j] = (uint8_t)rnd();
-            }
-        }
-        fp_row_to_f32(wf + (size_t)n * K, row, wt, K);
-    }
-    return w;
-}
+#include "random_weights.h"
 
 enum { NUM_F32, NUM_BF16, NUM_Q8 };
 
