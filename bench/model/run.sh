@@ -5,7 +5,8 @@
 #   sh bench/model/run.sh                 full: 0.5b and 1.5b, T=512,2048, R=3 rounds
 #   QUICK=1 sh bench/model/run.sh         0.5b, T=512, R=1
 #   LONG=1 sh bench/model/run.sh          also fluxprm and PyTorch at T=8192,16384 on 0.5b (one run each)
-# Env: BUILD (default build-bench; models go to $BUILD/models, results to $BUILD/bench-model), THREADS (2),
+# Env: BUILD (default build-bench; models go to $BUILD/models, results to $BUILD/bench-model), FLUXPRM (a
+#      fluxprm binary to run instead of building $BUILD/fluxprm), THREADS (2),
 #      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF.
 # Without pyref (no torch, no llama-bench, no way to make the models) the benchmark is skipped, visibly.
 set -eu
@@ -20,8 +21,8 @@ if [ ! -x "$PYREF" ]; then
   echo "bench/model: SKIPPED (no pyref at $PYREF: it makes the models and runs llama-bench and PyTorch)"
   exit 0
 fi
-make -s BUILD="$BUILD" -j2 "$BUILD/fluxprm" >/dev/null
-FP=$BUILD/fluxprm
+if [ -n "${FLUXPRM:-}" ]; then FP=$FLUXPRM  # a given binary (e.g. built from another checkout)
+else make -s BUILD="$BUILD" -j2 "$BUILD/fluxprm" >/dev/null; FP=$BUILD/fluxprm; fi
 M=$BUILD/models
 OUT=$BUILD/bench-model/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$M" "$OUT"
