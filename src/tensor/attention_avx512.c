@@ -17,8 +17,20 @@
  * amx (bf16 inputs, f32 accumulation): K packed per 16 keys as the VNNI B operand [d/2][16][2] bf16, V per
  *   32 keys as [16 key pairs][d][2] bf16.  A task = 32 query rows (Q converted to bf16 rows).  Per block:
  *   S = Q K^T in 2 x 2 C tiles per 32 keys (tdpbf16ps, A = 2 Q tiles, B = 2 K tiles, over d/32), stored to
- *   a 32 x 64 f32 buffer; softmax on 16-wide rows in zmm, P written as bf16 rows; P V into fresh 2 x 2 C
- *   tiles per 32 head dims (A = P tiles, B = V tiles), stored, then O = O * corr + PV in zmm. */
+ *   a 32 x 64 f32 buffer; softmax on 16-wide rows in zmm, P written as bf16 rows (a ring of AX_PB blocks);
+ *   P V accumulated straight into O, AX_PEND blocks at a time: 2 x 2 C tiles per 32 head dims loaded from
+ *   O, += P V of each pending block (A = P tiles, B = V tiles), stored back.
+ *   Lazy rescaling: a row's reference maximum m (the shift of its weights) only moves when a block would give
+ *   it weights above 2^8.  The weights are first computed against the current m (no horizontal max); only
+ *   when one of their 16 partial sums exceeds 2^8 (some weight > 2^6) does the row take the exact path: its
+ *   block maximum, the new m, the weights again, L and O scaled by 2^(mc_old - mc_new) (O once the pending
+ *   blocks before this one are in it).  So the weights of a row are 2^(s c - mc) <= 2^8 for one mc per
+ *   stretch of blocks; o = sum p v / sum p cancels the shift exactly as before.  The first block of a task
+ *   always takes the exact path.  exp: 2^t = p(t - floor t) 2^floor(t) (vreduceps, vscalefps), p the
+ *   degree-4 minimax polynomial of 2^f on [0, 1) (relative error < 3e-6), under MXCSR.FTZ.
+ *   Measured on this project's (SPR-class) cores: tile work and AVX-512 work do not overlap (interleaving
+ *   them finely was slower than running them one after the other), so the kernel minimises each: no
+ *   horizontal reductions, fewer tile stores (O every AX_PEND blocks), prefetched q / out rows. */
 #include "tensor/kernels.h"
 #include <float.h>
 #include <immintrin.h>
@@ -54,7 +66,7 @@ typedef struct {
 
 /* 2^t for t <= ~0 (lanes below -126 clamp there; callers zero masked lanes): t = n + f, |f| <= 1/2,
  * 2^f by the degree-DEG Taylor polynomial of e^(f ln2), scalef for 2^n.  Truncation: DEG 7 < 6e-9 relative
- * (exact kernel), DEG 4 < 4.2e-5 (amx kernel, whose weights are rounded to bf16 = 2^-8 anyway). */
+ * (the exact kernel's weights and both kernels' rescaling factors). */
 AI __m512 exp2_neg(__m512 t, const int DEG) {
     static const float cf[8] = {1.0f, 0.6931471805599453f, 0.2402265069591007f, 5.5504108664821576e-02f,
                                 9.618129107628477e-03f, 1.3333558146428441e-03f, 1.5403530393381606e-04f,
@@ -65,6 +77,20 @@ AI __m512 exp2_neg(__m512 t, const int DEG) {
     __m512 p = _mm512_set1_ps(cf[DEG]);
     for (int i = DEG - 1; i >= 0; i--) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(cf[i]));
     return _mm512_scalef_ps(p, n);
+}
+
+/* 2^t for the amx kernel's weights (t <= ~8): f = t - floor(t) in [0, 1) by vreduceps, p(f) ~ 2^f by the
+ * degree-4 minimax polynomial (relative error 2.6e-6, below the 4.2e-5 the degree-4 Taylor form had on
+ * [-1/2, 1/2]), then vscalefps multiplies by 2^floor(t) itself.  No clamp: results below 2^-126 would be
+ * subnormal (~40x slower through microcode assists), so ax_task runs with MXCSR.FTZ set and they flush to 0
+ * (weights 2^-126 below the row's reference; masked lanes, t = -inf, are zeroed by the callers). */
+AI __m512 ax_exp2(__m512 t) {
+    __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.35341678e-02f), f, _mm512_set1_ps(5.20114601e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.41442755e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93003833e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.00000262f));
+    return _mm512_scalef_ps(p, t);
 }
 
 static __mmask16 tail16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
@@ -84,6 +110,13 @@ static void row_bf16(uint16_t *dst, const float *src, int n) {
         _mm256_mask_storeu_epi16(dst + i, m, (__m256i)b);
     }
 }
+
+#define prefetch_row(p, d, hint)                                                                                   \
+    do {                                                                                                           \
+        const char *pr_ = (const char *)(p);                                                                       \
+        for (int x_ = 0; x_ < 4 * (d); x_ += 64) _mm_prefetch(pr_ + x_, hint);                                     \
+        _mm_prefetch(pr_ + 4 * (d) - 1, hint);                                                                     \
+    } while (0)
 
 /* ---------------------------------------------------------------- packing (one block of BK keys) */
 static void pack_exact(const att_ctx *C, int kh, int b, int pmax) {
@@ -311,13 +344,16 @@ static const att_tilecfg att_tcfg __attribute__((aligned(64))) = {
     1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
     {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0}};
 
+#define AX_PEND 3 /* blocks of P whose P V is deferred, then accumulated into O with one load / store of its tiles */
+#define AX_PB (AX_PEND + 1) /* P buffers (a ring) */
 static size_t ax_scratch_floats(int d) {
-    /* O, PV [32][d] f32; S [2][32][64] f32; L [32][16]; M, MC, CI [32]; CR [2][32]; Pb [2][32][64] bf16;
-     * Qb [32][d] bf16 */
-    return (size_t)AX_BQ * d * 2 + 2 * AX_BQ * BK + AX_BQ * 16 + 5 * AX_BQ + AX_BQ * BK + (size_t)AX_BQ * d / 2 + 32;
+    /* O [32][d] f32; S [2][32][64] f32; L [32][16]; M, MC, CR [32]; Pb [AX_PB][32][64] bf16; Qb [32][d] bf16 */
+    return (size_t)AX_BQ * d + 2 * AX_BQ * BK + AX_BQ * 16 + 3 * AX_BQ + AX_PB * AX_BQ * BK / 2 +
+           (size_t)AX_BQ * d / 2 + 32;
 }
 
 #define MEMBAR() __asm__ volatile("" ::: "memory") /* the tile intrinsics are asm without memory operands */
+#define AX_WMAX 256.0f /* lazy rescaling: a row's weights stay <= 2^8 (partial sums of 4 checked against it) */
 
 /* AMX work units, each a few tdpbf16ps ending in tile stores.
  * S unit: S[32][64] (keys 32 hf .. 32 hf + 31 of the block) = Q (32 x d, bf16 rows) x K half-block. */
@@ -343,60 +379,112 @@ __attribute__((target("amx-tile,amx-bf16"))) static inline void ax_s_unit(const 
     _tile_stored(2, S + 16 * BK + 32 * hf, 4 * BK);
     _tile_stored(3, S + 16 * BK + 32 * hf + 16, 4 * BK);
 }
-/* PV unit: PV[32][x0 .. x0 + 32) = P (32 x 64 keys bf16, halves [h0, h1)) x V block ([16 pairs][d][2] per half) */
-__attribute__((target("amx-tile,amx-bf16"))) static inline void ax_pv_unit(const uint16_t *Pb, const uint16_t *Vb,
-                                                                            int h0, int h1, int x0, int d, float *PV) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int hf = h0; hf < h1; hf++) {
-        const uint16_t *vp = Vb + (size_t)hf * 32 * d + 2 * x0;
-        _tile_loadd(4, Pb + 32 * hf, 2 * BK);
-        _tile_loadd(6, vp, 4 * d);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, vp + 32, 4 * d);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, Pb + 16 * BK + 32 * hf, 2 * BK);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, PV + x0, 4 * d);
-    _tile_stored(1, PV + x0 + 16, 4 * d);
-    _tile_stored(2, PV + (size_t)16 * d + x0, 4 * d);
-    _tile_stored(3, PV + (size_t)16 * d + x0 + 16, 4 * d);
-}
-
 /* Halves of 32 keys of block kb that some row of the task sees: [*h0, *h1). */
 static void ax_halves(int kb, int tkmin, int tpmax, int *h0, int *h1) {
     *h0 = kb + 32 <= tkmin ? 1 : 0;
     *h1 = kb + 32 <= tpmax ? 2 : 1;
 }
 
-/* Query rows [i0, i1) (at most AX_BQ) of head h.  Software-pipelined so that the AMX unit and the vector
- * units work at the same time (issued in program order, tile work and the softmax otherwise serialise, and
- * tile loads do not forward from the store buffer): iteration k runs the softmax of block k (S buffer k & 1
- * -> P buffer k & 1) in row groups, and between the groups issues the AMX units of P V for block k-1 (P
- * buffer (k-1) & 1, written an iteration ago) and of S = Q K^T for block k+1 (S buffer (k+1) & 1); then
- * O = O * corr + PV for block k-1. */
+/* PV unit: O[32][x0 .. x0 + 32) += sum over the key blocks kb0, kb0 + BK, .. < kb1 of P (32 x 64 keys bf16, in
+ * ring slot (kb - kfirst) / BK % AX_PB) x V block ([2][16 pairs][d][2]); halves no row sees are skipped. */
+__attribute__((target("amx-tile,amx-bf16"))) static inline void ax_pv_unit(const uint16_t *Pb, const uint16_t *Vh,
+                                                                            int kfirst, int kb0, int kb1, int tkmin,
+                                                                            int tpmax, int x0, int d, float *O) {
+    _tile_loadd(0, O + x0, 4 * d);
+    _tile_loadd(1, O + x0 + 16, 4 * d);
+    _tile_loadd(2, O + (size_t)16 * d + x0, 4 * d);
+    _tile_loadd(3, O + (size_t)16 * d + x0 + 16, 4 * d);
+    for (int kb = kb0; kb < kb1; kb += BK) {
+        const uint16_t *P = Pb + (size_t)((kb - kfirst) / BK % AX_PB) * AX_BQ * BK;
+        const uint16_t *Vb = Vh + (size_t)(kb / BK) * BK * d;
+        int h0, h1;
+        ax_halves(kb, tkmin, tpmax, &h0, &h1);
+        for (int hf = h0; hf < h1; hf++) {
+            const uint16_t *vp = Vb + (size_t)hf * 32 * d + 2 * x0;
+            _tile_loadd(4, P + 32 * hf, 2 * BK);
+            _tile_loadd(6, vp, 4 * d);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, vp + 32, 4 * d);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, P + 16 * BK + 32 * hf, 2 * BK);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, O + x0, 4 * d);
+    _tile_stored(1, O + x0 + 16, 4 * d);
+    _tile_stored(2, O + (size_t)16 * d + x0, 4 * d);
+    _tile_stored(3, O + (size_t)16 * d + x0 + 16, 4 * d);
+}
+
+/* Online softmax of one row of S (64 keys; on a boundary block, mk: the valid ones) into P (bf16) and the
+ * partial sums l.  spec: first try the row's current reference (m, mc); kept when no partial sum of 4 weights
+ * exceeds AX_WMAX.  Otherwise (or !spec) the reference moves to the row maximum, l is rescaled and the
+ * factor for O goes to *cr; returns 1 then. */
+AI int ax_row(float *s, uint16_t *p, float *l, float *m, float *mcp, float *cr, float c, int bnd, uint64_t mk,
+              int spec) {
+    const __m512 cv = _mm512_set1_ps(c), ninf = _mm512_set1_ps(-INFINITY);
+    __m512 sv[4], e[4], sum;
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        sv[j] = _mm512_load_ps(s + 16 * j);
+        if (bnd) sv[j] = _mm512_mask_blend_ps((__mmask16)(mk >> (16 * j)), ninf, sv[j]);
+    }
+    if (spec) {
+        __m512 mcv = _mm512_set1_ps(*mcp);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+            e[j] = ax_exp2(_mm512_fmsub_ps(sv[j], cv, mcv));
+            if (bnd) e[j] = _mm512_maskz_mov_ps((__mmask16)(mk >> (16 * j)), e[j]);
+        }
+        sum = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
+        if (__builtin_expect(!_mm512_cmp_ps_mask(sum, _mm512_set1_ps(AX_WMAX), _CMP_GT_OQ), 1)) {
+            _mm512_store_ps(l, _mm512_add_ps(_mm512_load_ps(l), sum));
+            _mm512_store_si512(p, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+            _mm512_store_si512(p + 32, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
+            return 0;
+        }
+    }
+    float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(sv[0], sv[1]), _mm512_max_ps(sv[2], sv[3])));
+    float mn = bm > *m ? bm : *m, mc = mn * c, ci = *mcp - mc;
+    *m = mn;
+    *mcp = mc;
+    __m512 mcv = _mm512_set1_ps(mc);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        e[j] = ax_exp2(_mm512_fmsub_ps(sv[j], cv, mcv));
+        if (bnd) e[j] = _mm512_maskz_mov_ps((__mmask16)(mk >> (16 * j)), e[j]);
+    }
+    sum = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
+    __m512 crv = exp2_neg(_mm512_set1_ps(ci), 7);
+    _mm512_store_ps(l, _mm512_fmadd_ps(_mm512_load_ps(l), crv, sum));
+    _mm512_store_si512(p, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+    _mm512_store_si512(p + 32, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
+    *cr = _mm512_cvtss_f32(crv);
+    return 1;
+}
+
+/* Query rows [i0, i1) (at most AX_BQ) of head h; qn, nn: the q rows of the thread's likely next task
+ * (prefetched near the end).  Iteration k: an AMX phase (O += P V of the pending blocks when AX_PEND of them
+ * wait; S = Q K^T of block k+1 into S buffer (k+1) & 1: tile loads do not forward from the store buffer, so
+ * S is stored a block ahead), then the softmax of block k (S buffer k & 1 -> P ring slot), then, for rows
+ * whose reference maximum moved, the pending P V and O scaled. */
 __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *C, int i0, int i1, int h,
-                                                                  float *scr) {
+                                                                  float *scr, const float *qn, int nn) {
     const int d = C->d, n = i1 - i0, kh = h / (C->nh / C->nkv);
     const size_t qs = (size_t)C->nh * d;
-    float *O = scr, *PV = O + (size_t)AX_BQ * d, *Sb = PV + (size_t)AX_BQ * d, *L = Sb + 2 * AX_BQ * BK,
-          *M = L + AX_BQ * 16, *MC = M + AX_BQ, *CI = MC + AX_BQ, *CR = CI + AX_BQ; /* CR: [2][32] */
-    uint16_t *Pb = (uint16_t *)(CR + 2 * AX_BQ), *Qb = Pb + 2 * AX_BQ * BK;         /* Pb: [2][32][64] */
+    float *O = scr, *Sb = O + (size_t)AX_BQ * d, *L = Sb + 2 * AX_BQ * BK, *M = L + AX_BQ * 16, *MC = M + AX_BQ,
+          *CR = MC + AX_BQ;
+    uint16_t *Pb = (uint16_t *)(CR + AX_BQ), *Qb = Pb + AX_PB * AX_BQ * BK; /* Pb: [AX_PB][32][64] */
     int pos[AX_BQ], ks[AX_BQ];
     int tpmax = INT32_MIN, tpmin = INT32_MAX, tkmin = INT32_MAX, tkmax = INT32_MIN;
     for (int r = 0; r < AX_BQ; r++) {
         M[r] = -FLT_MAX;
         MC[r] = -FLT_MAX * C->c;
-        CI[r] = 0.0f;
+        CR[r] = 0.0f;
         memset(O + (size_t)r * d, 0, sizeof(float) * d);
         memset(L + 16 * r, 0, sizeof(float) * 16);
-        memset(Pb + r * BK, 0, sizeof(uint16_t) * BK); /* rows >= n stay zero */
-        memset(Pb + (AX_BQ + r) * BK, 0, sizeof(uint16_t) * BK);
-        if (r < n) {
+        if (r < n) { /* (P rows < n: written in full by every block before a P V reads them) */
             pos[r] = C->qpos ? C->qpos[i0 + r] : i0 + r;
             ks[r] = C->kstart ? C->kstart[i0 + r] : 0;
             row_bf16(Qb + (size_t)r * d, C->q + (size_t)(i0 + r) * qs + (size_t)h * d, d);
@@ -404,13 +492,17 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
             tpmin = MIN(tpmin, pos[r]);
             tkmin = MIN(tkmin, ks[r]);
             tkmax = MAX(tkmax, ks[r]);
-        } else
+        } else { /* rows >= n: zero Q and P */
             memset(Qb + (size_t)r * d, 0, sizeof(uint16_t) * d);
+            for (int j = 0; j < AX_PB; j++) memset(Pb + (j * AX_BQ + r) * BK, 0, sizeof(uint16_t) * BK);
+        }
     }
     const uint16_t *Kh = C->kb + (size_t)kh * C->nblk * BK * d, *Vh = C->vb + (size_t)kh * C->nblk * BK * d;
     const size_t bstride = (size_t)BK * d; /* one block of packed K or V */
-    const __m512 cv = _mm512_set1_ps(C->c), ninf = _mm512_set1_ps(-INFINITY);
+    const float c = C->c;
     const int kfirst = tkmin / BK * BK;
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8000); /* FTZ (see ax_exp2); restored below */
     MEMBAR();
     _tile_loadconfig(&att_tcfg);
     { /* prologue: S of the first block */
@@ -418,85 +510,74 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
         ax_halves(kfirst, tkmin, tpmax, &h0, &h1);
         for (int hf = h0; hf < h1; hf++) ax_s_unit(Qb, Kh + (size_t)(kfirst / BK) * bstride, hf, d, Sb);
     }
-    int ph0 = 0, ph1 = 0; /* halves of block k-1 */
+    int kpend = kfirst; /* blocks kpend .. kb - 1: softmax done, P V not yet in O */
     for (int kb = kfirst, par = 0; kb <= tpmax; kb += BK, par ^= 1) {
-        int h0, h1, nh0 = 0, nh1 = 0, knext = kb + BK <= tpmax;
-        ax_halves(kb, tkmin, tpmax, &h0, &h1);
+        int nh0 = 0, nh1 = 0, knext = kb + BK <= tpmax;
         if (knext) ax_halves(kb + BK, tkmin, tpmax, &nh0, &nh1);
-        const int npv = kb > kfirst ? d / 32 : 0, nunits = npv + (nh1 - nh0);
-        const int bnd = kb + BK - 1 > tpmin || kb < tkmax;
+        const int spec = kb > kfirst, bnd = kb + BK - 1 > tpmin || kb < tkmax;
         float *S = Sb + (size_t)par * AX_BQ * BK;
-        uint16_t *P = Pb + (size_t)par * AX_BQ * BK;
-        const uint16_t *Pprev = Pb + (size_t)(par ^ 1) * AX_BQ * BK;
-        int r = 0;
-        for (int g = 0; g <= nunits; g++) {
-            MEMBAR();
-            if (g < npv) ax_pv_unit(Pprev, Vh + (size_t)(kb / BK - 1) * bstride, ph0, ph1, 32 * g, d, PV);
-            else if (g < nunits)
-                ax_s_unit(Qb, Kh + (size_t)(kb / BK + 1) * bstride, nh0 + g - npv, d, Sb + (size_t)(par ^ 1) * AX_BQ * BK);
-            MEMBAR();
-            /* online softmax of this group's rows, one row (4 zmm) at a time; halves not computed are masked */
-            int rend = g == nunits ? n : n * (g + 1) / (nunits + 1);
-            for (; r < rend; r++) {
-                __m512 sv[4];
-                uint64_t mk = bnd ? row_mask(kb, pos[r], ks[r]) : ~0ull;
-                for (int c = 0; c < 4; c++) {
-                    sv[c] = _mm512_load_ps(S + r * BK + 16 * c);
-                    if (bnd) sv[c] = _mm512_mask_blend_ps((__mmask16)(mk >> (16 * c)), ninf, sv[c]);
-                }
-                float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(sv[0], sv[1]), _mm512_max_ps(sv[2], sv[3])));
-                float mn = bm > M[r] ? bm : M[r], mc = mn * C->c;
-                CI[r] = MC[r] - mc;
-                M[r] = mn;
-                MC[r] = mc;
-                __m512 mcv = _mm512_set1_ps(mc), e[4];
-                for (int c = 0; c < 4; c++) {
-                    e[c] = exp2_neg(_mm512_fmsub_ps(sv[c], cv, mcv), 4);
-                    if (bnd) e[c] = _mm512_maskz_mov_ps((__mmask16)(mk >> (16 * c)), e[c]);
-                }
-                _mm512_store_ps(S + r * BK, _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3])));
-                _mm512_store_si512(P + r * BK, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
-                _mm512_store_si512(P + r * BK + 32, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
-            }
+        uint16_t *P = Pb + (size_t)((kb - kfirst) / BK % AX_PB) * AX_BQ * BK;
+        /* AMX phase: O += P V of the pending blocks once AX_PEND of them wait (their ring slots are needed), S of
+         * block k+1.  (The AMX and vector phases of a block do not overlap on the cores measured, and interleaving
+         * them finely cost more than running them one after the other.) */
+        MEMBAR();
+        if (kb - kpend == AX_PEND * BK) {
+            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb, tkmin, tpmax, x0, d, O);
+            kpend = kb;
         }
-        float *cr = CR + par * AX_BQ;
-        for (int i = 0; i < AX_BQ; i += 16) _mm512_store_ps(cr + i, exp2_neg(_mm512_load_ps(CI + i), 7));
-        for (int i = 0; i < n; i++) /* row sums (kept as 16 partial sums), stashed in S above */
-            _mm512_store_ps(L + 16 * i, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * i), _mm512_set1_ps(cr[i]),
-                                                        _mm512_load_ps(S + i * BK)));
-        if (npv) { /* O = O * corr + PV for block k-1 */
-            const float *crp = CR + (par ^ 1) * AX_BQ;
-            for (int i = 0; i < n; i++) {
-                __m512 cb = _mm512_set1_ps(crp[i]);
+        for (int hf = nh0; hf < nh1; hf++)
+            ax_s_unit(Qb, Kh + (size_t)(kb / BK + 1) * bstride, hf, d, Sb + (size_t)(par ^ 1) * AX_BQ * BK);
+        MEMBAR();
+        uint32_t moved = 0; /* rows whose reference maximum moved in this block */
+        if (bnd)
+            for (int r = 0; r < n; r++)
+                moved |= (uint32_t)ax_row(S + r * BK, P + r * BK, L + 16 * r, M + r, MC + r, CR + r, c, 1,
+                                          row_mask(kb, pos[r], ks[r]), spec) << r;
+        else
+            for (int r = 0; r < n; r++)
+                moved |= (uint32_t)ax_row(S + r * BK, P + r * BK, L + 16 * r, M + r, MC + r, CR + r, c, 0, ~0ull, spec)
+                         << r;
+        if (spec && moved) { /* O and the pending blocks before this one are still zero after the first block */
+            MEMBAR();
+            if (kpend < kb)
+                for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb, tkmin, tpmax, x0, d, O);
+            kpend = kb;
+            MEMBAR();
+            while (moved) {
+                int i = __builtin_ctz(moved);
+                moved &= moved - 1;
+                __m512 cb = _mm512_set1_ps(CR[i]);
                 float *o = O + (size_t)i * d;
-                const float *pv = PV + (size_t)i * d;
-                for (int x = 0; x < d; x += 16)
-                    _mm512_store_ps(o + x, _mm512_fmadd_ps(_mm512_load_ps(o + x), cb, _mm512_load_ps(pv + x)));
+                for (int x = 0; x < d; x += 16) _mm512_store_ps(o + x, _mm512_mul_ps(_mm512_load_ps(o + x), cb));
             }
+            MEMBAR();
         }
-        ph0 = h0, ph1 = h1;
-        if (!knext) { /* epilogue: P V of this (last) block */
+        if (!knext) { /* epilogue: P V of the pending blocks and this (last) one */
+            /* into L1 now: the out rows written below, the q rows (nn of them at qn) of the next task */
+            for (int i = 0; i < n; i++) prefetch_row(C->out + (size_t)(i0 + i) * qs + (size_t)h * d, d, _MM_HINT_T0);
+            for (int i = 0; i < nn; i++) prefetch_row(qn + (size_t)i * qs, d, _MM_HINT_T0);
             MEMBAR();
-            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(P, Vh + (size_t)(kb / BK) * bstride, h0, h1, x0, d, PV);
+            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb + BK, tkmin, tpmax, x0, d, O);
             MEMBAR();
-            for (int i = 0; i < n; i++) {
-                __m512 cb = _mm512_set1_ps(cr[i]);
-                float *o = O + (size_t)i * d;
-                const float *pv = PV + (size_t)i * d;
-                for (int x = 0; x < d; x += 16)
-                    _mm512_store_ps(o + x, _mm512_fmadd_ps(_mm512_load_ps(o + x), cb, _mm512_load_ps(pv + x)));
-            }
         }
     }
     _tile_release();
+    MEMBAR();
     for (int r = 0; r < n; r++) {
         __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
         float *o = C->out + (size_t)(i0 + r) * qs + (size_t)h * d;
         for (int x = 0; x < d; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv));
     }
+    _mm_setcsr(csr);
 }
 
 /* ---------------------------------------------------------------- driver */
+/* Prefetch into L2 of rows [i0, i1) of head h of a [rows][nh][d] f32 array (the q rows of a task, read at its
+ * start, and its out rows, written at its end: strided lines, ~5-10 % of the amx kernel's time as misses). */
+static void prefetch_rows(const float *a, int i0, int i1, int nh, int h, int d) {
+    for (int i = i0; i < i1; i++) prefetch_row(a + ((size_t)i * nh + h) * d, d, _MM_HINT_T1);
+}
+
 int fp_attention_avx512(int amx, float *out, const float *q, const float *k, const float *v, const int *qpos,
                         const int *kstart, int nq, int nh, int nkv, int d) {
     int pmax = 0, kmin = INT32_MAX;
@@ -536,8 +617,19 @@ int fp_attention_avx512(int amx, float *out, const float *q, const float *k, con
             /* Largest tiles first: the last query tiles see the most keys. */
             int tile = ntiles - 1 - task / nh, h = task % nh;
             int i0 = tile * bq, i1 = MIN(i0 + bq, nq);
-            if (amx) ax_task(&C, i0, i1, h, scr);
-            else ex_task(&C, i0, i1, h, scr);
+            if (amx) {
+                int nt = task + nth, n2 = 0; /* this thread's likely next task */
+                const float *q2 = q;
+                if (nt < nh * ntiles) {
+                    int t2 = ntiles - 1 - nt / nh;
+                    n2 = MIN(t2 * bq + bq, nq) - t2 * bq;
+                    q2 = q + ((size_t)t2 * bq * nh + nt % nh) * d;
+                    prefetch_rows(q, t2 * bq, t2 * bq + n2, nh, nt % nh, d);
+                }
+                prefetch_rows(out, i0, i1, nh, h, d);
+                ax_task(&C, i0, i1, h, scr, q2, n2);
+            } else
+                ex_task(&C, i0, i1, h, scr);
         }
     }
     free(buf);

@@ -18,8 +18,12 @@
  *    sdpa; against the reference run on the same rounded q~, k~, v~ (products of bf16 values are exact in
  *    f32) the errors are the f32 ones above (scales from q~, k~, v~) plus the rounding of the weights P to
  *    bf16 for P V (the normaliser keeps the f32 weights): |p~ - p| <= 2^-8 p, which moves o by at most
- *    2^-8 W; its exp polynomial is of degree 4 (truncation < 4.2e-5 relative: delta gets 5e-5 instead of
- *    4e-7).  Bound:
+ *    2^-8 W; its exp polynomial is of degree 4 (minimax on [0, 1), < 3e-6 relative; delta keeps the 5e-5
+ *    allowed for the earlier Taylor form instead of 4e-7).  Its weights are shifted by a per-row reference
+ *    that may lag the running maximum (lazy rescaling, weights up to 2^8): the shift cancels in o like the
+ *    maximum's does, and the relative errors above do not depend on it.  P V accumulates over all keys in
+ *    f32 in the tile accumulators (not per block of 64): <= T u W, below the 2^-8 W of P for T < 65536
+ *    (~sqrt(T) u W in practice).  Bound:
  *        tol_fast = 2^-7 W + tol_exact       (2x margin on the P rounding term).
  *    Against the f32 reference (unrounded inputs) the score error from rounding q and k is at most
  *    ds = 2^-7 Smax (two roundings of 2^-8), the normalised weights move by a factor within e^(+-2 ds), V by
@@ -35,14 +39,7 @@
 #include <omp.h>
 #include <stdint.h>
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-static float frand(void) { return (float)((rnd() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); } /* [-1, 1) */
+#include "test_rand.h"
 static float bf16r(float x) { return fp_bf16_to_f32(fp_f32_to_bf16(x)); }
 
 /* Double reference with the error scales: o, W per output; Smax, smax per (row, head). */
@@ -95,7 +92,9 @@ static const variant variants[] = {
 typedef struct {
     const char *name;
     int T, nq, nh, nkv, d;
-    float qk_amp; /* q, k uniform in [-qk_amp, qk_amp) */
+    float qk_amp; /* q, k uniform in [-qk_amp, qk_amp); < 0: a ramp, q, k in [0, |qk_amp|) and k_j scaled by
+                   * 1 + 3 j / T: scores grow along the keys, so the running maximum keeps moving (the amx
+                   * kernel's lazy rescaling moves its reference every few blocks) */
     int qmode;    /* 0: all rows (qpos NULL), 1: sorted subset, 2: unsorted subset (repeats allowed), 3: last row */
     int packed;   /* kstart: packed sequences */
 } tcase;
@@ -115,6 +114,10 @@ static int run_case(const tcase *c) {
     int *qpos = NULL, *kst = NULL;
     for (size_t i = 0; i < no; i++) q[i] = frand() * c->qk_amp;
     for (size_t i = 0; i < (size_t)T * kvs; i++) k[i] = frand() * c->qk_amp, v[i] = frand();
+    if (c->qk_amp < 0) {
+        for (size_t i = 0; i < no; i++) q[i] = fabsf(q[i]);
+        for (size_t i = 0; i < (size_t)T * kvs; i++) k[i] = fabsf(k[i]) * (1.0f + 3.0f * (float)(i / kvs) / T);
+    }
     if (c->qmode) {
         qpos = malloc(sizeof(int) * nq);
         for (int i = 0; i < nq; i++) {
@@ -240,11 +243,14 @@ static int test_subsets_packed(void) {
     };
     return run_cases(cs, (int)(sizeof cs / sizeof cs[0]));
 }
-/* large scores (|q.k|/sqrt(d) up to ~50-60): the running maximum changes a lot, exercising the rescaling */
+/* large scores (|q.k|/sqrt(d) up to ~50-60): the running maximum changes a lot, exercising the rescaling;
+ * ramps: scores growing along the keys (by ~2 per block of 64 keys at amplitude 2, T = 1000) */
 static int test_large_scores(void) {
     const tcase cs[] = {
         {"large", 1000, 0, 14, 2, 64, 7.7f, 0, 0}, {"large", 257, 0, 12, 2, 128, 9.0f, 0, 0},
         {"large-packed", 300, 0, 14, 2, 64, 7.7f, 0, 1},
+        {"ramp", 1000, 0, 14, 2, 64, -2.0f, 0, 0},       {"ramp", 600, 0, 12, 2, 128, -2.0f, 0, 0},
+        {"ramp-packed", 600, 0, 14, 2, 64, -2.0f, 0, 1}, {"ramp-qpos", 1000, 60, 8, 1, 64, -3.0f, 2, 0},
     };
     return run_cases(cs, (int)(sizeof cs / sizeof cs[0]));
 }
