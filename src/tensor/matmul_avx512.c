@@ -296,6 +296,21 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
  * groups, the panel stays in L2 for all rows.  C stays in the 4 accumulator tiles for a whole chunk of k:
  * a tile store drains the AMX pipeline (measured ~1000 cycles per 2 x 2 block when the operands stream
  * from L2), so few, long k chunks beat small L1-sized ones that store and reload C. */
+/* One k step (32 k) of a 2 x 2 block: C tiles 0-3 += A tiles 4, 5 (rows 0-15, 16-31 of A0 / A1, 1 KiB tiles)
+ * x B tiles 6, 7 (columns 0-15, 16-31 of the panel at Bp, bstep dwords per k step); the loads
+ * are interleaved with the products so that they overlap.  A macro: the intrinsics need the caller's AMX
+ * target attribute. */
+#define AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep)                       \
+    do {                                                           \
+        _tile_loadd(4, (A0) + (size_t)(kb) * 512, 64);             \
+        _tile_loadd(6, (Bp) + (size_t)(kb) * (bstep), 64);         \
+        _tile_dpbf16ps(0, 4, 6);                                   \
+        _tile_loadd(7, (Bp) + (size_t)(kb) * (bstep) + 256, 64);   \
+        _tile_dpbf16ps(1, 4, 7);                                   \
+        _tile_loadd(5, (A1) + (size_t)(kb) * 512, 64);             \
+        _tile_dpbf16ps(2, 5, 6);                                   \
+        _tile_dpbf16ps(3, 5, 7);                                   \
+    } while (0)
 #define AMX_MR 32
 #define AMX_KMAX 4096                  /* longest k chunk (= FP_AMX_SWIGLU_MAX_K) */
 _Static_assert(AMX_KMAX == FP_AMX_SWIGLU_MAX_K, "kernels.h states the fused kernel's K limit");
@@ -414,17 +429,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                     _tile_zero(2);
                     _tile_zero(3);
                 }
-                for (int kb = 0; kb < kc / 32; kb++) {
-                    /* loads interleaved with the products so that they overlap */
-                    _tile_loadd(4, A0 + (size_t)kb * 512, 64);
-                    _tile_loadd(6, Bp + (size_t)kb * bstep, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_loadd(7, Bp + (size_t)kb * bstep + 256, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_loadd(5, A1 + (size_t)kb * 512, 64);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
+                for (int kb = 0; kb < kc / 32; kb++) AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
                 if (full) {
                     _tile_stored(0, cb, (size_t)N * 4);
                     _tile_stored(1, cb + 16, (size_t)N * 4);
@@ -517,14 +522,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const jo
             _tile_zero(2);
             _tile_zero(3);
             for (int kb = 0; kb < nkb; kb++) {
-                _tile_loadd(4, A0 + (size_t)kb * 512, 64);
-                _tile_loadd(6, Bp + (size_t)kb * bstep, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_loadd(7, Bp + (size_t)kb * bstep + 256, 64);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_loadd(5, A1 + (size_t)kb * 512, 64);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
+                AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
                 if (pend.done < pend.rows) swiglu_rows(&pend, pend.done + step, (size_t)N);
             }
             swiglu_rows(&pend, 32, (size_t)N);
