@@ -17,21 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(clockid_t c) {
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static uint64_t st = 88172645463325252ull;
-static float frand(void) {
-    st ^= st << 13; st ^= st >> 7; st ^= st << 17;
-    return (float)((st >> 40) * (1.0 / 16777216.0) * 2.0 - 1.0);
-}
+#include "../bench_util.h"
 
 int main(int argc, char **argv) {
     int threads = 1, reps = 5, nshape = 0;
@@ -78,10 +64,10 @@ int main(int argc, char **argv) {
             double *w = malloc(sizeof(double) * r), *c = malloc(sizeof(double) * r);
             if (fp_attention_forward_level(level, modes[p], 1, o, q, k, v, NULL, NULL, T, T, nh, nkv, d)) return 1;
             for (int i = 0; i < r; i++) {
-                double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+                double w0 = now(), c0 = cpu_now();
                 fp_attention_forward_level(level, modes[p], 1, o, q, k, v, NULL, NULL, T, T, nh, nkv, d);
-                w[i] = now(CLOCK_MONOTONIC) - w0;
-                c[i] = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
+                w[i] = now() - w0;
+                c[i] = cpu_now() - c0;
             }
             qsort(w, r, sizeof(double), cmp_d);
             qsort(c, r, sizeof(double), cmp_d);

@@ -20,27 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t st = 88172645463325252ull;
-static float frand(void) {
-    st ^= st << 13; st ^= st >> 7; st ^= st << 17;
-    return (float)((st >> 40) * (1.0 / 16777216.0) * 2.0 - 1.0);
-}
+#include "../bench_util.h"
 
 static void *make_w(fp_dtype wt, int N, int K) {
     size_t rb = fp_dtype_row_bytes(wt, K);
@@ -52,7 +32,7 @@ static void *make_w(fp_dtype wt, int N, int K) {
             for (int b = 0; b < K / 32; b++) {
                 uint16_t d = fp_f32_to_f16(0.01f * frand());
                 memcpy(row + bs * b, &d, 2);
-                for (size_t j = 2; j < bs; j++) row[bs * b + j] = (uint8_t)(st >> 50);
+                for (size_t j = 2; j < bs; j++) row[bs * b + j] = (uint8_t)(bench_rng >> 50);
                 frand();
             }
             continue;
