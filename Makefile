@@ -49,6 +49,12 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libfluxprm.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FP_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
 
+# Benchmark programs bench/<name>/bench_<name>.c -> $(BUILD)/bench/<name>/bench_<name> (the bench/*/run.sh
+# scripts build them with `make $(BUILD)/bench/...`; not part of `all`).
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libfluxprm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FP_CFLAGS) -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
+
 # pkg-config file for PREFIX (rewritten when PREFIX changes, so `make install PREFIX=...` is always right).
 PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: $(VERSION)\nRequires.private: $(DEPS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -lm -lpthread -fopenmp\n
 $(BUILD)/fluxprm.pc: FORCE

@@ -12,12 +12,8 @@ REPS=${REPS:-5}
 PYREF=${PYREF:-/work/shared/tools/pyref}
 SHAPES="14/2/64/512 14/2/64/2048 14/2/64/8192 12/2/128/512 12/2/128/2048 12/2/128/8192"
 if [ "${1:-}" = "--quick" ]; then shift; SHAPES="14/2/64/512 14/2/64/2048 12/2/128/2048"; fi
-make -s BUILD="$BUILD" "$BUILD/libfluxprm.a" >/dev/null
-CC=${CC:-gcc}
-BIN="$BUILD/bench/bench_attention"
-mkdir -p "$BUILD/bench"
-$CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Iinclude -Isrc bench/attention/bench_attention.c \
-    "$BUILD/libfluxprm.a" -lm -fopenmp -o "$BIN"
+BIN="$BUILD/bench/attention/bench_attention"
+make -s BUILD="$BUILD" "$BIN" >/dev/null
 sargs=""
 for s in $SHAPES; do sargs="$sargs --shape $s"; done
 out=$(mktemp)

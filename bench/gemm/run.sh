@@ -15,12 +15,8 @@ SHAPES="512x896x896 512x896x128 512x896x4864 512x4864x896 2048x896x896 2048x896x
 SHAPES="$SHAPES 512x1536x1536 512x1536x8960 512x8960x1536 2048x1536x1536 2048x1536x8960 2048x8960x1536"
 if [ -n "${GEMM_SHAPES:-}" ]; then SHAPES=$GEMM_SHAPES; fi
 if [ "${1:-}" = "--quick" ]; then shift; SHAPES="512x896x896 512x4864x896"; fi
-make -s BUILD="$BUILD" "$BUILD/libfluxprm.a" >/dev/null
-CC=${CC:-gcc}
-BIN="$BUILD/bench/bench_gemm"
-mkdir -p "$BUILD/bench"
-$CC -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Iinclude -Isrc bench/gemm/bench_gemm.c \
-    "$BUILD/libfluxprm.a" -lm -fopenmp -o "$BIN"
+BIN="$BUILD/bench/gemm/bench_gemm"
+make -s BUILD="$BUILD" "$BIN" >/dev/null
 sargs=""
 for s in $SHAPES; do sargs="$sargs --shape $s"; done
 out=$(mktemp)
