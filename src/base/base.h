@@ -36,6 +36,9 @@ typedef struct {
 } fp_mmap;
 int fp_mmap_open(fp_mmap *m, const char *path);
 void fp_mmap_close(fp_mmap *m);
+/* Drops the resident pages of bytes [0, len) of a read-only map from this process (they are read again from
+ * the file if touched later): for header bytes that were parsed once, so that they do not count in the RSS. */
+void fp_mmap_drop_prefix(const fp_mmap *m, size_t len);
 
 /* Growable byte buffer. */
 typedef struct {

@@ -61,6 +61,13 @@ int fp_mmap_open(fp_mmap *m, const char *path) {
     return FP_OK;
 }
 
+void fp_mmap_drop_prefix(const fp_mmap *m, size_t len) {
+    if (!m->data || len > m->size) return;
+    long page = sysconf(_SC_PAGESIZE);
+    len -= page > 0 ? len % (size_t)page : 0; /* whole pages only: the rest shares a page with data in use */
+    if (len) (void)madvise(m->data, len, MADV_DONTNEED); /* advisory: a refusal only costs RSS */
+}
+
 void fp_mmap_close(fp_mmap *m) {
     if (m->data) {
         munmap(m->data, m->size);

@@ -9,6 +9,7 @@
  *               x += down(silu(gate(rmsnorm(x))) * up(rmsnorm(x)))
  *   out = rmsnorm(x)                                      [npos,H] */
 #include "model/model.h"
+#include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include <omp.h>
 #include <stdlib.h>
@@ -27,9 +28,22 @@ static void matmul(const fp_model *m, float *out, const float *inp, const fp_ten
 /* Profiling (fp_model_profile): when m->prof is set, each LAP adds the time since the previous lap to a phase. */
 #define LAP(phase) do { if (m->prof) { double lap_now = fp_now(); m->prof->seconds[phase] += lap_now - lap_t; lap_t = lap_now; } } while (0)
 
-/* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate/up: [chunk, I] scratch. */
-void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up, int n,
-                        int chunk) {
+size_t fp_model_mlp_up_floats(const fp_model *m, int chunk) {
+    int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
+    /* the fused kernel needs no up scratch: only the down projection's [chunk, H] output lives there */
+    int fused = 1;
+    for (int l = 0; l < m->cfg.num_layers && fused; l++) {
+        const fp_tensor *gw = m->layers[l].gate_w, *uw = m->layers[l].up_w;
+        fused = gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1] &&
+                fp_matmul_swiglu_fused(!m->fast, gw->dtype, chunk, H, I);
+    }
+    return (size_t)chunk * (size_t)(fused || I < H ? H : I);
+}
+
+/* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate: [chunk, max(I,H)] scratch; up:
+ * up_cap floats of scratch (>= chunk * H; fp_model_mlp_up_floats). */
+int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up,
+                       size_t up_cap, int n, int chunk) {
     int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     float eps = (float)m->cfg.rms_norm_eps;
     double lap_t = m->prof ? fp_now() : 0;
@@ -42,10 +56,15 @@ void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *x
         if (gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1]) {
             /* gate = silu(xin Wg^T) * (xin Wu^T) [c,I]: one fused AMX kernel in fast precision, else the two
              * GEMMs (up as scratch) + SwiGLU, the same values either way; its time counts as gate/up */
-            fp_matmul_swiglu_forward_buf(!m->fast, gate, xin, gw->data, uw->data, gw->dtype, c, (int)gw->shape[1],
-                                         (int)gw->shape[0], up);
+            /* the unfused fallback allocates its own [c, I] up scratch when ours is only [chunk, H] */
+            float *up_scratch = (size_t)c * (size_t)gw->shape[0] <= up_cap ? up : NULL;
+            if (fp_matmul_swiglu_forward_buf(!m->fast, gate, xin, gw->data, uw->data, gw->dtype, c, (int)gw->shape[1],
+                                             (int)gw->shape[0], up_scratch))
+                return fp_errorf(FP_ENOMEM, "model forward: out of memory (MLP scratch, %d rows)", c);
             LAP(FP_PROFILE_GATE_UP);
         } else {
+            if ((size_t)c * (size_t)I > up_cap) /* fp_model_mlp_up_floats sized up for this case */
+                return fp_errorf(FP_EINVAL, "model forward: MLP up scratch of %zu floats for %d rows", up_cap, c);
             matmul(m, gate, xin, gw, NULL, c); /* [c,I] */
             matmul(m, up, xin, uw, NULL, c);   /* [c,I] */
             LAP(FP_PROFILE_GATE_UP);
@@ -59,6 +78,7 @@ void fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *x
         fp_add_forward(x + (size_t)r0 * H, d, (size_t)c * H);
         LAP(FP_PROFILE_RESIDUAL);
     }
+    return FP_OK;
 }
 
 int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *positions, int npos, float *out) {
@@ -100,13 +120,15 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
 
     fwd_bufs b = {0};
     size_t tT = (size_t)T;
-    b.x = fp_malloc(sizeof(float) * tT * H);
+    /* the residual stream lives in out when out holds every row ([T,H]): one [T,H] buffer less */
+    b.x = positions ? fp_malloc(sizeof(float) * tT * H) : out;
     b.xn = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
     b.q = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
     b.k = fp_malloc(sizeof(float) * tT * kvd);
     b.v = fp_malloc(sizeof(float) * tT * kvd);
     b.gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
-    b.up = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
+    size_t up_cap = fp_model_mlp_up_floats(m, chunk);
+    b.up = fp_malloc(sizeof(float) * up_cap);
     b.cos_t = fp_malloc(sizeof(float) * tT * half);
     b.sin_t = fp_malloc(sizeof(float) * tT * half);
     if (positions) {
@@ -191,7 +213,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         fp_add_forward(x, b.q, (size_t)nq * H);
         LAP(FP_PROFILE_RESIDUAL);
         /* MLP block */
-        fp_model_mlp_block(m, y, x, b.xn, b.gate, b.up, nq, chunk);
+        if ((rc = fp_model_mlp_block(m, y, x, b.xn, b.gate, b.up, up_cap, nq, chunk))) break;
         if (m->prof) lap_t = fp_now(); /* the MLP block timed itself */
         if (sub) { /* final norm of the requested rows */
             fp_rmsnorm_forward(out, b.xs, m->final_norm, eps, npos, H);
@@ -199,12 +221,13 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         }
     }
     if (!rc && !positions) {
-        fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H);
+        fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H); /* in place (b.x == out) */
         LAP(FP_PROFILE_RMSNORM);
     }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
 done:
-    free(b.x); free(b.xn); free(b.q); free(b.k); free(b.v); free(b.gate); free(b.up);
+    if (b.x != out) free(b.x);
+    free(b.xn); free(b.q); free(b.k); free(b.v); free(b.gate); free(b.up);
     free(b.cos_t); free(b.sin_t); free(b.qcos); free(b.qsin); free(b.xs);
     free(b.tokpos); free(b.kst); free(b.qkst);
     return rc;

@@ -42,7 +42,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     size_t tT = (size_t)T;
     float *x = fp_malloc(sizeof(float) * tT * H), *xn = fp_malloc(sizeof(float) * tT * wide),
           *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols),
-          *up = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols), *cos_t = fp_malloc(sizeof(float) * tT * half),
+          *up = fp_malloc(sizeof(float) * fp_model_mlp_up_floats(m, chunk)), *cos_t = fp_malloc(sizeof(float) * tT * half),
           *sin_t = fp_malloc(sizeof(float) * tT * half), *qcos = fp_malloc(sizeof(float) * (size_t)nr * half),
           *qsin = fp_malloc(sizeof(float) * (size_t)nr * half), *xs = fp_malloc(sizeof(float) * (size_t)nr * H);
     int *pos = fp_malloc(sizeof(int) * tT), *rpos = fp_malloc(sizeof(int) * (size_t)nr);
@@ -118,7 +118,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
             xr = xs;
         }
         fp_add_forward(xr, q, (size_t)nq * H);
-        fp_model_mlp_block(m, y, xr, xn, gate, up, nq, chunk);
+        if ((rc = fp_model_mlp_block(m, y, xr, xn, gate, up, fp_model_mlp_up_floats(m, chunk), nq, chunk))) break;
         if (sub) fp_rmsnorm_forward(out, xs, m->final_norm, eps, nrows, H);
     }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
@@ -289,7 +289,7 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
         if (rc) break;
         matmul(m, q, xn, y->o_w, NULL, nseq);
         fp_add_forward(x, q, n * H);
-        fp_model_mlp_block(m, y, x, xn, gate, up, nseq, nseq);
+        if ((rc = fp_model_mlp_block(m, y, x, xn, gate, up, (size_t)n * gate_cols, nseq, nseq))) break;
     }
     if (!rc) {
         fp_rmsnorm_forward(h, x, m->final_norm, eps, nseq, H);

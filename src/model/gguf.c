@@ -27,6 +27,7 @@ struct fp_gguf {
     fp_mmap map; /* when opened from a path */
     uint32_t version;
     size_t alignment;
+    size_t data_start; /* file offset of the tensor data (after the metadata and the tensor table) */
     kv_entry *kv;
     size_t nkv;
     fp_gguf_tensor *t;
@@ -239,6 +240,7 @@ static int parse(fp_gguf *g) {
     if (!rc) {
         size_t a = g->alignment, data_start = c.pos + (a - c.pos % a) % a;
         if (data_start > g->size && g->nt) rc = fp_errorf(FP_EPARSE, "%s: truncated before the tensor data", g->name);
+        g->data_start = data_start;
         for (size_t i = 0; !rc && i < g->nt; i++) {
             fp_gguf_tensor *t = &g->t[i];
             if (offs[i] % a) {
@@ -638,6 +640,9 @@ int fp_weights_open_gguf(fp_weights **out, fp_model_config *cfg, const char *pat
     if (rc) return rc;
     fp_weights *w;
     rc = fp_weights_from_gguf(&w, cfg, g);
+    /* the metadata (mostly the tokenizer's vocabulary and merges, ~6 MB for Qwen2) has been parsed into the
+     * config: its pages need not stay resident while the model runs */
+    if (!rc) fp_mmap_drop_prefix(&g->map, g->data_start < g->size ? g->data_start : g->size);
     if (!rc && (rc = fp_weights_adopt_mmap(w, &g->map))) { fp_weights_free(w); w = NULL; }
     fp_gguf_close(g); /* the mapping now belongs to w */
     if (!rc) *out = w;

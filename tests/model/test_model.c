@@ -10,6 +10,7 @@
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -530,6 +531,71 @@ static int test_long_context(void) {
     return 0;
 }
 
+
+/* Sequences longer than the MLP row chunk (FP_MLP_CHUNK_ROWS) in both precisions: chunks 512 + 512 + 3 (the
+ * last one too short for the fused gate/up kernel, so it takes the unfused path with its own up scratch), the
+ * residual stream kept in the caller's output (all rows) or in a buffer of its own (a positions subset).
+ * Checks: every row of the full forward equals the all-positions forward (1e-6 relative: the same kernels on
+ * the same rows), the forward of a 515-token prefix equals the first 515 rows (causal; 1e-5), and the fast
+ * precision stays within the bf16 tolerance of the exact one (2e-2 of max|exact|, as test_prm_bf16), whose
+ * f32 path the HF fixtures check. */
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        m = d > m || d != d ? d : m;
+    }
+    return m;
+}
+static int test_mlp_chunks(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_prm_bf16"));
+    if (!m) return 1;
+    fp_model_info info;
+    fp_model_get_info(m, &info);
+    const int T = 2 * FP_MLP_CHUNK_ROWS + 3, T2 = FP_MLP_CHUNK_ROWS + 3, H = info.hidden_size;
+    int32_t *ids = malloc(sizeof(int32_t) * T);
+    int *all = malloc(sizeof(int) * T);
+    uint32_t seed = 12345;
+    for (int t = 0; t < T; t++) {
+        seed = seed * 1103515245u + 12345u;
+        ids[t] = (int32_t)((seed >> 8) % (uint32_t)info.vocab_size);
+        all[t] = t;
+    }
+    size_t n = (size_t)T * H;
+    float *exact = malloc(sizeof(float) * n), *full = malloc(sizeof(float) * n), *sub = malloc(sizeof(float) * n),
+          *pre = malloc(sizeof(float) * (size_t)T2 * H);
+    for (int prec = 0; prec < 2; prec++) {
+        fp_model_set_precision(m, prec ? FP_PRECISION_FAST : FP_PRECISION_EXACT);
+        CHECK_OK(fp_model_trunk_forward(m, ids, T, NULL, 0, full));
+        CHECK_OK(fp_model_trunk_forward(m, ids, T, all, T, sub));
+        CHECK_OK(fp_model_trunk_forward(m, ids, T2, NULL, 0, pre));
+        /* the prefix's last 3 rows form a chunk of their own: at <= FP_GEMV_MAX_T rows the GEMMs keep f32
+         * activations even in fast precision, so those rows agree with the full run to the bf16 tolerance only */
+        const int C = FP_MLP_CHUNK_ROWS;
+        double scale = max_abs(full, n), d_sub = max_diff(full, sub, n), d_pre = max_diff(full, pre, (size_t)C * H),
+               d_tail = max_diff(full + (size_t)C * H, pre + (size_t)C * H, (size_t)(T2 - C) * H);
+        printf("  %s: T=%d max|h| %.3g, vs all positions %.2g, vs %d-token prefix %.2g (first %d rows), %.2g (rest)\n",
+               prec ? "fast" : "exact", T, scale, d_sub, T2, d_pre, C, d_tail);
+        CHECK(scale > 0 && d_sub <= 1e-6 * scale && d_pre <= 1e-5 * scale);
+        CHECK(d_tail <= (prec ? 2e-2 : 1e-5) * scale);
+        if (!prec) memcpy(exact, full, sizeof(float) * n);
+        else {
+            double d = max_diff(full, exact, n);
+            printf("  fast vs exact: %.3g (%.2g of max|exact|)\n", d, d / max_abs(exact, n));
+            CHECK(d <= 2e-2 * max_abs(exact, n));
+        }
+    }
+    free(ids); free(all); free(exact); free(full); free(sub); free(pre);
+    fp_model_free(m);
+    return 0;
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_attention_kernel);
@@ -542,6 +608,7 @@ int main(void) {
     RUN(test_scalar_head);
     RUN(test_gguf);
     RUN(test_batch_threads);
+    RUN(test_mlp_chunks);
     RUN(test_long_context);
     return th_finish();
 }
