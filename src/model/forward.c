@@ -40,10 +40,32 @@ size_t fp_model_mlp_up_floats(const fp_model *m, int chunk) {
     return (size_t)chunk * (size_t)(fused || I < H ? H : I);
 }
 
-/* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate: [chunk, max(I,H)] scratch; up:
- * up_cap floats of scratch (>= chunk * H; fp_model_mlp_up_floats). */
-int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up,
-                       size_t up_cap, int n, int chunk) {
+/* 1 when every chunk of `chunk` rows (but a last one of <= FP_GEMV_MAX_T rows) hands SwiGLU -> down over bf16
+ * tiles (fp_matmul_swiglu_tiles_ok) in every layer */
+static int mlp_tiles_everywhere(const fp_model *m, int chunk) {
+    int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const fp_layer *y = &m->layers[l];
+        if (y->gate_w->dtype != y->up_w->dtype ||
+            !fp_matmul_swiglu_tiles_ok(!m->fast, y->gate_w->dtype, y->down_w->dtype, chunk, H, I))
+            return 0;
+    }
+    return 1;
+}
+
+size_t fp_model_mlp_gate_floats(const fp_model *m, int chunk) {
+    int H = m->cfg.hidden_size, I = m->cfg.intermediate_size, wide = I > H ? I : H;
+    size_t f32 = (size_t)chunk * (size_t)wide;
+    if (!mlp_tiles_everywhere(m, chunk)) return f32;
+    /* bf16 tiles, or f32 rows for a last chunk too short for the AMX kernels */
+    size_t tiles = (fp_matmul_tiles_bytes(chunk, I) + 3) / 4, tail = (size_t)FP_GEMV_MAX_T * (size_t)wide;
+    return tiles > tail ? tiles : tail;
+}
+
+/* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate: gate_cap floats of scratch
+ * (fp_model_mlp_gate_floats); up: up_cap floats of scratch (>= chunk * H; fp_model_mlp_up_floats). */
+int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, size_t gate_cap,
+                       float *up, size_t up_cap, int n, int chunk) {
     int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     float eps = (float)m->cfg.rms_norm_eps;
     double lap_t = m->prof ? fp_now() : 0;
@@ -53,6 +75,28 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
         int c = n - r0 < chunk ? n - r0 : chunk;
         const float *xin = xn + (size_t)r0 * H;
         const fp_tensor *gw = y->gate_w, *uw = y->up_w;
+        /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
+        float *d = H <= I ? up : (float *)xin;
+        if (gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1] &&
+            fp_matmul_swiglu_tiles_ok(!m->fast, gw->dtype, y->down_w->dtype, c, H, I) &&
+            fp_matmul_tiles_bytes(c, I) <= gate_cap * sizeof(float)) {
+            /* fast precision on AMX: silu(g) * u goes to the down GEMM as bf16 tiles in gate's storage (the
+             * values of the f32 path below, bit for bit); its time counts as gate/up */
+            uint16_t *tiles = (uint16_t *)gate;
+            int rc = fp_matmul_avx512_swiglu_tiles(tiles, xin, gw->data, uw->data, gw->dtype, c, H, I);
+            LAP(FP_PROFILE_GATE_UP);
+            if (!rc) rc = fp_matmul_avx512_tiles(d, tiles, y->down_w->data, y->down_w->dtype, NULL, c, I, H);
+            LAP(FP_PROFILE_DOWN);
+            if (rc < 0) return fp_errorf(FP_ENOMEM, "model forward: out of memory (GEMM scratch, %d rows)", c);
+            if (rc == 0) {
+                fp_add_forward(x + (size_t)r0 * H, d, (size_t)c * H);
+                LAP(FP_PROFILE_RESIDUAL);
+                continue;
+            }
+            /* rc == 1 (not expected after fp_matmul_swiglu_tiles_ok): the f32 path below */
+        }
+        if ((size_t)c * (size_t)(I > H ? I : H) > gate_cap)
+            return fp_errorf(FP_EINVAL, "model forward: MLP gate scratch of %zu floats for %d rows", gate_cap, c);
         if (gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1]) {
             /* gate = silu(xin Wg^T) * (xin Wu^T) [c,I]: one fused AMX kernel in fast precision, else the two
              * GEMMs (up as scratch) + SwiGLU, the same values either way; its time counts as gate/up */
@@ -71,8 +115,6 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
             fp_swiglu_forward(gate, gate, up, c, I);
         }
         LAP(FP_PROFILE_SWIGLU);
-        /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
-        float *d = H <= I ? up : (float *)xin;
         matmul(m, d, gate, y->down_w, NULL, c); /* [c,H] */
         LAP(FP_PROFILE_DOWN);
         fp_add_forward(x + (size_t)r0 * H, d, (size_t)c * H);
@@ -111,12 +153,11 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
             if (seg_off[s + 1] <= seg_off[s]) return fp_errorf(FP_EINVAL, "model forward: empty packed sequence %d", s);
     }
 
-    const int H = c->hidden_size, I = c->intermediate_size, nh = c->num_heads, nkv = c->num_kv_heads,
+    const int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads,
               d = c->head_dim, half = d / 2, NL = c->num_layers;
     const int qd = nh * d, kvd = nkv * d;
     const float eps = (float)c->rms_norm_eps;
     int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
-    const int gate_cols = I > H ? I : H;
 
     fwd_bufs b = {0};
     size_t tT = (size_t)T;
@@ -126,7 +167,8 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
     b.q = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
     b.k = fp_malloc(sizeof(float) * tT * kvd);
     b.v = fp_malloc(sizeof(float) * tT * kvd);
-    b.gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols);
+    size_t gate_cap = fp_model_mlp_gate_floats(m, chunk);
+    b.gate = fp_malloc(sizeof(float) * gate_cap);
     size_t up_cap = fp_model_mlp_up_floats(m, chunk);
     b.up = fp_malloc(sizeof(float) * up_cap);
     b.cos_t = fp_malloc(sizeof(float) * tT * half);
@@ -213,7 +255,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         fp_add_forward(x, b.q, (size_t)nq * H);
         LAP(FP_PROFILE_RESIDUAL);
         /* MLP block */
-        if ((rc = fp_model_mlp_block(m, y, x, b.xn, b.gate, b.up, up_cap, nq, chunk))) break;
+        if ((rc = fp_model_mlp_block(m, y, x, b.xn, b.gate, gate_cap, b.up, up_cap, nq, chunk))) break;
         if (m->prof) lap_t = fp_now(); /* the MLP block timed itself */
         if (sub) { /* final norm of the requested rows */
             fp_rmsnorm_forward(out, b.xs, m->final_norm, eps, npos, H);

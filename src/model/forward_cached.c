@@ -25,7 +25,7 @@ static void matmul(const fp_model *m, float *out, const float *inp, const fp_ten
 static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T, const int *seg_off, int nseg,
                          const int *rows, int nrows, float *out) {
     const fp_model_config *cf = &m->cfg;
-    const int H = cf->hidden_size, I = cf->intermediate_size, nh = cf->num_heads, nkv = cf->num_kv_heads,
+    const int H = cf->hidden_size, nh = cf->num_heads, nkv = cf->num_kv_heads,
               d = cf->head_dim, half = d / 2, NL = cf->num_layers;
     const int qd = nh * d, kvd = nkv * d, wide = qd > H ? qd : H, p0 = c->n;
     const float eps = (float)cf->rms_norm_eps;
@@ -38,10 +38,10 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     int rc = fp_kv_cache_reserve(c, p0 + maxlen);
     if (rc) return rc;
     int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
-    const int gate_cols = I > H ? I : H, nr = nrows > 0 ? nrows : 1;
+    const int nr = nrows > 0 ? nrows : 1;
     size_t tT = (size_t)T;
     float *x = fp_malloc(sizeof(float) * tT * H), *xn = fp_malloc(sizeof(float) * tT * wide),
-          *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * (size_t)chunk * gate_cols),
+          *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * fp_model_mlp_gate_floats(m, chunk)),
           *up = fp_malloc(sizeof(float) * fp_model_mlp_up_floats(m, chunk)), *cos_t = fp_malloc(sizeof(float) * tT * half),
           *sin_t = fp_malloc(sizeof(float) * tT * half), *qcos = fp_malloc(sizeof(float) * (size_t)nr * half),
           *qsin = fp_malloc(sizeof(float) * (size_t)nr * half), *xs = fp_malloc(sizeof(float) * (size_t)nr * H);
@@ -118,7 +118,8 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
             xr = xs;
         }
         fp_add_forward(xr, q, (size_t)nq * H);
-        if ((rc = fp_model_mlp_block(m, y, xr, xn, gate, up, fp_model_mlp_up_floats(m, chunk), nq, chunk))) break;
+        if ((rc = fp_model_mlp_block(m, y, xr, xn, gate, fp_model_mlp_gate_floats(m, chunk), up,
+                                      fp_model_mlp_up_floats(m, chunk), nq, chunk))) break;
         if (sub) fp_rmsnorm_forward(out, xs, m->final_norm, eps, nrows, H);
     }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
@@ -289,7 +290,7 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
         if (rc) break;
         matmul(m, q, xn, y->o_w, NULL, nseq);
         fp_add_forward(x, q, n * H);
-        if ((rc = fp_model_mlp_block(m, y, x, xn, gate, up, (size_t)n * gate_cols, nseq, nseq))) break;
+        if ((rc = fp_model_mlp_block(m, y, x, xn, gate, (size_t)n * gate_cols, up, (size_t)n * gate_cols, nseq, nseq))) break;
     }
     if (!rc) {
         fp_rmsnorm_forward(h, x, m->final_norm, eps, nseq, H);

@@ -48,15 +48,18 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
                                   const int *positions, int npos, float *out);
 /* Head logits[n, num_labels] from final hidden states h[n, H] (requires a head). */
 int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
-/* x[n,H] += MLP(rmsnorm(x) * post_norm) of layer y, in row chunks of `chunk`; xn [n,H] and gate
- * [chunk, max(I,H)] scratch, up up_cap floats of scratch (fp_model_mlp_up_floats(m, chunk)); FP_OK or an
- * error (out of memory) (forward.c; shared with the KV-cache forward in forward_cached.c). */
+/* x[n,H] += MLP(rmsnorm(x) * post_norm) of layer y, in row chunks of `chunk`; xn [n,H] scratch, gate gate_cap
+ * floats of scratch (fp_model_mlp_gate_floats(m, chunk)), up up_cap floats (fp_model_mlp_up_floats(m, chunk));
+ * FP_OK or an error (out of memory) (forward.c; shared with the KV-cache forward in forward_cached.c). */
 /* MLP row chunk of the prefill: gate/up activations exist for this many rows at a time (2 x 512 x I f32:
  * 20 MB at 0.5B, 78 MB at 7B).  The GEMMs pack their weights per call, so shorter chunks pay for it: 256
  * rows ran ~15 % slower at T=512 (0.5B, AMX), 512 rows as fast as whole-sequence MLPs. */
 #define FP_MLP_CHUNK_ROWS 512
-int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, float *up,
-                       size_t up_cap, int n, int chunk);
+int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, size_t gate_cap,
+                       float *up, size_t up_cap, int n, int chunk);
+/* Floats of `gate` scratch for row chunks of `chunk`: chunk * max(I, H) f32, or less where the fast precision
+ * hands SwiGLU -> down over bf16 tiles (fp_matmul_swiglu_tiles_ok) in every layer. */
+size_t fp_model_mlp_gate_floats(const fp_model *m, int chunk);
 /* Floats of `up` scratch fp_model_mlp_block needs for row chunks of `chunk`: chunk * H when the fused
  * gate/up + SwiGLU kernel runs (it needs no [chunk, I] up buffer), chunk * max(I, H) otherwise. */
 size_t fp_model_mlp_up_floats(const fp_model *m, int chunk);

@@ -52,6 +52,23 @@ int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, con
 #define FP_AMX_SWIGLU_MAX_K 4096
 int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
                             int N);
+/* Hand-off of the SwiGLU output to the down projection in bf16 AMX tiles (fast precision), which skips the
+ * f32 [T,N] round trip and the down GEMM's activation conversion; the values are bit for bit those of the
+ * f32 path (the same f32 results, rounded to nearest even as the GEMM rounds its f32 input).  Tiles: rows
+ * padded to Tp = T rounded up to 32, columns to Np = N rounded up to 32, zeros in the padding; the 16 x 32 bf16
+ * tile of rows 16i.. and columns 32j.. at (i * Np/32 + j) * 512 elements, row r at + 32 r
+ * (fp_matmul_tiles_bytes(T, N) bytes, 64-byte aligned).
+ * fp_matmul_avx512_swiglu_tiles: as fp_matmul_avx512_swiglu, into tiles.  fp_matmul_avx512_tiles: out[T,N] =
+ * tiles[T,K] W^T + bias on AMX.  0 done; 1 not handled (same conditions as the f32 entry points; the caller
+ * runs the f32 path); -1 no scratch.  Caller checked AMX-BF16. */
+int fp_matmul_avx512_swiglu_tiles(uint16_t *tiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
+                                  int T, int K, int N);
+int fp_matmul_avx512_tiles(float *out, const uint16_t *tiles, const void *w, fp_dtype wt, const float *bias, int T,
+                           int K, int N);
+size_t fp_matmul_tiles_bytes(int T, int N);
+/* 1 when the fast-precision MLP hands gate/up -> down over bf16 tiles at the current kernel level: both weight
+ * dtypes AMX-able, the fused kernel available for (T, K, N), T > FP_GEMV_MAX_T. */
+int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int T, int K, int N);
 /* 1 when fp_matmul_swiglu_forward_ex(exact, ...) at the current kernel level runs the fused AMX kernel for
  * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward. */
 int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);

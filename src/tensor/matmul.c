@@ -104,6 +104,13 @@ int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N) {
            fp_cpu_bf16_kernel() == FP_BF16_AMX;
 }
 
+size_t fp_matmul_tiles_bytes(int T, int N) { return (size_t)((T + 31) & ~31) * (size_t)((N + 31) & ~31) * 2; }
+
+int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int T, int K, int N) {
+    return fp_matmul_swiglu_fused(exact, gate_wt, T, K, N) &&
+           (down_wt == FP_BF16 || ((down_wt == FP_Q8_0 || down_wt == FP_Q4_0) && N % 32 == 0));
+}
+
 int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const void *wg, const void *wu,
                                  fp_dtype wt, int T, int K, int N, float *up) {
     if (T <= 0 || N <= 0) return 0;

@@ -316,7 +316,7 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
 _Static_assert(AMX_KMAX == FP_AMX_SWIGLU_MAX_K, "kernels.h states the fused kernel's K limit");
 #define AMX_PANEL_BYTES (768 * 1024)  /* packed weights per job (L2 is 2 MiB per core) */
 #define AMX_NC_MAX 512                 /* columns per job */
-#define AMX_PF_K 128                   /* packing prefetches the weights this many k ahead */
+#define AMX_PF_K 128                   /* packing prefetches bf16 weights this many k ahead */
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -363,6 +363,9 @@ static size_t amx_panel_bytes(const amx_plan *p) { return (size_t)p->nc * p->kc 
 static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt, size_t row_bytes, int K, int n0,
                      int nvalid, int k0, int kc) {
     int np = kc / 2, ntc = wu ? (nvalid + 15) / 16 * 2 : (nvalid + 31) / 32 * 2;
+    /* prefetch distance: ~256 bytes of each row ahead whatever the dtype (q8_0 / q4_0 rows are 34 / 18 bytes
+     * per 32 k), k a multiple of 32 for the quantised types */
+    int pf_k = wt == FP_BF16 ? AMX_PF_K : wt == FP_Q8_0 ? 2 * AMX_PF_K : 4 * AMX_PF_K;
     for (int tc = 0; tc < ntc; tc++) {
         const void *src = wu && (tc & 1) ? wu : w;
         int c0 = wu ? 16 * (tc >> 1) : 16 * tc; /* first row (output column) of this tile column */
@@ -372,9 +375,10 @@ static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt
                 int c = c0 + i;
                 r[i] = c < nvalid ? load32_bf16(src, wt, row_bytes, n0 + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
             }
-            if (wt == FP_BF16 && k0 + 2 * p0 + AMX_PF_K < K) /* the weights mostly come from memory */
+            if (k0 + 2 * p0 + pf_k < K) /* the weights mostly come from memory */
                 for (int i = 0; i < 16 && c0 + i < nvalid; i++)
-                    _mm_prefetch((const char *)src + (size_t)(n0 + c0 + i) * row_bytes + 2 * (size_t)(k0 + 2 * p0 + AMX_PF_K),
+                    _mm_prefetch((const char *)src + (size_t)(n0 + c0 + i) * row_bytes +
+                                     fp_dtype_row_bytes(wt, k0 + 2 * p0 + pf_k),
                                  _MM_HINT_T0);
             transpose16(r);
             uint32_t *dst = panel + ((size_t)(p0 / 16) * ntc + tc) * 256;
@@ -483,24 +487,40 @@ AI void swiglu_row16(float *o, const float *c, __mmask16 m) {
     _mm512_mask_storeu_ps(o, m, _mm512_load_ps(res));
 }
 
-/* A stored block whose epilogue is pending: buffer, first output element, rows done / valid, column mask. */
+/* The same row as bf16 (round to nearest even, as act_to_bf16_tiles rounds f32 activations) into 16 elements
+ * of an AMX A tile row; masked-off columns are written as zeros (the tiles' padding). */
+AI void swiglu_row16_bf16(uint16_t *o, const float *c, __mmask16 m) {
+    float res[16] __attribute__((aligned(64)));
+    fp_swiglu16(res, c, c + 16);
+    _mm256_storeu_si256((__m256i *)o, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_load_ps(m, res)));
+}
+
+/* A stored block whose epilogue is pending: buffer, first output element (f32 rows, or bf16 A-tile rows when
+ * ot is set: row i at ot + (i / 16) * otstep + 32 * (i % 16)), rows done / valid, column mask. */
 typedef struct {
     const float *c;
     float *o;
+    uint16_t *ot;
+    size_t otstep;
     int done, rows;
     __mmask16 m;
 } swi_pending;
 
 AI void swiglu_rows(swi_pending *p, int upto, size_t ldo) {
     if (upto > p->rows) upto = p->rows;
-    for (; p->done < upto; p->done++) swiglu_row16(p->o + (size_t)p->done * ldo, p->c + 32 * p->done, p->m);
+    if (p->ot)
+        for (; p->done < upto; p->done++)
+            swiglu_row16_bf16(p->ot + (size_t)(p->done / 16) * p->otstep + 32 * (p->done % 16), p->c + 32 * p->done, p->m);
+    else
+        for (; p->done < upto; p->done++) swiglu_row16(p->o + (size_t)p->done * ldo, p->c + 32 * p->done, p->m);
 }
 
 /* One job: output columns [n0, n0+nvalid), rows [t0, t1) (t0 a multiple of 32); wu the up weights (a->w the
  * gate weights).  work: panel (nc x Kp bf16, nc = 2 x the job's columns), then ctmp 2 x [32][32] f32. */
 __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const job_args *a, const void *wu, int n0,
                                                                           int nvalid, int t0, int t1,
-                                                                          uint32_t *panel, float *ctmp) {
+                                                                          uint32_t *panel, float *ctmp,
+                                                                          uint16_t *otiles) {
     int Kp = (a->K + 31) & ~31, N = a->N, nkb = Kp / 32;
     int ntc = (nvalid + 15) / 16 * 2;
     const uint16_t *A = a->act;
@@ -510,7 +530,8 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const jo
     _tile_loadconfig(&amx_config);
     size_t bstep = (size_t)ntc * 256; /* dwords per 32 k in the panel */
     int step = (32 + nkb - 1) / nkb;  /* pending epilogue rows per k step */
-    swi_pending pend = {NULL, NULL, 0, 0, 0};
+    swi_pending pend = {NULL, NULL, NULL, 0, 0, 0, 0};
+    int onkb = (N + 31) / 32; /* k blocks of the output tiles (otiles: [Tp/16][onkb] tiles of 16 x 32 bf16) */
     int nblk = 0;
     for (int t = t0; t < t1; t += AMX_MR) {
         const uint16_t *A0 = A + (size_t)(t / 16) * nkb * 512, *A1 = A0 + (size_t)nkb * 512;
@@ -535,7 +556,12 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const jo
             __asm__ volatile("" ::: "memory"); /* the stores before the reads of buf */
             int oc = cg / 2; /* output column offset of this block */
             pend.c = buf;
-            pend.o = a->out + (size_t)t * N + n0 + oc;
+            if (otiles) {
+                int col = n0 + oc; /* 16 columns: one half of the output k block col / 32 */
+                pend.ot = otiles + ((size_t)(t / 16) * onkb + col / 32) * 512 + (col % 32);
+                pend.otstep = (size_t)onkb * 512;
+            } else
+                pend.o = a->out + (size_t)t * N + n0 + oc;
             pend.done = 0;
             pend.rows = rows;
             pend.m = col_mask(nvalid - oc, 0);
@@ -828,8 +854,20 @@ const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni) {
     }
 }
 
+static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const void *w, fp_dtype wt,
+                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni);
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni) {
+    return matmul_run(out, inp, NULL, w, wt, bias, T, K, N, bf16_kernel, use_vnni);
+}
+int fp_matmul_avx512_tiles(float *out, const uint16_t *tiles, const void *w, fp_dtype wt, const float *bias, int T,
+                           int K, int N) {
+    if (T <= FP_GEMV_MAX_T || K <= 0 || N <= 0 || pick(wt, FP_BF16_AMX, 0) != K_AMX) return 1;
+    return matmul_run(out, NULL, tiles, w, wt, bias, T, K, N, FP_BF16_AMX, 0);
+}
+/* tiles: the activations already in act_to_bf16_tiles' layout (AMX only; inp unused) */
+static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const void *w, fp_dtype wt,
+                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni) {
     if (T <= FP_GEMV_MAX_T) {
         job_args g = {out, inp, w, wt, bias, T, K, N, NULL, 0, NULL, NULL};
         gemv(&g);
@@ -845,7 +883,7 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
     int Kp = kind == K_AMX ? (K + 31) & ~31 : (K + 1) & ~1, nb = K / 32;
     int Tp = kind == K_AMX ? (T + 31) & ~31 : T;
     size_t act_bytes = 0, ad_off = 0, ac_off = 0;
-    if (kind == K_BF16 || kind == K_AMX) act_bytes = round64((size_t)Tp * Kp * 2);
+    if (kind == K_BF16 || (kind == K_AMX && !tiles)) act_bytes = round64((size_t)Tp * Kp * 2);
     if (kind == K_Q) {
         ad_off = round64((size_t)T * K);
         ac_off = ad_off + round64((size_t)T * nb * 4);
@@ -861,7 +899,7 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
 
-    job_args a = {out, inp, w, wt, bias, T, K, N, scratch, 0, NULL, NULL};
+    job_args a = {out, inp, w, wt, bias, T, K, N, tiles ? (const void *)tiles : scratch, 0, NULL, NULL};
     if (kind == K_BF16 || kind == K_AMX) a.lda = (size_t)Kp / 2;
     if (kind == K_Q) {
         a.lda = (size_t)K;
@@ -877,7 +915,7 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
 #pragma omp parallel num_threads(nth)
     {
         if (kind == K_BF16) act_to_bf16((uint16_t *)scratch, inp, T, K, Kp);
-        else if (kind == K_AMX) act_to_bf16_tiles((uint16_t *)scratch, inp, T, K, Kp, Tp);
+        else if (kind == K_AMX && !tiles) act_to_bf16_tiles((uint16_t *)scratch, inp, T, K, Kp, Tp);
         else if (kind == K_Q) act_to_q8((int8_t *)scratch, (float *)(scratch + ad_off), (int32_t *)(scratch + ac_off),
                                         inp, T, K);
         /* (the omp for above ends with a barrier) */
@@ -902,8 +940,27 @@ int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, c
 /* Fused gate/up GEMM + SwiGLU on AMX: out[T,N] = silu(inp Wg^T) * (inp Wu^T), Wg and Wu [N,K] in dtype wt.
  * 0 done; 1 not handled here (wt not BF16/Q8_0/Q4_0, T <= FP_GEMV_MAX_T, K > AMX_KMAX): the caller runs the
  * unfused computation; -1 no scratch memory (out untouched).  The caller checked AMX-BF16 (FP_BF16_AMX). */
+static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
+                          int T, int K, int N);
 int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
                             int N) {
+    return amx_swiglu_run(out, NULL, inp, wg, wu, wt, T, K, N);
+}
+int fp_matmul_avx512_swiglu_tiles(uint16_t *tiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
+                                  int T, int K, int N) {
+    return amx_swiglu_run(NULL, tiles, inp, wg, wu, wt, T, K, N);
+}
+/* Zeroes the padding of bf16 A tiles for T x N values (rows [T, Tp), columns [N, Np)), which no block writes. */
+static void zero_tile_padding(uint16_t *tiles, int T, int N) {
+    int Tp = (T + 31) & ~31, nkb = (N + 31) / 32;
+    for (int r = T; r < Tp; r++)
+        for (int j = 0; j < nkb; j++) memset(tiles + ((size_t)(r / 16) * nkb + j) * 512 + 32 * (r % 16), 0, 64);
+    if (N % 32)
+        for (int r = 0; r < T; r++)
+            memset(tiles + ((size_t)(r / 16) * nkb + nkb - 1) * 512 + 32 * (r % 16) + N % 32, 0, 2 * (32 - N % 32));
+}
+static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
+                          int T, int K, int N) {
     if (pick(wt, FP_BF16_AMX, 0) != K_AMX || T <= FP_GEMV_MAX_T || K <= 0 || N <= 0) return 1;
     int Kp = (K + 31) & ~31, Tp = (T + 31) & ~31;
     if (Kp > AMX_KMAX) return 1;
@@ -930,8 +987,9 @@ int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const 
             t_range(T, tb, AMX_MR, j / ngroups, &t0, &t1);
             if (t0 >= t1) continue;
             amx_swiglu_job(&a, wu, n0, MIN(ncol, N - n0), t0, t1, (uint32_t *)panel,
-                           (float *)(panel + (size_t)pl.nc * Kp * 2));
+                           (float *)(panel + (size_t)pl.nc * Kp * 2), otiles);
         }
     }
+    if (otiles) zero_tile_padding(otiles, T, N);
     return 0;
 }

@@ -232,12 +232,89 @@ static int test_edges(void) {
     return 0;
 }
 
+
+/* The bf16-tile hand-off of the fast MLP (fp_matmul_avx512_swiglu_tiles -> fp_matmul_avx512_tiles): the tiles
+ * hold, at the layout kernels.h states, exactly the f32 SwiGLU output of fp_matmul_swiglu_forward_ex rounded
+ * to nearest even (fp_f32_to_bf16), zeros in the padding (the buffer starts as all-ones NaN patterns), and the
+ * down GEMM from them gives bit for bit what fp_matmul_forward_ex (fast) gives from the f32 output, with and
+ * without a bias; 1 and 2 threads; N and T with and without padding; BF16 / Q8_0 / Q4_0 weights. */
+static int test_tiles_handoff(void) {
+    if (fp_cpu_max_kernel() < FP_KERN_AVX512 || !fp_cpu_has_amx_bf16()) {
+        printf("  (no AMX-BF16)\n");
+        return TH_SKIP;
+    }
+    static const int sh[][4] = { /* T, K, N, D */
+        {5, 64, 48, 40},   {17, 96, 100, 33},  {33, 896, 4864, 896}, {100, 200, 40, 17},  {512, 896, 4864, 896},
+        {64, 128, 50, 64}, {31, 4096, 64, 100}, {6, 33, 17, 5},       {700, 96, 896, 96}, {40, 1536, 8960, 1536},
+    };
+    static const fp_dtype types[] = {FP_BF16, FP_Q8_0, FP_Q4_0};
+    int nmax = omp_get_max_threads(), ncases = 0;
+    fp_kernel_force(FP_KERN_AVX512);
+    for (int nth = 1; nth <= 2; nth++) {
+        omp_set_num_threads(nth);
+        for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++)
+            for (size_t ty = 0; ty < 3; ty++) {
+                int T = sh[s][0], K = sh[s][1], N = sh[s][2], D = sh[s][3];
+                fp_dtype wt = types[ty];
+                int q = wt != FP_BF16;
+                if (q && (K % 32 || N % 32)) continue;
+                if ((ty + s + nth) % 2 && T * (double)K * N > 1e8) continue; /* the big shapes once per type */
+                float *x = malloc(sizeof(float) * T * K), *wf = malloc(sizeof(float) * (size_t)N * K);
+                float *wdf = malloc(sizeof(float) * (size_t)D * N), *bias = malloc(sizeof(float) * D);
+                float *h = malloc(sizeof(float) * (size_t)T * N), *ref = malloc(sizeof(float) * (size_t)T * D);
+                float *got = malloc(sizeof(float) * (size_t)T * D);
+                size_t tb = fp_matmul_tiles_bytes(T, N);
+                uint16_t *tiles = aligned_alloc(64, (tb + 63) & ~(size_t)63);
+                for (int i = 0; i < T * K; i++) x[i] = frand();
+                for (int i = 0; i < D; i++) bias[i] = frand();
+                void *wg = make_weights(wt, N, K, NULL, wf), *wu = make_weights(wt, N, K, NULL, wf);
+                void *wd = make_weights(wt, D, N, NULL, wdf);
+                CHECK(fp_matmul_swiglu_tiles_ok(0, wt, wt, T, K, N) == 1);
+                memset(tiles, 0xff, tb);
+                CHECK(fp_matmul_avx512_swiglu_tiles(tiles, x, wg, wu, wt, T, K, N) == 0);
+                CHECK_OK(fp_matmul_swiglu_forward_ex(0, h, x, wg, wu, wt, T, K, N));
+                int Tp = (T + 31) & ~31, Np = (N + 31) & ~31, nkb = Np / 32, bad = 0;
+                for (int t = 0; t < Tp; t++)
+                    for (int n = 0; n < Np; n++) {
+                        uint16_t v = tiles[((size_t)(t / 16) * nkb + n / 32) * 512 + 32 * (t % 16) + n % 32];
+                        uint16_t want = t < T && n < N ? fp_f32_to_bf16(h[(size_t)t * N + n]) : 0;
+                        if (v != want && bad++ < 3)
+                            fprintf(stderr, "  %s T=%d K=%d N=%d tile element [%d,%d]: %04x, want %04x\n",
+                                    fp_dtype_name(wt), T, K, N, t, n, v, want);
+                    }
+                CHECK_MSG(bad == 0, "%s T=%d K=%d N=%d: %d tile elements wrong", fp_dtype_name(wt), T, K, N, bad);
+                for (int wb = 0; wb <= 1; wb++) {
+                    fp_matmul_forward_ex(0, ref, h, wd, wt, wb ? bias : NULL, T, N, D);
+                    for (size_t i = 0; i < (size_t)T * D; i++) got[i] = NAN;
+                    CHECK(fp_matmul_avx512_tiles(got, tiles, wd, wt, wb ? bias : NULL, T, N, D) == 0);
+                    int nb = 0;
+                    for (size_t i = 0; i < (size_t)T * D; i++) nb += !same_bits(got[i], ref[i]);
+                    CHECK_MSG(nb == 0, "%s T=%d N=%d D=%d bias %d: %d down outputs differ from the f32 path",
+                              fp_dtype_name(wt), T, N, D, wb, nb);
+                }
+                ncases++;
+                free(x); free(wf); free(wdf); free(bias); free(h); free(ref); free(got); free(tiles);
+                free(wg); free(wu); free(wd);
+            }
+    }
+    /* not handled: exact precision, T <= 4, F32 weights, Q8_0 down weights with N % 32 != 0 */
+    CHECK(fp_matmul_swiglu_tiles_ok(1, FP_BF16, FP_BF16, 64, 896, 4864) == 0);
+    CHECK(fp_matmul_swiglu_tiles_ok(0, FP_BF16, FP_BF16, 4, 896, 4864) == 0);
+    CHECK(fp_matmul_swiglu_tiles_ok(0, FP_F32, FP_BF16, 64, 896, 4864) == 0);
+    CHECK(fp_matmul_swiglu_tiles_ok(0, FP_BF16, FP_Q8_0, 64, 896, 100) == 0);
+    fp_kernel_force(-1);
+    omp_set_num_threads(nmax);
+    printf("  %d hand-off cases\n", ncases);
+    return 0;
+}
+
 int main(void) {
     RUN(test_level_ref);
     RUN(test_level_avx2);
     RUN(test_level_avx512);
     RUN(test_saturation);
     RUN(test_edges);
+    RUN(test_tiles_handoff);
     fp_matmul_scratch_release();
     return th_finish();
 }
