@@ -14,6 +14,7 @@ def main():
     tok = defaultdict(list)   # (shape, T, key) -> tok/s of each round
     cpu = defaultdict(list)   # fluxprm tokens per CPU-second x threads
     rss = defaultdict(float)  # (shape, key) -> peak RSS MB (max over rounds)
+    rss_t = defaultdict(float)  # (shape, T, key) -> fluxprm peak RSS after length T (lengths ascend in a run)
     kern = {}
     longt = []
     longtorch = {}  # (shape, T) -> PyTorch tok/s at the long lengths
@@ -32,6 +33,8 @@ def main():
                     continue
                 tok[(r["shape"], x["T"], key)].append(x["tok_s"])
                 cpu[(r["shape"], x["T"], key)].append(x.get("cpu_tok_s", 0))
+                if "peak_rss_mb" in x:
+                    rss_t[(r["shape"], x["T"], key)] = max(rss_t[(r["shape"], x["T"], key)], x["peak_rss_mb"])
             if p == "fluxprm":
                 rss[(r["shape"], key)] = max(rss[(r["shape"], key)], r["peak_rss_mb"])
                 kern[key] = r["kernel"]
@@ -91,7 +94,11 @@ def main():
             print(f"{shape}: peak RSS " + ", ".join(parts))
         a, b = rss.get((shape, "fluxprm:q8_0:fast")), rss.get((shape, "fluxprm:bf16:fast"))
         if a and b:
-            print(f"{shape}: fluxprm peak RSS q8_0/bf16 = {a / b:.2f}")
+            print(f"{shape}: fluxprm peak RSS q8_0/bf16 = {a / b:.3f}")
+        for T in sorted({k[1] for k in rss_t if k[0] == shape}):
+            a, b = rss_t.get((shape, T, "fluxprm:q8_0:fast")), rss_t.get((shape, T, "fluxprm:bf16:fast"))
+            if a and b:
+                print(f"{shape}: fluxprm peak RSS through T={T}: q8_0 {a:.0f}, bf16 {b:.0f}, q8_0/bf16 = {a / b:.3f}")
     if longt:
         print()
         print("# long sequences (fluxprm bf16 fast and PyTorch bf16, one run each)")

@@ -28,7 +28,8 @@ static void usage(FILE *f) {
           "Precision: exact (f32 activations; the model default) or fast (GEMMs round activations to bf16, or\n"
           "int8 on the VNNI path), as fp_model_set_precision; the default comes from FLUXPRM_PRECISION.\n"
           "\n"
-          "  --tokens LIST  comma-separated sequence lengths (default 512,2048)\n"
+          "  --tokens LIST  comma-separated sequence lengths (default 512,2048), run in this order; the peak RSS\n"
+          "                 is also reported after each (the process peak so far: per length when ascending)\n"
           "  --threads N    OpenMP threads (default: all)\n"
           "  --repeat R     timed runs per length (default 3)\n"
           "  --warmup W     untimed runs of min(T, 256) tokens per length first (default 1)\n"
@@ -135,6 +136,7 @@ typedef struct {
     double med, best, worst, cpu_med; /* seconds per forward */
     fp_model_profile_result prof;
     int have_prof;
+    double rss_mb; /* process peak RSS after this length (MB) */
     double flops[FP_PROFILE_NPHASES], total_flops;
 } bench_row;
 
@@ -239,6 +241,7 @@ int cmd_bench(int argc, char **argv) {
             if (fp_model_profile(m, ids, T, &r->prof)) { rc = cli_fail("bench: profile"); break; }
             r->have_prof = 1;
         }
+        r->rss_mb = peak_rss_mb(); /* the process peak so far: this length's own peak when lengths ascend */
         if (!json) fprintf(stderr, "fluxprm bench: T=%d done (median %.3f s)\n", T, r->med);
     }
     if (rc) goto done;
@@ -266,6 +269,7 @@ int cmd_bench(int argc, char **argv) {
                    "\"tok_s\": %.2f, \"best_tok_s\": %.2f, \"cpu_tok_s\": %.2f, \"gflops\": %.2f, \"gflop\": %.3f",
                    i ? ", " : "", r->T, r->med, r->best, r->worst, r->cpu_med, r->T / r->med, r->T / r->best,
                    r->cpu_med > 0 ? r->T / (r->cpu_med / nthr) : 0.0, r->total_flops / r->med * 1e-9, r->total_flops * 1e-9);
+            printf(", \"peak_rss_mb\": %.1f", r->rss_mb);
             if (r->have_prof) {
                 printf(", \"profile_total_s\": %.6f, \"phases\": {", r->prof.total);
                 for (int p = 0; p < FP_PROFILE_NPHASES; p++)
@@ -320,7 +324,9 @@ int cmd_bench(int argc, char **argv) {
                    bon[0], bon[1], bon[2], bon_sep, tot / bon_sep, bon_shared, tot / bon_shared, bon_sep / bon_shared,
                    bon[0], bon[1] + bon[0] * bon[2], bon_once, bon_shared / bon_once);
         }
-        printf("peak RSS: %.1f MB (after load: %.1f MB)\n", rss_peak, rss_load);
+        printf("peak RSS: %.1f MB (after load: %.1f MB; after each length:", rss_peak, rss_load);
+        for (int i = 0; i < nts; i++) printf(" T=%d %.1f MB", rows[i].T, rows[i].rss_mb);
+        printf(")\n");
     }
 done:
     free(ids); free(out); free(rows); free(secs); free(cpus);
