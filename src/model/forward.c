@@ -219,14 +219,13 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         LAP(FP_PROFILE_ROPE);
         fp_rmsnorm_forward(b.xn, b.x, y->in_norm, eps, T, H); /* [T,H] */
         LAP(FP_PROFILE_RMSNORM);
-        matmul(m, b.k, b.xn, y->k_w, y->k_b, T);                  /* [T,kvd] */
-        matmul(m, b.v, b.xn, y->v_w, y->v_b, T);                  /* [T,kvd] */
         if (sub) {
+            fp_model_qkv(m, y, NULL, b.k, b.v, b.xn, T); /* [T,kvd] */
             for (int i = 0; i < npos; i++) /* gather normalised rows (xs as scratch) */
                 memcpy(b.xs + (size_t)i * H, b.xn + (size_t)positions[i] * H, sizeof(float) * H);
             matmul(m, b.q, b.xs, y->q_w, y->q_b, npos); /* [npos,qd] */
         } else {
-            matmul(m, b.q, b.xn, y->q_w, y->q_b, T); /* [T,qd] */
+            fp_model_qkv(m, y, b.q, b.k, b.v, b.xn, T); /* [T,qd], [T,kvd] x 2 */
         }
         LAP(FP_PROFILE_QKV);
         if (y->q_norm) {

@@ -81,16 +81,13 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
         int sub = l == NL - 1, nq = sub ? nrows : T;
         float *k = nseg > 1 ? kb : c->k[l] + (size_t)p0 * kvd, *v = nseg > 1 ? vb : c->v[l] + (size_t)p0 * kvd;
         fp_rmsnorm_forward(xn, x, y->in_norm, eps, T, H);
-        matmul(m, k, xn, y->k_w, y->k_b, T);
-        matmul(m, v, xn, y->v_w, y->v_b, T);
+        fp_model_qkv(m, y, sub ? NULL : q, k, v, xn, T); /* q of every row with k and v in one pass */
         if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, T * nkv, d);
         fp_rope_forward(k, cos_t, sin_t, T, nkv, d);
         if (nq == 0) break; /* last layer, nothing to read: K and V are all the cache needs */
         if (sub) {
             for (int i = 0; i < nrows; i++) memcpy(xs + (size_t)i * H, xn + (size_t)rows[i] * H, sizeof(float) * H);
             matmul(m, q, xs, y->q_w, y->q_b, nrows);
-        } else {
-            matmul(m, q, xn, y->q_w, y->q_b, T);
         }
         if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nq * nh, d);
         fp_rope_forward(q, sub ? qcos : cos_t, sub ? qsin : sin_t, nq, nh, d);
@@ -272,9 +269,7 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
     for (int l = 0; l < NL && !rc; l++) {
         const fp_layer *y = &m->layers[l];
         fp_rmsnorm_forward(xn, x, y->in_norm, eps, nseq, H);
-        matmul(m, k, xn, y->k_w, y->k_b, nseq);
-        matmul(m, v, xn, y->v_w, y->v_b, nseq);
-        matmul(m, q, xn, y->q_w, y->q_b, nseq);
+        fp_model_qkv(m, y, q, k, v, xn, nseq);
         if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, nseq * nkv, d);
         if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nseq * nh, d);
         fp_rope_forward(k, cos_t, sin_t, nseq, nkv, d);

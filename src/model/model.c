@@ -333,6 +333,25 @@ void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_t
     fp_matmul_forward_ex(!m->fast, out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
 }
 
+void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T) {
+    const fp_tensor *w3[3] = {y->q_w, y->k_w, y->v_w};
+    int n = q ? 3 : 2, o = q ? 0 : 1; /* without q: k and v only */
+    int same = 1;
+    for (int i = o; i < 3; i++)
+        same &= w3[i]->dtype == w3[o]->dtype && w3[i]->shape[1] == w3[o]->shape[1];
+    if (!same) { /* mixed dtypes (a hand-made checkpoint): one GEMM each */
+        if (q) fp_model_linear(m, q, inp, y->q_w, y->q_b, T);
+        fp_model_linear(m, k, inp, y->k_w, y->k_b, T);
+        fp_model_linear(m, v, inp, y->v_w, y->v_b, T);
+        return;
+    }
+    float *out[3] = {q, k, v};
+    const void *w[3] = {y->q_w->data, y->k_w->data, y->v_w->data};
+    const float *bias[3] = {y->q_b, y->k_b, y->v_b};
+    int N[3] = {(int)y->q_w->shape[0], (int)y->k_w->shape[0], (int)y->v_w->shape[0]};
+    fp_matmul_forward_multi(!m->fast, n, out + o, w + o, bias + o, N + o, w3[o]->dtype, inp, T, (int)w3[o]->shape[1]);
+}
+
 void fp_model_set_precision(fp_model *m, int precision) {
     if (m) m->fast = precision == FP_PRECISION_FAST;
 }

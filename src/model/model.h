@@ -55,6 +55,9 @@ int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
  * 20 MB at 0.5B, 78 MB at 7B).  The GEMMs pack their weights per call, so shorter chunks pay for it: 256
  * rows ran ~15 % slower at T=512 (0.5B, AMX), 512 rows as fast as whole-sequence MLPs. */
 #define FP_MLP_CHUNK_ROWS 512
+/* The attention projections of layer y over inp [T,H]: q [T,qd] (unless q is NULL), k and v [T,kvd], with
+ * their biases; one pass over the activations where the kernels allow (fp_matmul_forward_multi). */
+void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T);
 int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, size_t gate_cap,
                        float *up, size_t up_cap, int n, int chunk);
 /* Floats of `gate` scratch for row chunks of `chunk`: chunk * max(I, H) f32, or less where the fast precision

@@ -46,6 +46,18 @@ const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni);
 int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                    int N);
 
+/* Several GEMMs over the same activations in one pass (q/k/v): out[s][T,N[s]] = inp[T,K] w[s]^T + bias[s]
+ * (bias NULL or bias[s] NULL: none) for s < nseg <= FP_MATMUL_MAX_SEGS, all weights in dtype wt; on AMX
+ * the activations are converted once and the segments' columns share the jobs (every N[s] but the last a
+ * multiple of 32), with the same sums, in the same order, as one fp_matmul_avx512 call per segment.
+ * 0 done; 1 not handled (no AMX kind for wt, T <= FP_GEMV_MAX_T, shapes): the caller runs one GEMM per
+ * segment; -1 no scratch.  Caller checked AMX-BF16.  fp_matmul_forward_multi (matmul_multi.c) dispatches. */
+#define FP_MATMUL_MAX_SEGS 4
+int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], const float *const bias[],
+                           const int N[], fp_dtype wt, const float *inp, int T, int K);
+void fp_matmul_forward_multi(int exact, int nseg, float *const out[], const void *const w[],
+                             const float *const bias[], const int N[], fp_dtype wt, const float *inp, int T, int K);
+
 /* Fused gate/up GEMM + SwiGLU on AMX (fp_matmul_swiglu_forward_ex's fast path): out[T,N] = silu(inp Wg^T) *
  * (inp Wu^T).  0 done; 1 not handled (wt not BF16/Q8_0/Q4_0, T <= FP_GEMV_MAX_T, K rounded up to 32 above
  * the AMX kernel's single k chunk of FP_AMX_SWIGLU_MAX_K); -1 no scratch.  Caller checked AMX-BF16. */

@@ -206,6 +206,23 @@ AI void bf16_tile(const int MR, const uint32_t *A, size_t lda, const uint32_t *B
     }
 }
 
+/* Output segments of the AMX GEMM (fp_matmul_avx512_multi): virtual weight rows (output columns)
+ * [n0[s], n0[s] + N[s]) come from w[s] and go to out[s] ([T, N[s]], bias[s]); every n0[s] is a multiple
+ * of 32, so no 32-column block or 16-row tile column straddles two segments.  One segment for a plain GEMM. */
+typedef struct {
+    int n;
+    int n0[FP_MATMUL_MAX_SEGS];
+    int N[FP_MATMUL_MAX_SEGS];
+    const void *w[FP_MATMUL_MAX_SEGS];
+    float *out[FP_MATMUL_MAX_SEGS];
+    const float *bias[FP_MATMUL_MAX_SEGS];
+} amx_segs;
+AI int seg_of(const amx_segs *g, int col) {
+    int s = 0;
+    while (s + 1 < g->n && col >= g->n0[s + 1]) s++;
+    return s;
+}
+
 typedef struct {
     float *out;
     const float *inp;
@@ -217,6 +234,7 @@ typedef struct {
     size_t lda;      /* row stride of act, in its unit (dwords for bf16, bytes for int8) */
     const float *ad; /* q8: per-block activation scales [T][K/32] */
     const int32_t *ac; /* q8: per-block corrections -128*sum(q) [T][K/32] */
+    const amx_segs *segs; /* AMX: the output segments (out, w, bias, N above: the first / only one) */
 } job_args;
 
 static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel) {
@@ -361,7 +379,7 @@ static size_t amx_panel_bytes(const amx_plan *p) { return (size_t)p->nc * p->kc 
  * tile column 2j+1 the same rows of wu (the up weights), so ntc = ceil(nvalid/16)*2 and each 32-column
  * group of the panel gives gate and up for the same 16 output columns. */
 static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt, size_t row_bytes, int K, int n0,
-                     int nvalid, int k0, int kc) {
+                     int nvalid, int k0, int kc, const amx_segs *segs) {
     int np = kc / 2, ntc = wu ? (nvalid + 15) / 16 * 2 : (nvalid + 31) / 32 * 2;
     /* prefetch distance: ~256 bytes of each row ahead whatever the dtype (q8_0 / q4_0 rows are 34 / 18 bytes
      * per 32 k), k a multiple of 32 for the quantised types */
@@ -369,15 +387,21 @@ static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt
     for (int tc = 0; tc < ntc; tc++) {
         const void *src = wu && (tc & 1) ? wu : w;
         int c0 = wu ? 16 * (tc >> 1) : 16 * tc; /* first row (output column) of this tile column */
+        int rbase = n0; /* row of src for c = 0 */
+        if (segs && c0 < nvalid) { /* the segment holding these 16 rows */
+            int sg = seg_of(segs, n0 + c0);
+            src = segs->w[sg];
+            rbase = n0 - segs->n0[sg];
+        }
         for (int p0 = 0; p0 < np; p0 += 16) {
             __m512i r[16];
             for (int i = 0; i < 16; i++) {
                 int c = c0 + i;
-                r[i] = c < nvalid ? load32_bf16(src, wt, row_bytes, n0 + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
+                r[i] = c < nvalid ? load32_bf16(src, wt, row_bytes, rbase + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
             }
             if (k0 + 2 * p0 + pf_k < K) /* the weights mostly come from memory */
                 for (int i = 0; i < 16 && c0 + i < nvalid; i++)
-                    _mm_prefetch((const char *)src + (size_t)(n0 + c0 + i) * row_bytes +
+                    _mm_prefetch((const char *)src + (size_t)(rbase + c0 + i) * row_bytes +
                                      fp_dtype_row_bytes(wt, k0 + 2 * p0 + pf_k),
                                  _MM_HINT_T0);
             transpose16(r);
@@ -392,13 +416,19 @@ static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt
 __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args *a, const amx_plan *pl, int n0,
                                                                    int nvalid, int t0, int t1, uint32_t *panel,
                                                                    float *ctmp, float *brep) {
-    int Kp = (a->K + 31) & ~31, N = a->N, nc = pl->nc;
+    int Kp = (a->K + 31) & ~31, nc = pl->nc;
     int ntc = (nvalid + 31) / 32 * 2;
     const uint16_t *A = a->act;
     int nkb = Kp / 32;
-    if (a->bias) /* the bias of this job's columns replicated in 16 rows: the initial C tiles */
+    const amx_segs *sg = a->segs;
+    int any_bias = 0;
+    for (int s = 0; s < sg->n; s++) any_bias |= sg->bias[s] != NULL;
+    if (any_bias) /* the bias of this job's columns replicated in 16 rows: the initial C tiles (0: no bias) */
         for (int c = 0; c < ntc * 16; c += 16) {
-            __m512 b = _mm512_maskz_loadu_ps(col_mask(nvalid - c, 0), a->bias + n0 + c);
+            int s = seg_of(sg, n0 + c);
+            const float *bs = sg->bias[s];
+            int left = MIN(nvalid - c, sg->n0[s] + sg->N[s] - (n0 + c)); /* valid columns of this segment */
+            __m512 b = bs ? _mm512_maskz_loadu_ps(col_mask(left, 0), bs + (n0 + c - sg->n0[s])) : _mm512_setzero_ps();
             for (int r = 0; r < 16; r++) _mm512_store_ps(brep + (size_t)nc * r + c, b);
         }
     size_t rb = fp_dtype_row_bytes(a->wt, a->K);
@@ -406,7 +436,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
     _tile_loadconfig(&amx_config);
     for (int k0 = 0; k0 < Kp; k0 += pl->kc) {
         int kc = MIN(pl->kc, Kp - k0);
-        pack_amx(panel, a->w, NULL, a->wt, rb, a->K, n0, nvalid, k0, kc);
+        pack_amx(panel, a->w, NULL, a->wt, rb, a->K, n0, nvalid, k0, kc, sg);
         __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
         size_t bstep = (size_t)ntc * 256;  /* dwords per 32 k in the panel */
         for (int t = t0; t < t1; t += AMX_MR) {
@@ -415,14 +445,16 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                 const uint32_t *Bp = panel + (cg / 16) * 256;
                 /* full 32 x 32 block: the C tiles start from out (later chunks) or the replicated bias and
                  * are stored straight into out; ragged blocks go through ctmp below */
-                int full = t + 32 <= t1 && cg + 32 <= nvalid;
-                float *cb = a->out + (size_t)t * N + n0 + cg;
+                int s = seg_of(sg, n0 + cg), N = sg->N[s], col = n0 + cg - sg->n0[s]; /* in segment s */
+                int cvalid = MIN(nvalid - cg, N - col);
+                int full = t + 32 <= t1 && cvalid >= 32;
+                float *cb = sg->out[s] + (size_t)t * N + col;
                 if (full && k0 > 0) {
                     _tile_loadd(0, cb, (size_t)N * 4);
                     _tile_loadd(1, cb + 16, (size_t)N * 4);
                     _tile_loadd(2, cb + (size_t)16 * N, (size_t)N * 4);
                     _tile_loadd(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
-                } else if (full && a->bias) {
+                } else if (full && any_bias) {
                     _tile_loadd(0, brep + cg, (size_t)nc * 4);
                     _tile_loadd(1, brep + cg + 16, (size_t)nc * 4);
                     _tile_loadd(2, brep + cg, (size_t)nc * 4);
@@ -446,10 +478,10 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                 _tile_stored(2, ctmp + 16 * 32, 128);
                 _tile_stored(3, ctmp + 16 * 32 + 16, 128);
                 int rows = MIN(32, t1 - t);
-                __mmask16 m0 = col_mask(nvalid - cg, 0), m1 = col_mask(nvalid - cg, 1);
-                const float *bias = a->bias ? a->bias + n0 + cg : NULL;
+                __mmask16 m0 = col_mask(cvalid, 0), m1 = col_mask(cvalid, 1);
+                const float *bias = sg->bias[s] ? sg->bias[s] + col : NULL;
                 for (int i = 0; i < rows; i++) {
-                    float *c = a->out + (size_t)(t + i) * N + n0 + cg;
+                    float *c = cb + (size_t)i * N;
                     const float *r = ctmp + 32 * i;
                     __m512 add0, add1;
                     if (k0 > 0) {
@@ -525,7 +557,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const jo
     int ntc = (nvalid + 15) / 16 * 2;
     const uint16_t *A = a->act;
     size_t rb = fp_dtype_row_bytes(a->wt, a->K);
-    pack_amx(panel, a->w, wu, a->wt, rb, a->K, n0, nvalid, 0, Kp);
+    pack_amx(panel, a->w, wu, a->wt, rb, a->K, n0, nvalid, 0, Kp, NULL);
     __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
     _tile_loadconfig(&amx_config);
     size_t bstep = (size_t)ntc * 256; /* dwords per 32 k in the panel */
@@ -855,21 +887,40 @@ const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni) {
 }
 
 static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const void *w, fp_dtype wt,
-                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni);
+                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni, const amx_segs *segs);
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni) {
-    return matmul_run(out, inp, NULL, w, wt, bias, T, K, N, bf16_kernel, use_vnni);
+    return matmul_run(out, inp, NULL, w, wt, bias, T, K, N, bf16_kernel, use_vnni, NULL);
 }
 int fp_matmul_avx512_tiles(float *out, const uint16_t *tiles, const void *w, fp_dtype wt, const float *bias, int T,
                            int K, int N) {
     if (T <= FP_GEMV_MAX_T || K <= 0 || N <= 0 || pick(wt, FP_BF16_AMX, 0) != K_AMX) return 1;
-    return matmul_run(out, NULL, tiles, w, wt, bias, T, K, N, FP_BF16_AMX, 0);
+    return matmul_run(out, NULL, tiles, w, wt, bias, T, K, N, FP_BF16_AMX, 0, NULL);
 }
-/* tiles: the activations already in act_to_bf16_tiles' layout (AMX only; inp unused) */
+int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], const float *const bias[],
+                           const int N[], fp_dtype wt, const float *inp, int T, int K) {
+    if (T <= FP_GEMV_MAX_T || K <= 0 || nseg < 1 || nseg > FP_MATMUL_MAX_SEGS || pick(wt, FP_BF16_AMX, 0) != K_AMX ||
+        ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32))
+        return 1;
+    amx_segs g = {.n = nseg};
+    int ntot = 0;
+    for (int s = 0; s < nseg; s++) {
+        if (N[s] <= 0 || (s + 1 < nseg && N[s] % 32)) return 1;
+        g.n0[s] = ntot;
+        g.N[s] = N[s];
+        g.w[s] = w[s];
+        g.out[s] = out[s];
+        g.bias[s] = bias ? bias[s] : NULL;
+        ntot += N[s];
+    }
+    return matmul_run(out[0], inp, NULL, w[0], wt, g.bias[0], T, K, ntot, FP_BF16_AMX, 0, &g);
+}
+/* tiles: the activations already in act_to_bf16_tiles' layout (AMX only; inp unused); segs: AMX output
+ * segments (NULL: one, out / w / bias / N) */
 static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const void *w, fp_dtype wt,
-                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni) {
+                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni, const amx_segs *segs) {
     if (T <= FP_GEMV_MAX_T) {
-        job_args g = {out, inp, w, wt, bias, T, K, N, NULL, 0, NULL, NULL};
+        job_args g = {out, inp, w, wt, bias, T, K, N, NULL, 0, NULL, NULL, NULL};
         gemv(&g);
         return 0;
     }
@@ -899,7 +950,9 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
 
-    job_args a = {out, inp, w, wt, bias, T, K, N, tiles ? (const void *)tiles : scratch, 0, NULL, NULL};
+    amx_segs one = {.n = 1, .n0 = {0}, .N = {N}, .w = {w}, .out = {out}, .bias = {bias}};
+    job_args a = {out, inp, w, wt, bias, T, K, N, tiles ? (const void *)tiles : scratch, 0, NULL, NULL,
+                  segs ? segs : &one};
     if (kind == K_BF16 || kind == K_AMX) a.lda = (size_t)Kp / 2;
     if (kind == K_Q) {
         a.lda = (size_t)K;
@@ -975,7 +1028,7 @@ static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const 
     size_t panel_bytes = (size_t)pl.nc * Kp * 2 + 2 * 32 * 32 * 4;
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
-    job_args a = {out, inp, wg, wt, NULL, T, K, N, scratch, (size_t)Kp / 2, NULL, NULL};
+    job_args a = {out, inp, wg, wt, NULL, T, K, N, scratch, (size_t)Kp / 2, NULL, NULL, NULL};
     int njobs = ngroups * tb;
 #pragma omp parallel num_threads(nth)
     {
