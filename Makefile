@@ -15,6 +15,16 @@ ifeq ($(MPI),1)
 CC := mpicc
 FP_CFLAGS += -DFP_WITH_MPI
 endif
+# Optional OpenBLAS build (`make BLAS=1`, needs `scripts/install-deps.sh --blas`): -DFP_WITH_OPENBLAS routes
+# F32-weight GEMMs where OpenBLAS wins through cblas_sgemm (docs/architecture.md).  Use its own BUILD dir.
+ifeq ($(BLAS),1)
+fp_empty :=
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+FP_CFLAGS += -DFP_WITH_OPENBLAS $(BLAS_CFLAGS)
+FP_LDLIBS += $(BLAS_LIBS)
+PC_BLAS   := $(fp_empty) $(strip $(BLAS_LIBS))
+endif
 VERSION := 0.1.0
 
 # Every .c under src/<subsystem>/ is library code, except the CLI (src/cli) and fuzz targets.
@@ -56,7 +66,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libfluxprm.a
 	$(CC) $(CFLAGS) $(FP_CFLAGS) -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
 
 # pkg-config file for PREFIX (rewritten when PREFIX changes, so `make install PREFIX=...` is always right).
-PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: $(VERSION)\nRequires.private: $(DEPS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -lm -lpthread -fopenmp\n
+PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: $(VERSION)\nRequires.private: $(DEPS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -lm -lpthread -fopenmp$(PC_BLAS)\n
 $(BUILD)/fluxprm.pc: FORCE
 	@mkdir -p $(BUILD)
 	@printf '$(PC_TEXT)' > $@.tmp

@@ -1,7 +1,7 @@
 /* GEMM benchmark: GFLOP/s of fp_matmul_forward per kernel level, weight dtype and shape.
  *
  *   bench_gemm [--threads N] [--reps R] [--dtypes BF16,F32,...] [--levels avx512,avx2,ref]
- *              [--shape TxKxN]... [--ref-T T]
+ *              [--shape TxKxN]... [--ref-T T] [--no-blas]
  * Default shapes: the Qwen2.5-0.5B projections (K=896: N=896,128,4864; K=4864: N=896) and the 1.5B ones
  * (K=1536: N=1536,8960; K=8960: N=1536) at T=512 and 2048.
  * Each figure is the median over R timed calls (after one warm-up call); 2*T*K*N flops per call.
@@ -9,7 +9,10 @@
  * GFLOP/s barely depends on T.  Output: one line per measurement:
  *   path dtype T K N threads GFLOP/s(median wall) ms(median) best-GFLOP/s(min wall) cpu-GFLOP/s
  * where cpu-GFLOP/s divides by the median process CPU time / threads: on a shared machine it discounts
- * time the threads were preempted (it counts OpenMP spin-waiting, so it is a lower bound per thread). */
+ * time the threads were preempted (it counts OpenMP spin-waiting, so it is a lower bound per thread).
+ * In a `make BLAS=1` build, F32 weights at the avx512/avx2 levels get two rows, both in this run: our kernel
+ * (OpenBLAS forced off) and then "openblas-sgemm" (cblas_sgemm forced on whatever the shape rule says), whose
+ * last column is its median-wall GFLOP/s over our kernel's (x-ours=R); --no-blas keeps only our kernel. */
 #include "fluxprm.h"
 #include "tensor/kernels.h"
 #include "tensor/tensor.h"
@@ -56,14 +59,38 @@ static int parse_dtype(const char *s, fp_dtype *d) {
     return 0;
 }
 
+/* Times fp_matmul_forward_level (one warm-up call, then r timed calls) and prints the row without its
+ * newline; returns the median-wall GFLOP/s. */
+static double time_one(int level, float *out, const float *x, const void *w, fp_dtype wt, const float *bias, int T,
+                       int K, int N, int r) {
+    double *ts = malloc(sizeof(double) * r), *cs = malloc(sizeof(double) * r);
+    const char *name = fp_matmul_kernel_name_gemm(level, wt, T, K, N);
+    fp_matmul_forward_level(level, out, x, w, wt, bias, T, K, N); /* warm-up */
+    for (int i = 0; i < r; i++) {
+        double c0 = cpu_now(), t0 = now();
+        fp_matmul_forward_level(level, out, x, w, wt, bias, T, K, N);
+        ts[i] = now() - t0;
+        cs[i] = (cpu_now() - c0) / omp_get_max_threads();
+    }
+    qsort(ts, r, sizeof(double), cmp_d);
+    qsort(cs, r, sizeof(double), cmp_d);
+    double fl = 2.0 * T * (double)K * N, med = ts[r / 2];
+    printf("%-16s %-5s %5d %5d %5d %3d %9.1f %9.3f %9.1f %9.1f", name, fp_dtype_name(wt), T, K, N,
+           omp_get_max_threads(), fl / med * 1e-9, med * 1e3, fl / ts[0] * 1e-9, fl / cs[r / 2] * 1e-9);
+    free(ts);
+    free(cs);
+    return fl / med * 1e-9;
+}
+
 int main(int argc, char **argv) {
-    int threads = 0, reps = 7, refT = 32, nshape = 0;
+    int threads = 0, reps = 7, refT = 32, nshape = 0, use_blas = 1;
     int shapes[64][3];
     char dtypes[256] = "BF16,F32,F16,Q8_0,Q4_0", levels[128] = "avx512,avx2,ref";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ref-T") && i + 1 < argc) refT = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-blas")) use_blas = 0;
         else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc) snprintf(dtypes, sizeof dtypes, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--levels") && i + 1 < argc) snprintf(levels, sizeof levels, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc && nshape < 64) {
@@ -71,7 +98,7 @@ int main(int argc, char **argv) {
                 nshape++;
         } else {
             fprintf(stderr, "usage: %s [--threads N] [--reps R] [--dtypes BF16,F32,F16,Q8_0,Q4_0] "
-                            "[--levels avx512,avx2,ref] [--shape TxKxN]... [--ref-T T]\n", argv[0]);
+                            "[--levels avx512,avx2,ref] [--shape TxKxN]... [--ref-T T] [--no-blas]\n", argv[0]);
             return 2;
         }
     }
@@ -85,7 +112,8 @@ int main(int argc, char **argv) {
         nshape = (int)(sizeof def / sizeof def[0]);
         memcpy(shapes, def, sizeof def);
     }
-    printf("# threads=%d cpu_max=%s\n", omp_get_max_threads(), fp_kernel_level_name(fp_cpu_max_kernel()));
+    printf("# threads=%d cpu_max=%s openblas=%s\n", omp_get_max_threads(), fp_kernel_level_name(fp_cpu_max_kernel()),
+           !fp_matmul_blas_available() ? "not built (make BLAS=1)" : use_blas ? "compared on F32" : "off (--no-blas)");
     printf("# %-14s %-5s %5s %5s %5s %3s %9s %9s %9s %9s\n", "path", "dtype", "T", "K", "N", "thr", "GFLOP/s", "ms",
            "best", "cpu");
     char dl[256];
@@ -108,23 +136,19 @@ int main(int argc, char **argv) {
                 if (level > fp_cpu_max_kernel()) continue;
                 int T = level == FP_KERN_REF && refT < T0 ? refT : T0;
                 int r = level == FP_KERN_REF ? 3 : reps;
-                double *ts = malloc(sizeof(double) * r), *cs = malloc(sizeof(double) * r);
-                fp_matmul_forward_level(level, out, x, w, wt, bias, T, K, N); /* warm-up */
-                for (int i = 0; i < r; i++) {
-                    double c0 = cpu_now(), t0 = now();
-                    fp_matmul_forward_level(level, out, x, w, wt, bias, T, K, N);
-                    ts[i] = now() - t0;
-                    cs[i] = (cpu_now() - c0) / omp_get_max_threads();
+                /* with OpenBLAS: our kernel first (BLAS off), then cblas_sgemm (forced) on the same data */
+                int blas = use_blas && fp_matmul_blas_available() && wt == FP_F32 && level >= FP_KERN_AVX2 &&
+                           T > FP_GEMV_MAX_T;
+                double ours = 0.0;
+                for (int pass = 0; pass < (blas ? 2 : 1); pass++) {
+                    if (fp_matmul_blas_available()) fp_matmul_blas_force(pass ? FP_BLAS_ALWAYS : FP_BLAS_OFF);
+                    double gf = time_one(level, out, x, w, wt, bias, T, K, N, r);
+                    if (pass) printf(" x-ours=%.2f", gf / ours);
+                    ours = gf;
+                    printf("\n");
+                    fflush(stdout);
                 }
-                qsort(ts, r, sizeof(double), cmp_d);
-                qsort(cs, r, sizeof(double), cmp_d);
-                double fl = 2.0 * T * (double)K * N, med = ts[r / 2];
-                printf("%-16s %-5s %5d %5d %5d %3d %9.1f %9.3f %9.1f %9.1f\n", fp_matmul_kernel_name_shape(level, wt, T),
-                       fp_dtype_name(wt), T, K, N, omp_get_max_threads(), fl / med * 1e-9, med * 1e3,
-                       fl / ts[0] * 1e-9, fl / cs[r / 2] * 1e-9);
-                fflush(stdout);
-                free(ts);
-                free(cs);
+                if (fp_matmul_blas_available()) fp_matmul_blas_force(FP_BLAS_AUTO);
             }
             free(w); free(x); free(out); free(bias);
         }

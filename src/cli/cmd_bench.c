@@ -197,6 +197,11 @@ int cmd_bench(int argc, char **argv) {
     const char *kernel = m->fast ? fp_matmul_kernel_name(wq->dtype)
                          : level >= FP_KERN_AVX512 ? fp_matmul_avx512_name(wq->dtype, FP_BF16_FMA, 0)
                          : fp_matmul_kernel_name_level(level, wq->dtype);
+    char kbuf[96];
+    if (wq->dtype == FP_F32 && fp_matmul_blas_mode() != FP_BLAS_OFF) { /* make BLAS=1: the large F32 GEMMs */
+        snprintf(kbuf, sizeof kbuf, "%s + openblas-sgemm (large GEMMs)", kernel);
+        kernel = kbuf;
+    }
     const char *precision = m->fast ? "fast (GEMMs may round activations to bf16 / int8)" : "exact (f32 activations)";
     double wbytes = weight_bytes(m);
 

@@ -92,6 +92,35 @@ const char *fp_matmul_kernel_name_level(int level, fp_dtype wt);
 /* The kernel used for a call with T rows (the small-T kernel differs). */
 const char *fp_matmul_kernel_name_shape(int level, fp_dtype wt, int T);
 
+/* ---- OpenBLAS path for F32 weights (matmul.c, matmul_blas.c; only in `make BLAS=1` builds, which define
+ * FP_WITH_OPENBLAS).  fp_matmul_forward* hand F32-weight calls to cblas_sgemm ("openblas-sgemm") at the avx2
+ * and avx512 levels when fp_matmul_blas_use says so; f32 activations either way (F32 weights never take the
+ * bf16/int8 kernels), so exact and fast precision behave alike.  The rule (measured, docs/architecture.md):
+ * fp_matmul_blas_rule(T, K, N): T > FP_GEMV_MAX_T and K*N >= 2^22, or T >= 64 and K*N >= 2^21, or T >= 512
+ * and K*N >= 2^19.  FLUXPRM_BLAS=0 (read once) turns the path off. */
+enum { FP_BLAS_AUTO = -1, FP_BLAS_OFF = 0, FP_BLAS_ON = 1, FP_BLAS_ALWAYS = 2 };
+/* 1 in a BLAS=1 build. */
+int fp_matmul_blas_available(void);
+/* The mode in force: FP_BLAS_OFF (no OpenBLAS in this build, FLUXPRM_BLAS=0 or forced off), FP_BLAS_ON (the
+ * measured rule) or FP_BLAS_ALWAYS (every F32 call with T > FP_GEMV_MAX_T at avx2/avx512: tests, benchmarks). */
+int fp_matmul_blas_mode(void);
+/* Forces a mode for this process (FP_BLAS_OFF / ON / ALWAYS); FP_BLAS_AUTO returns to FLUXPRM_BLAS / the rule.
+ * No effect in a build without OpenBLAS. */
+void fp_matmul_blas_force(int mode);
+/* The measured shape rule alone (where OpenBLAS beat avx512-f32fma), whatever the build and mode; 0 for
+ * T <= FP_GEMV_MAX_T. */
+int fp_matmul_blas_rule(int T, int K, int N);
+/* 1 when fp_matmul_forward_level(level, ...) with these weights and shape runs cblas_sgemm: a BLAS build,
+ * mode not off, wt == FP_F32, level (clamped to the CPU) >= avx2, T > FP_GEMV_MAX_T, the rule (or ALWAYS),
+ * and not inside an OpenMP parallel region (nested calls keep our kernels, which run them on one thread). */
+int fp_matmul_blas_use(int level, fp_dtype wt, int T, int K, int N);
+/* The kernel fp_matmul_forward_level(level, ...) runs for this exact call (GEMV, OpenBLAS or the level's). */
+const char *fp_matmul_kernel_name_gemm(int level, fp_dtype wt, int T, int K, int N);
+/* matmul_blas.c: cblas_sgemm(RowMajor, NoTrans, Trans) with the bias preloaded into out (beta = 1); the columns
+ * are split over omp_get_max_threads() OpenMP threads, each running a single-threaded cblas_sgemm.  Returns 0
+ * (-1 in a build without OpenBLAS, where it is never called). */
+int fp_matmul_blas(float *out, const float *inp, const float *w, const float *bias, int T, int K, int N);
+
 /* ---- attention.c / attention_avx512.c */
 /* fp_attention_forward_ex at a given kernel level (clamped to the CPU): level >= avx512 runs
  * fp_attention_avx512 (exact: "avx512-f32"; !exact && amx && AMX-BF16 usable && d % 32 == 0 &&

@@ -1,9 +1,12 @@
 /* Matrix multiply out[T,N] = inp[T,K] @ W[N,K]^T + bias: reference kernel, scratch and dispatch.
  * The fast kernels live in matmul_avx512.c and matmul_avx2.c (compiled with their -m flags only);
- * cpu.c picks the level at run time. */
+ * cpu.c picks the level at run time.  `make BLAS=1` adds the OpenBLAS path for F32 weights (matmul_blas.c;
+ * the rule and the FLUXPRM_BLAS switch are here). */
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
+#include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Reference: one weight row converted to f32 at a time; f32 accumulation in k order. */
 void fp_matmul_forward_ref(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias,
@@ -69,6 +72,78 @@ void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w
     matmul_dispatch(fp_kernel_level(), exact, out, inp, w, wt, bias, T, K, N);
 }
 
+/* ---------------------------------------------------------------- OpenBLAS (make BLAS=1) */
+#ifdef FP_WITH_OPENBLAS
+static int blas_forced = FP_BLAS_AUTO; /* set by fp_matmul_blas_force */
+
+static int blas_env(void) {
+    static int cached = -2; /* -2: not read yet */
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v == -2) {
+        const char *e = getenv("FLUXPRM_BLAS");
+        v = e && (!strcmp(e, "0") || !strcmp(e, "off")) ? FP_BLAS_OFF : FP_BLAS_ON;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+#endif
+
+int fp_matmul_blas_available(void) {
+#ifdef FP_WITH_OPENBLAS
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fp_matmul_blas_mode(void) {
+#ifdef FP_WITH_OPENBLAS
+    int m = __atomic_load_n(&blas_forced, __ATOMIC_RELAXED);
+    return m == FP_BLAS_AUTO ? blas_env() : m;
+#else
+    return FP_BLAS_OFF;
+#endif
+}
+
+void fp_matmul_blas_force(int mode) {
+#ifdef FP_WITH_OPENBLAS
+    if (mode != FP_BLAS_OFF && mode != FP_BLAS_ON && mode != FP_BLAS_ALWAYS) mode = FP_BLAS_AUTO;
+    __atomic_store_n(&blas_forced, mode, __ATOMIC_RELAXED);
+#else
+    (void)mode;
+#endif
+}
+
+/* Where cblas_sgemm (Debian's OpenBLAS 0.3.21, column-split over our threads) beat avx512-f32fma at 1 and 2
+ * threads in bench/gemm (docs/architecture.md): large weight matrices at any T > 4 (896x4864, 4864x896,
+ * 1536x8960, 8960x1536: 1.0-2.7x), mid-sized ones from T = 64 (1536x1536: 1.04-1.5x; it lost up to 18% below)
+ * and the 896x896 ones from T = 512 (1.02-1.15x).  Smaller matrices (896x128, 1536x256) were a toss-up
+ * (0.8-1.2x beyond T = 5) and keep our kernel. */
+int fp_matmul_blas_rule(int T, int K, int N) {
+    long long w = (long long)K * N;
+    return T > FP_GEMV_MAX_T && (w >= (1ll << 22) || (T >= 64 && w >= (1ll << 21)) || (T >= 512 && w >= (1ll << 19)));
+}
+
+static int blas_use_clamped(int level, fp_dtype wt, int T, int K, int N) {
+    if (wt != FP_F32 || level < FP_KERN_AVX2 || T <= FP_GEMV_MAX_T || K <= 0 || N <= 0) return 0;
+    int mode = fp_matmul_blas_mode();
+    if (mode == FP_BLAS_OFF) return 0;
+    if (mode != FP_BLAS_ALWAYS && !fp_matmul_blas_rule(T, K, N)) return 0;
+    return !omp_in_parallel();
+}
+
+int fp_matmul_blas_use(int level, fp_dtype wt, int T, int K, int N) {
+    int max = fp_cpu_max_kernel();
+    return blas_use_clamped(level > max ? max : level, wt, T, K, N);
+}
+
+#ifndef FP_WITH_OPENBLAS
+int fp_matmul_blas(float *out, const float *inp, const float *w, const float *bias, int T, int K, int N) {
+    (void)out, (void)inp, (void)w, (void)bias, (void)T, (void)K, (void)N;
+    return -1; /* not reached: fp_matmul_blas_use is 0 without OpenBLAS */
+}
+#endif
+
 /* exact: keep f32 activations (bf16/f16/q weights widened to f32 + FMA) instead of the bf16-dot / AMX / VNNI
  * kernels that round activations to bf16 or int8. */
 static void matmul_dispatch(int level, int exact, float *out, const float *inp, const void *w, fp_dtype wt,
@@ -82,6 +157,7 @@ static void matmul_dispatch(int level, int exact, float *out, const float *inp, 
     int max = fp_cpu_max_kernel();
     if (level > max) level = max;
     if (valid_shape(wt, T, K, N)) {
+        if (fp_matmul_blas_use(level, wt, T, K, N) && fp_matmul_blas(out, inp, w, bias, T, K, N) == 0) return;
         if (level >= FP_KERN_AVX512 &&
             fp_matmul_avx512(out, inp, w, wt, bias, T, K, N, exact ? FP_BF16_FMA : fp_cpu_bf16_kernel(),
                              exact ? 0 : fp_cpu_has_avx512vnni()) == 0)
@@ -145,6 +221,11 @@ const char *fp_matmul_kernel_name_shape(int level, fp_dtype wt, int T) {
     if (level >= FP_KERN_AVX512 && T <= FP_GEMV_MAX_T) return "avx512-gemv";
     if (level >= FP_KERN_AVX2 && T <= FP_GEMV_MAX_T) return "avx2-gemv";
     return fp_matmul_kernel_name_level(level, wt);
+}
+
+const char *fp_matmul_kernel_name_gemm(int level, fp_dtype wt, int T, int K, int N) {
+    if (fp_matmul_blas_use(level, wt, T, K, N)) return "openblas-sgemm";
+    return fp_matmul_kernel_name_shape(level, wt, T);
 }
 
 const char *fp_matmul_kernel_name(fp_dtype wt) {
