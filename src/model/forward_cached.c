@@ -39,10 +39,11 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     if (rc) return rc;
     int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
     const int nr = nrows > 0 ? nrows : 1;
+    const size_t gate_cap = fp_model_mlp_gate_floats(m, chunk), up_cap = fp_model_mlp_up_floats(m, chunk);
     size_t tT = (size_t)T;
     float *x = fp_malloc(sizeof(float) * tT * H), *xn = fp_malloc(sizeof(float) * tT * wide),
-          *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * fp_model_mlp_gate_floats(m, chunk)),
-          *up = fp_malloc(sizeof(float) * fp_model_mlp_up_floats(m, chunk)), *cos_t = fp_malloc(sizeof(float) * tT * half),
+          *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * gate_cap),
+          *up = fp_malloc(sizeof(float) * up_cap), *cos_t = fp_malloc(sizeof(float) * tT * half),
           *sin_t = fp_malloc(sizeof(float) * tT * half), *qcos = fp_malloc(sizeof(float) * (size_t)nr * half),
           *qsin = fp_malloc(sizeof(float) * (size_t)nr * half), *xs = fp_malloc(sizeof(float) * (size_t)nr * H);
     int *pos = fp_malloc(sizeof(int) * tT), *rpos = fp_malloc(sizeof(int) * (size_t)nr);
@@ -115,8 +116,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
             xr = xs;
         }
         fp_add_forward(xr, q, (size_t)nq * H);
-        if ((rc = fp_model_mlp_block(m, y, xr, xn, gate, fp_model_mlp_gate_floats(m, chunk), up,
-                                      fp_model_mlp_up_floats(m, chunk), nq, chunk))) break;
+        if ((rc = fp_model_mlp_block(m, y, xr, xn, gate, gate_cap, up, up_cap, nq, chunk))) break;
         if (sub) fp_rmsnorm_forward(out, xs, m->final_norm, eps, nrows, H);
     }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
