@@ -3,6 +3,7 @@
 #define FP_TEST_RANDOM_WEIGHTS_H
 #include "tensor/tensor.h"
 #include "test_rand.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,4 +34,18 @@ static void *make_weights(fp_dtype wt, int N, int K, const float *scale, float *
     }
     return w;
 }
+/* The VNNI path's activation quantisation (matmul_avx512.c act_to_q8), emulated for the GEMM oracles: one
+ * block of 32 values -> q[32] the int8 values (as floats, symmetric, |q| <= 127, round to nearest even),
+ * returns the block scale d = amax / 127 (the value is q * d). */
+static inline float emulate_q8_block(const float *r, float *q) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(r[j]));
+    float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 32; j++) {
+        float v = nearbyintf(r[j] * id);
+        q[j] = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+    }
+    return d;
+}
+
 #endif

@@ -39,18 +39,8 @@ static void path_activations(int num, const float *x, float *xt, float *qerr, in
         else if (num == NUM_BF16)
             for (int k = 0; k < K; k++) o[k] = fp_bf16_to_f32(fp_f32_to_bf16(r[k]));
         else
-            for (int b = 0; b < K / 32; b++) {
-                float amax = 0.0f;
-                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(r[32 * b + j]));
-                float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-                for (int j = 0; j < 32; j++) {
-                    float q = nearbyintf(r[32 * b + j] * id);
-                    if (q > 127.0f) q = 127.0f;
-                    if (q < -127.0f) q = -127.0f;
-                    o[32 * b + j] = q; /* scaled below in double */
-                }
-                qerr[(size_t)t * (K / 32) + b] = d;
-            }
+            for (int b = 0; b < K / 32; b++) /* the integers, scaled below in double */
+                qerr[(size_t)t * (K / 32) + b] = emulate_q8_block(r + 32 * b, o + 32 * b);
     }
 }
 
