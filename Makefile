@@ -4,11 +4,16 @@ CC      ?= gcc
 PREFIX  ?= /usr/local
 BUILD   ?= build
 DEPS    := jansson libpcre2-8 libutf8proc libcurl libmicrohttpd
+# libcurl (the judge client) and libmicrohttpd (the reward server) are loaded on first use (src/base/dynlib.c):
+# their headers are needed, not their link; tests with mock servers link them directly.
+LINK_DEPS := jansson libpcre2-8 libutf8proc
+DL_DEPS   := libcurl libmicrohttpd
 CFLAGS  ?= -O2 -g
 # Project flags live apart from CFLAGS so that `make CFLAGS=...` (e.g. make asan) keeps them.
 FP_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags $(DEPS))
-FP_LDLIBS := $(shell pkg-config --libs $(DEPS)) -lm -lpthread -fopenmp
+FP_LDLIBS := $(shell pkg-config --libs $(LINK_DEPS)) -ldl -lm -lpthread -fopenmp
+TEST_LDLIBS := $(shell pkg-config --libs $(DL_DEPS))
 # Optional MPI build (`make MPI=1`, needs `scripts/install-deps.sh --mpi`): mpicc compiles and links, and
 # -DFP_WITH_MPI enables `mpirun -np P fluxprm select ...` (docs/apps.md).  Use its own BUILD dir.
 ifeq ($(MPI),1)
@@ -57,7 +62,7 @@ $(BUILD)/fluxprm: $(CLI_OBJ) $(BUILD)/libfluxprm.a
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libfluxprm.a tests/harness.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(FP_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
+	$(CC) $(CFLAGS) $(FP_CFLAGS) -Itests -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS) $(TEST_LDLIBS)
 
 # Benchmark programs bench/<name>/bench_<name>.c -> $(BUILD)/bench/<name>/bench_<name> (the bench/*/run.sh
 # scripts build them with `make $(BUILD)/bench/...`; not part of `all`).
@@ -66,7 +71,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libfluxprm.a
 	$(CC) $(CFLAGS) $(FP_CFLAGS) -MMD -MP -o $@ $< $(BUILD)/libfluxprm.a $(LDFLAGS) $(FP_LDLIBS)
 
 # pkg-config file for PREFIX (rewritten when PREFIX changes, so `make install PREFIX=...` is always right).
-PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: $(VERSION)\nRequires.private: $(DEPS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -lm -lpthread -fopenmp$(PC_BLAS)\n
+PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fluxprm\nDescription: trajectory-aware process reward model engine\nVersion: $(VERSION)\nRequires.private: $(LINK_DEPS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lfluxprm\nLibs.private: -ldl -lm -lpthread -fopenmp$(PC_BLAS)\n
 $(BUILD)/fluxprm.pc: FORCE
 	@mkdir -p $(BUILD)
 	@printf '$(PC_TEXT)' > $@.tmp

@@ -15,6 +15,36 @@
 #include <time.h>
 #include <unistd.h>
 
+/* libmicrohttpd, loaded when a server first listens (fp_dynlib_resolve): mhd.start_daemon(...) calls
+ * MHD_start_daemon */
+#define MHD_FUNCS(X)                                                                                           \
+    X(start_daemon) X(stop_daemon) X(get_daemon_info) X(lookup_connection_value) X(create_response_from_buffer) \
+    X(add_response_header) X(queue_response) X(destroy_response)
+#define X(f) +1
+enum { MHD_N = 0 MHD_FUNCS(X) };
+#undef X
+static union {
+    struct {
+#define X(f) __typeof__(MHD_##f) *f;
+        MHD_FUNCS(X)
+#undef X
+    };
+    void *sym[MHD_N];
+} mhd;
+static const char *const mhd_names[] = {
+#define X(f) "MHD_" #f,
+    MHD_FUNCS(X)
+#undef X
+};
+_Static_assert(sizeof mhd == sizeof mhd_names && sizeof mhd.sym == sizeof mhd, "one pointer per MHD function");
+static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
+static int mhd_rc;
+static char mhd_msg[512];
+static void mhd_load(void) {
+    mhd_rc = fp_dynlib_resolve("libmicrohttpd.so.12", "the reward server", mhd_names, mhd.sym, MHD_N);
+    if (mhd_rc) snprintf(mhd_msg, sizeof mhd_msg, "%s", fp_last_error());
+}
+
 /* Bodies announced this much beyond max_body are refused before they are read (the client may then see the
  * connection reset instead of the 413); smaller oversize bodies are read and discarded, then answered 413. */
 #define DRAIN_MAX ((unsigned long long)64 << 20)
@@ -1257,12 +1287,12 @@ typedef struct {
 
 static enum MHD_Result send_body(struct MHD_Connection *c, int status, char *txt, size_t len, const char *allow) {
     if (!txt) return MHD_NO;
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = mhd.create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
     if (!r) { free(txt); return MHD_NO; }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    if (allow) MHD_add_response_header(r, "Allow", allow);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
+    mhd.add_response_header(r, "Content-Type", "application/json");
+    if (allow) mhd.add_response_header(r, "Allow", allow);
+    enum MHD_Result ret = mhd.queue_response(c, (unsigned)status, r);
+    mhd.destroy_response(r);
     return ret;
 }
 
@@ -1283,12 +1313,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (!cx) {
         if (!(cx = calloc(1, sizeof *cx))) return MHD_NO;
         *con_cls = cx;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl = mhd.lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             unsigned long long v = strtoull(cl, NULL, 10);
             if (v > s->o.max_body) {
                 cx->too_large = 1;
-                const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+                const char *ex = mhd.lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
                 if ((ex && strcasestr(ex, "100-continue")) || v > s->o.max_body + DRAIN_MAX) return send_413(s, c);
             }
         }
@@ -1411,6 +1441,8 @@ int fp_serve_new(fp_serve **out, const fp_prm_opts *po, const fp_serve_opts *so)
 
 int fp_serve_listen(fp_serve *s) {
     if (s->d) return fp_errorf(FP_ESTATE, "the server is already listening");
+    pthread_once(&mhd_once, mhd_load);
+    if (mhd_rc) return fp_errorf(mhd_rc, "%s", mhd_msg);
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -1427,13 +1459,13 @@ int fp_serve_listen(fp_serve *s) {
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     freeaddrinfo(ai);
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+    s->d = mhd.start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->o.timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(s->o.max_connections ? s->o.max_connections : 512),
                             MHD_OPTION_NOTIFY_COMPLETED, on_done, s, MHD_OPTION_EXTERNAL_LOGGER, quiet_log, NULL,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
     if (!s->d) return fp_errorf(FP_EIO, "cannot listen on %s:%d (address in use or not available?)", s->host, s->o.port);
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = mhd.get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->o.port;
     return FP_OK;
 }
@@ -1448,7 +1480,7 @@ void fp_serve_get_stats(fp_serve *s, fp_serve_stats *st) {
 
 void fp_serve_free(fp_serve *s) {
     if (!s) return;
-    if (s->d) MHD_stop_daemon(s->d); /* joins the connection threads; their queued work still completes */
+    if (s->d) mhd.stop_daemon(s->d); /* joins the connection threads; their queued work still completes */
     s->d = NULL;
     pthread_mutex_lock(&s->mu);
     s->stop = 1;

@@ -40,6 +40,25 @@ void fp_mmap_close(fp_mmap *m);
  * the file if touched later): for header bytes that were parsed once, so that they do not count in the RSS. */
 void fp_mmap_drop_prefix(const fp_mmap *m, size_t len);
 
+/* Per-call scratch in one anonymous mapping: a planning pass of fp_arena_take calls on an unmapped arena
+ * (base NULL) only adds up the sizes, fp_arena_map maps that many bytes (prefaulted) and rewinds, and the
+ * same fp_arena_take calls then hand out 64-byte aligned pieces.  fp_arena_unmap returns every page to the
+ * system at once: buffers of a few MB each that malloc would keep in the heap between calls (and fragment
+ * across sequence lengths) do not stay in the process's RSS. */
+typedef struct {
+    unsigned char *base;
+    size_t size, used;
+} fp_arena;
+/* n bytes from the arena (NULL while planning, or when the plan was smaller: a bug, recorded as FP_EINVAL) */
+void *fp_arena_take(fp_arena *a, size_t n);
+int fp_arena_map(fp_arena *a); /* FP_OK or FP_ENOMEM (message set) */
+void fp_arena_unmap(fp_arena *a);
+
+/* Loads shared library soname (dlopen; kept loaded) and resolves names[0..n) into syms (dynlib.c): for the
+ * dependencies only some commands use.  FP_OK, or FP_EIO with a message naming user, the library and what
+ * failed (syms all NULL then).  Callers serialise the first call (pthread_once). */
+int fp_dynlib_resolve(const char *soname, const char *user, const char *const *names, void **syms, int n);
+
 /* Growable byte buffer. */
 typedef struct {
     char *data;

@@ -68,6 +68,36 @@ void fp_mmap_drop_prefix(const fp_mmap *m, size_t len) {
     if (len) (void)madvise(m->data, len, MADV_DONTNEED); /* advisory: a refusal only costs RSS */
 }
 
+void *fp_arena_take(fp_arena *a, size_t n) {
+    size_t at = a->used;
+    a->used += (n + 63) & ~(size_t)63;
+    if (!a->base) return NULL;
+    if (a->used > a->size) {
+        fp_errorf(FP_EINVAL, "scratch arena: %zu bytes asked beyond its %zu", a->used, a->size);
+        return NULL;
+    }
+    return a->base + at;
+}
+
+int fp_arena_map(fp_arena *a) {
+    size_t n = a->used ? a->used : 64;
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) {
+        a->base = NULL;
+        return fp_errorf(FP_ENOMEM, "out of memory mapping %zu bytes of scratch", n);
+    }
+    a->base = p;
+    a->size = n;
+    a->used = 0;
+    return FP_OK;
+}
+
+void fp_arena_unmap(fp_arena *a) {
+    if (a->base) munmap(a->base, a->size);
+    a->base = NULL;
+    a->size = a->used = 0;
+}
+
 void fp_mmap_close(fp_mmap *m) {
     if (m->data) {
         munmap(m->data, m->size);

@@ -18,7 +18,10 @@
 
 typedef struct {
     float *x, *xn, *q, *k, *v, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs;
+    int *rowpos;              /* 0 .. T-1: the query positions of a chunk of consecutive rows */
     int *tokpos, *kst, *qkst; /* packed sequences: position in own sequence, its first row (all rows / requested) */
+    size_t gate_cap, up_cap;
+    int mlp_chunk;
 } fwd_bufs;
 
 static void matmul(const fp_model *m, float *out, const float *inp, const fp_tensor *w, const float *bias, int T) {
@@ -123,6 +126,43 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
     return FP_OK;
 }
 
+int fp_model_layer_chunk_rows(int T) {
+    /* 512 rows up to 4096 tokens, then T/8 (in steps of 512): each chunk's attention call packs the keys it
+     * sees again, so long sequences take fewer, longer chunks */
+    int per = (T + 8 * FP_MLP_CHUNK_ROWS - 1) / (8 * FP_MLP_CHUNK_ROWS);
+    int rows = FP_MLP_CHUNK_ROWS * (per < 1 ? 1 : per);
+    return T < rows ? T : rows;
+}
+
+/* Chunks of n rows: as few as chunks of at most `rows` allow, of equal size (a multiple of 16 rows, the AMX
+ * tile height) but the last, so no chunk is left with a few rows for the GEMV kernels (whose fast precision
+ * rounds differently). <= rows when rows (>= n or a multiple of 512) allows. */
+static int balanced_step(int n, int rows) {
+    int nch = (n + rows - 1) / rows;
+    return nch == 1 ? n : ((n + nch - 1) / nch + 15) / 16 * 16;
+}
+
+/* The rest of a layer for n query rows whose normed input is in b->xn, q (after q-norm and RoPE) in b->q, at
+ * positions qpos, with every key and value they see already in the first nkeys rows of b->k, b->v: attention -> b->xn, o_proj -> b->q,
+ * xres[n,H] += that, then xres += MLP(xres). */
+static int fwd_chunk(fp_model *m, const fp_layer *y, fwd_bufs *b, float *xres, const int *qpos, const int *kst,
+                     int n, int nkeys) {
+    const fp_model_config *c = &m->cfg;
+    const int H = c->hidden_size;
+    double lap_t = m->prof ? fp_now() : 0;
+    if (fp_attention_forward_ex(!m->fast, b->xn, b->q, b->k, b->v, qpos, kst, n, nkeys, c->num_heads,
+                                c->num_kv_heads, c->head_dim)) /* [n,qd] */
+        return fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
+    LAP(FP_PROFILE_ATTENTION);
+    matmul(m, b->q, b->xn, y->o_w, NULL, n); /* [n,H] */
+    LAP(FP_PROFILE_OPROJ);
+    fp_add_forward(xres, b->q, (size_t)n * H);
+    LAP(FP_PROFILE_RESIDUAL);
+    /* q is free now: the MLP's up scratch where it is large enough (b->up NULL) */
+    return fp_model_mlp_block(m, y, xres, b->xn, b->gate, b->gate_cap, b->up ? b->up : b->q, b->up_cap, n,
+                              b->mlp_chunk);
+}
+
 int fp_model_trunk_forward(fp_model *m, const int32_t *ids, int T, const int *positions, int npos, float *out) {
     return fp_model_trunk_forward_packed(m, ids, T, NULL, 1, positions, npos, out);
 }
@@ -155,40 +195,45 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
 
     const int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads,
               d = c->head_dim, half = d / 2, NL = c->num_layers;
-    const int qd = nh * d, kvd = nkv * d;
+    const int qd = nh * d, kvd = nkv * d, wide = qd > H ? qd : H;
     const float eps = (float)c->rms_norm_eps;
-    int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
+    /* rows of one layer chunk (all of a layer but K and V: see fwd_chunk) and of one MLP chunk */
+    const int rows = fp_model_layer_chunk_rows(T), chunk = rows < FP_MLP_CHUNK_ROWS ? rows : FP_MLP_CHUNK_ROWS;
 
+    /* every buffer but the residual stream when it lives in out: one arena, planned then mapped */
     fwd_bufs b = {0};
-    size_t tT = (size_t)T;
-    /* the residual stream lives in out when out holds every row ([T,H]): one [T,H] buffer less */
-    b.x = positions ? fp_malloc(sizeof(float) * tT * H) : out;
-    b.xn = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
-    b.q = fp_malloc(sizeof(float) * tT * (qd > H ? qd : H));
-    b.k = fp_malloc(sizeof(float) * tT * kvd);
-    b.v = fp_malloc(sizeof(float) * tT * kvd);
-    size_t gate_cap = fp_model_mlp_gate_floats(m, chunk);
-    b.gate = fp_malloc(sizeof(float) * gate_cap);
-    size_t up_cap = fp_model_mlp_up_floats(m, chunk);
-    b.up = fp_malloc(sizeof(float) * up_cap);
-    b.cos_t = fp_malloc(sizeof(float) * tT * half);
-    b.sin_t = fp_malloc(sizeof(float) * tT * half);
-    if (positions) {
-        b.qcos = fp_malloc(sizeof(float) * (size_t)npos * half);
-        b.qsin = fp_malloc(sizeof(float) * (size_t)npos * half);
-        b.xs = fp_malloc(sizeof(float) * (size_t)npos * H);
-    }
-    if (seg_off) {
-        b.tokpos = fp_malloc(sizeof(int) * tT);
-        b.kst = fp_malloc(sizeof(int) * tT);
-        if (positions) b.qkst = fp_malloc(sizeof(int) * (size_t)npos);
-    }
+    fp_arena ar = {0};
+    size_t gate_cap = fp_model_mlp_gate_floats(m, chunk), up_cap = fp_model_mlp_up_floats(m, chunk);
     int rc = FP_OK;
-    if (!b.x || !b.xn || !b.q || !b.k || !b.v || !b.gate || !b.up || !b.cos_t || !b.sin_t ||
-        (positions && (!b.qcos || !b.qsin || !b.xs)) || (seg_off && (!b.tokpos || !b.kst || (positions && !b.qkst)))) {
-        rc = fp_errorf(FP_ENOMEM, "model forward: out of memory for %d tokens", T);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t tT = (size_t)T, F = sizeof(float), I = sizeof(int);
+        if (pass && (rc = fp_arena_map(&ar))) goto done;
+        b.x = positions ? fp_arena_take(&ar, F * tT * H) : out;
+        b.xn = fp_arena_take(&ar, F * (size_t)rows * wide);
+        b.q = fp_arena_take(&ar, F * (size_t)rows * wide);
+        b.k = fp_arena_take(&ar, F * tT * kvd);
+        b.v = fp_arena_take(&ar, F * tT * kvd);
+        b.gate = fp_arena_take(&ar, F * gate_cap);
+        b.up = up_cap > (size_t)rows * wide ? fp_arena_take(&ar, F * up_cap) : NULL; /* else q (fwd_chunk) */
+        b.cos_t = fp_arena_take(&ar, F * tT * half);
+        b.sin_t = fp_arena_take(&ar, F * tT * half);
+        b.rowpos = fp_arena_take(&ar, I * tT);
+        if (positions) {
+            b.qcos = fp_arena_take(&ar, F * (size_t)npos * half);
+            b.qsin = fp_arena_take(&ar, F * (size_t)npos * half);
+            b.xs = fp_arena_take(&ar, F * (size_t)rows * H);
+        }
+        if (seg_off) {
+            b.tokpos = fp_arena_take(&ar, I * tT);
+            b.kst = fp_arena_take(&ar, I * tT);
+            if (positions) b.qkst = fp_arena_take(&ar, I * (size_t)npos);
+        }
+    }
+    if (ar.used > ar.size) { /* the two passes disagree: fp_arena_take recorded the error */
+        rc = FP_EINVAL;
         goto done;
     }
+    b.gate_cap = gate_cap, b.up_cap = b.up ? up_cap : (size_t)rows * wide, b.mlp_chunk = chunk;
 
     int saved_threads = omp_get_max_threads();
     if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
@@ -197,6 +242,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
     /* Embeddings: x[t] = embed[ids[t]] */
     fp_model_embed_rows(m, ids, T, b.x);
 
+    for (int t = 0; t < T; t++) b.rowpos[t] = t;
     if (seg_off) {
         for (int s = 0; s < nseg; s++)
             for (int t = seg_off[s]; t < seg_off[s + 1]; t++) b.tokpos[t] = t - seg_off[s], b.kst[t] = seg_off[s];
@@ -211,65 +257,63 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
             memcpy(b.qsin + (size_t)i * half, b.sin_t + (size_t)positions[i] * half, sizeof(float) * half);
         }
 
-    for (int l = 0; l < NL; l++) {
+    /* Layer by layer, and within a layer chunk by chunk of rows in order: a chunk's queries see only keys of
+     * its own and earlier rows, which exist by then, so only K and V ([T,kvd]) and the residual stream span the
+     * whole sequence; the normed rows, q and the MLP activations exist for one chunk at a time. */
+    const int step = balanced_step(T, rows);
+    for (int l = 0; l < NL && !rc; l++) {
         const fp_layer *y = &m->layers[l];
         int sub = positions && l == NL - 1; /* last layer: only the requested rows */
-        int nq = sub ? npos : T;
-        /* attention block */
-        LAP(FP_PROFILE_ROPE);
-        fp_rmsnorm_forward(b.xn, b.x, y->in_norm, eps, T, H); /* [T,H] */
-        LAP(FP_PROFILE_RMSNORM);
-        if (sub) {
-            fp_model_qkv(m, y, NULL, b.k, b.v, b.xn, T); /* [T,kvd] */
-            for (int i = 0; i < npos; i++) /* gather normalised rows (xs as scratch) */
-                memcpy(b.xs + (size_t)i * H, b.xn + (size_t)positions[i] * H, sizeof(float) * H);
-            matmul(m, b.q, b.xs, y->q_w, y->q_b, npos); /* [npos,qd] */
-        } else {
-            fp_model_qkv(m, y, b.q, b.k, b.v, b.xn, T); /* [T,qd], [T,kvd] x 2 */
-        }
-        LAP(FP_PROFILE_QKV);
-        if (y->q_norm) {
-            fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, nq * nh, d);
-            fp_rmsnorm_forward(b.k, b.k, y->k_norm, eps, T * nkv, d);
+        for (int r0 = 0; r0 < T && !rc; r0 += step) {
+            int n = T - r0 < step ? T - r0 : step;
+            float *kr = b.k + (size_t)r0 * kvd, *vr = b.v + (size_t)r0 * kvd;
+            fp_rmsnorm_forward(b.xn, b.x + (size_t)r0 * H, y->in_norm, eps, n, H); /* [n,H] */
             LAP(FP_PROFILE_RMSNORM);
+            fp_model_qkv(m, y, sub ? NULL : b.q, kr, vr, b.xn, n); /* [n,qd], [n,kvd] x 2 */
+            LAP(FP_PROFILE_QKV);
+            if (y->q_norm) {
+                if (!sub) fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, n * nh, d);
+                fp_rmsnorm_forward(kr, kr, y->k_norm, eps, n * nkv, d);
+                LAP(FP_PROFILE_RMSNORM);
+            }
+            const float *cr = b.cos_t + (size_t)r0 * half, *sr = b.sin_t + (size_t)r0 * half;
+            fp_rope_forward(kr, cr, sr, n, nkv, d);
+            if (!sub) fp_rope_forward(b.q, cr, sr, n, nh, d);
+            LAP(FP_PROFILE_ROPE);
+            if (sub) continue;
+            rc = fwd_chunk(m, y, &b, b.x + (size_t)r0 * H, b.rowpos + r0, b.kst ? b.kst + r0 : NULL, n, r0 + n);
+            if (m->prof) lap_t = fp_now(); /* fwd_chunk timed itself */
         }
-        fp_rope_forward(b.q, sub ? b.qcos : b.cos_t, sub ? b.qsin : b.sin_t, nq, nh, d);
-        fp_rope_forward(b.k, b.cos_t, b.sin_t, T, nkv, d);
-        LAP(FP_PROFILE_ROPE);
-        /* xn is free once q, k, v exist: attention output -> xn, o_proj -> q (q is free after attention) */
-        if (fp_attention_forward_ex(!m->fast, b.xn, b.q, b.k, b.v, sub ? positions : NULL, sub ? b.qkst : b.kst, nq, T, nh, nkv,
-                                 d)) { /* [nq,qd] */
-            rc = fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
-            break;
-        }
-        LAP(FP_PROFILE_ATTENTION);
-        matmul(m, b.q, b.xn, y->o_w, NULL, nq); /* [nq,H] */
-        LAP(FP_PROFILE_OPROJ);
-        float *x = b.x;
-        if (sub) { /* residual rows of the requested positions */
-            for (int i = 0; i < npos; i++)
-                memcpy(b.xs + (size_t)i * H, b.x + (size_t)positions[i] * H, sizeof(float) * H);
-            x = b.xs;
-        }
-        fp_add_forward(x, b.q, (size_t)nq * H);
-        LAP(FP_PROFILE_RESIDUAL);
-        /* MLP block */
-        if ((rc = fp_model_mlp_block(m, y, x, b.xn, b.gate, gate_cap, b.up, up_cap, nq, chunk))) break;
-        if (m->prof) lap_t = fp_now(); /* the MLP block timed itself */
-        if (sub) { /* final norm of the requested rows */
-            fp_rmsnorm_forward(out, b.xs, m->final_norm, eps, npos, H);
+        if (!sub) continue;
+        /* the requested rows of the last layer, in chunks: gather, norm, q, then as above; final norm -> out */
+        const int qstep = balanced_step(npos, rows);
+        for (int i0 = 0; i0 < npos && !rc; i0 += qstep) {
+            int n = npos - i0 < qstep ? npos - i0 : qstep;
+            for (int i = 0; i < n; i++)
+                memcpy(b.xs + (size_t)i * H, b.x + (size_t)positions[i0 + i] * H, sizeof(float) * H);
+            fp_rmsnorm_forward(b.xn, b.xs, y->in_norm, eps, n, H);
+            LAP(FP_PROFILE_RMSNORM);
+            matmul(m, b.q, b.xn, y->q_w, y->q_b, n); /* [n,qd] */
+            LAP(FP_PROFILE_QKV);
+            if (y->q_norm) {
+                fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, n * nh, d);
+                LAP(FP_PROFILE_RMSNORM);
+            }
+            fp_rope_forward(b.q, b.qcos + (size_t)i0 * half, b.qsin + (size_t)i0 * half, n, nh, d);
+            LAP(FP_PROFILE_ROPE);
+            if ((rc = fwd_chunk(m, y, &b, b.xs, positions + i0, b.qkst ? b.qkst + i0 : NULL, n, T))) break;
+            if (m->prof) lap_t = fp_now();
+            fp_rmsnorm_forward(out + (size_t)i0 * H, b.xs, m->final_norm, eps, n, H);
             LAP(FP_PROFILE_RMSNORM);
         }
     }
     if (!rc && !positions) {
+        if (m->prof) lap_t = fp_now();
         fp_rmsnorm_forward(out, b.x, m->final_norm, eps, T, H); /* in place (b.x == out) */
         LAP(FP_PROFILE_RMSNORM);
     }
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
 done:
-    if (b.x != out) free(b.x);
-    free(b.xn); free(b.q); free(b.k); free(b.v); free(b.gate); free(b.up);
-    free(b.cos_t); free(b.sin_t); free(b.qcos); free(b.qsin); free(b.xs);
-    free(b.tokpos); free(b.kst); free(b.qkst);
+    fp_arena_unmap(&ar);
     return rc;
 }

@@ -55,6 +55,9 @@ int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
  * 20 MB at 0.5B, 78 MB at 7B).  The GEMMs pack their weights per call, so shorter chunks pay for it: 256
  * rows ran ~15 % slower at T=512 (0.5B, AMX), 512 rows as fast as whole-sequence MLPs. */
 #define FP_MLP_CHUNK_ROWS 512
+/* Rows of one layer chunk of the prefill (forward.c): a layer runs over the sequence in chunks of about this
+ * many rows (balanced), so only K, V and the residual stream are [T, .]; 512 up to T = 4096, then T/8. */
+int fp_model_layer_chunk_rows(int T);
 /* The attention projections of layer y over inp [T,H]: q [T,qd] (unless q is NULL), k and v [T,kvd], with
  * their biases; one pass over the activations where the kernels allow (fp_matmul_forward_multi). */
 void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T);

@@ -4,7 +4,9 @@
  * request JSON.  The API key is read from the environment variable named in the options and only ever placed
  * in the Authorization header: it never enters a message, a cache file or a log. */
 #include "base/base.h"
+#define CURL_DISABLE_TYPECHECK /* the calls go through the pointers of `cu` below */
 #include <curl/curl.h>
+#include <stdio.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -50,9 +52,40 @@ void fp_chat_response_clear(fp_chat_response *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* libcurl, loaded on first use (fp_dynlib_resolve): cu.easy_init(...) calls curl_easy_init */
+#define CURL_FUNCS(X)                                                                                          \
+    X(global_init) X(easy_init) X(easy_reset) X(easy_setopt) X(easy_getinfo) X(easy_strerror) X(easy_cleanup) \
+    X(multi_init) X(multi_setopt) X(multi_cleanup) X(multi_add_handle) X(multi_remove_handle) X(multi_perform) \
+    X(multi_info_read) X(multi_poll) X(slist_append) X(slist_free_all)
+#define X(f) +1
+enum { CU_N = 0 CURL_FUNCS(X) };
+#undef X
+static union {
+    struct {
+#define X(f) __typeof__(curl_##f) *f;
+        CURL_FUNCS(X)
+#undef X
+    };
+    void *sym[CU_N];
+} cu;
+static const char *const cu_names[] = {
+#define X(f) "curl_" #f,
+    CURL_FUNCS(X)
+#undef X
+};
+_Static_assert(sizeof cu == sizeof cu_names && sizeof cu.sym == sizeof cu, "one pointer per libcurl function");
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_init_rc;
-static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK; }
+static char curl_init_msg[512];
+static void curl_init(void) {
+    curl_init_rc = fp_dynlib_resolve("libcurl.so.4", "the OpenAI-compatible client", cu_names, cu.sym, CU_N);
+    if (!curl_init_rc && cu.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fp_errorf(FP_EIO, "openai: libcurl initialisation failed");
+        curl_init_rc = FP_EIO;
+    }
+    if (curl_init_rc) snprintf(curl_init_msg, sizeof curl_init_msg, "%s", fp_last_error());
+}
 
 static int mkdir_p(const char *dir) {
     char *p = fp_strdup(dir);
@@ -86,7 +119,7 @@ int fp_openai_client_new(fp_openai_client **out, const fp_openai_opts *opts) {
     if (opts->backoff_base_s < 0 || opts->backoff_max_s < 0 || opts->retry_after_max_s < 0)
         return fp_errorf(FP_EINVAL, "openai: backoff values must be >= 0");
     pthread_once(&curl_once, curl_init);
-    if (curl_init_rc) return fp_errorf(FP_EIO, "openai: libcurl initialisation failed");
+    if (curl_init_rc) return fp_errorf(FP_EIO, "%s", curl_init_msg);
     fp_openai_client *c = fp_calloc(1, sizeof *c);
     if (!c) return FP_ENOMEM;
     c->o = *opts;
@@ -109,9 +142,9 @@ int fp_openai_client_new(fp_openai_client **out, const fp_openai_opts *opts) {
         int rc = mkdir_p(c->cache_dir);
         if (rc) { fp_openai_client_free(c); return fp_error_prefix("openai cache: "); }
     }
-    c->multi = curl_multi_init();
+    c->multi = cu.multi_init();
     if (!c->multi) { fp_openai_client_free(c); return fp_errorf(FP_EIO, "openai: curl_multi_init failed"); }
-    curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)opts->concurrency);
+    cu.multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)opts->concurrency);
     *out = c;
     return FP_OK;
 nomem:
@@ -121,7 +154,7 @@ nomem:
 
 void fp_openai_client_free(fp_openai_client *c) {
     if (!c) return;
-    if (c->multi) curl_multi_cleanup(c->multi);
+    if (c->multi) cu.multi_cleanup(c->multi);
     if (c->auth) { memset(c->auth, 0, strlen(c->auth)); free(c->auth); }
     free(c->base_url);
     free(c->url);
@@ -339,28 +372,28 @@ static void server_message(const fp_openai_client *c, const fp_buf *body, char *
 
 static int start_job(fp_openai_client *c, job *j, struct curl_slist *headers, fp_chat_response *r) {
     if (!j->easy) {
-        j->easy = curl_easy_init();
+        j->easy = cu.easy_init();
         if (!j->easy) return set_error(r, FP_ENOMEM, "curl_easy_init failed");
     } else {
-        curl_easy_reset(j->easy);
+        cu.easy_reset(j->easy);
     }
     j->resp.len = 0;
     j->errbuf[0] = 0;
     CURL *e = j->easy;
-    curl_easy_setopt(e, CURLOPT_URL, c->url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(j->body));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->o.timeout_s * 1000));
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->o.connect_timeout_s * 1000));
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    if (curl_multi_add_handle(c->multi, e) != CURLM_OK) return set_error(r, FP_EIO, "curl_multi_add_handle failed");
+    cu.easy_setopt(e, CURLOPT_URL, c->url);
+    cu.easy_setopt(e, CURLOPT_POST, 1L);
+    cu.easy_setopt(e, CURLOPT_POSTFIELDS, j->body);
+    cu.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(j->body));
+    cu.easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+    cu.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    cu.easy_setopt(e, CURLOPT_WRITEDATA, j);
+    cu.easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
+    cu.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->o.timeout_s * 1000));
+    cu.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->o.connect_timeout_s * 1000));
+    cu.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    cu.easy_setopt(e, CURLOPT_PRIVATE, j);
+    cu.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    if (cu.multi_add_handle(c->multi, e) != CURLM_OK) return set_error(r, FP_EIO, "curl_multi_add_handle failed");
     j->state = JOB_RUNNING;
     r->attempts++;
     atomic_fetch_add(&c->attempts, 1);
@@ -390,14 +423,14 @@ static int is_fatal_curl(CURLcode cc) {
 static int finish_job(fp_openai_client *c, job *j, CURLcode cc, fp_chat_response *r) {
     long code = 0;
     curl_off_t retry_after = -1;
-    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_getinfo(j->easy, CURLINFO_RETRY_AFTER, &retry_after);
-    curl_multi_remove_handle(c->multi, j->easy);
+    cu.easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &code);
+    cu.easy_getinfo(j->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    cu.multi_remove_handle(c->multi, j->easy);
     r->http_status = code;
     char why[600];
     int retryable = 0;
     if (cc != CURLE_OK) {
-        snprintf(why, sizeof why, "%s%s%s", curl_easy_strerror(cc), j->errbuf[0] ? ": " : "", j->errbuf);
+        snprintf(why, sizeof why, "%s%s%s", cu.easy_strerror(cc), j->errbuf[0] ? ": " : "", j->errbuf);
         retryable = !is_fatal_curl(cc);
         r->http_status = 0;
     } else if (code >= 200 && code < 300) {
@@ -486,9 +519,9 @@ int fp_openai_chat_batch(fp_openai_client *c, const fp_chat_request *reqs, size_
             todo++;
         }
     }
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
-    if (c->auth) headers = curl_slist_append(headers, c->auth);
+    headers = cu.slist_append(headers, "Content-Type: application/json");
+    headers = cu.slist_append(headers, "Expect:");
+    if (c->auth) headers = cu.slist_append(headers, c->auth);
     if (!headers) { rc = fp_errorf(FP_ENOMEM, "out of memory"); goto done; }
 
     size_t next_new = 0, running = 0;
@@ -512,13 +545,13 @@ int fp_openai_chat_batch(fp_openai_client *c, const fp_chat_request *reqs, size_
             else { j->state = JOB_DONE; todo--; atomic_fetch_add(&c->failures, 1); }
         }
         int still = 0;
-        if (curl_multi_perform(c->multi, &still) != CURLM_OK) { rc = fp_errorf(FP_EIO, "curl_multi_perform failed"); goto done; }
+        if (cu.multi_perform(c->multi, &still) != CURLM_OK) { rc = fp_errorf(FP_EIO, "curl_multi_perform failed"); goto done; }
         CURLMsg *m;
         int left;
-        while ((m = curl_multi_info_read(c->multi, &left))) {
+        while ((m = cu.multi_info_read(c->multi, &left))) {
             if (m->msg != CURLMSG_DONE) continue;
             job *j = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+            cu.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
             CURLcode cc = m->data.result;
             running--;
             if (finish_job(c, j, cc, &out[j->idx])) todo--;
@@ -530,15 +563,15 @@ int fp_openai_chat_batch(fp_openai_client *c, const fp_chat_request *reqs, size_
         int wait_ms = running ? 100 : (int)((next_wake - fp_now()) * 1000) + 1;
         if (wait_ms < 0) wait_ms = 0;
         if (wait_ms > 1000) wait_ms = 1000;
-        if (running) curl_multi_poll(c->multi, NULL, 0, wait_ms, NULL);
+        if (running) cu.multi_poll(c->multi, NULL, 0, wait_ms, NULL);
         else if (wait_ms) usleep((useconds_t)wait_ms * 1000);
     }
 done:
     if (jobs) {
         for (size_t i = 0; i < n; i++) {
             if (jobs[i].easy) {
-                if (jobs[i].state == JOB_RUNNING) curl_multi_remove_handle(c->multi, jobs[i].easy);
-                curl_easy_cleanup(jobs[i].easy);
+                if (jobs[i].state == JOB_RUNNING) cu.multi_remove_handle(c->multi, jobs[i].easy);
+                cu.easy_cleanup(jobs[i].easy);
             }
             fp_buf_free(&jobs[i].resp);
         }
@@ -558,7 +591,7 @@ done:
         }
         for (size_t i = 0; i < n; i++) free(jobs[i].body);
     }
-    curl_slist_free_all(headers);
+    cu.slist_free_all(headers);
     free(jobs);
     free(order);
     if (rc) return rc;

@@ -15,6 +15,69 @@ static int test_error_messages(void) {
     return 0;
 }
 
+/* fp_arena: the planning pass only counts; the mapped pass hands out the same pieces, 64-byte aligned,
+ * disjoint and writable; taking beyond the plan fails with a message instead of overrunning. */
+static int test_arena(void) {
+    fp_arena a = {0};
+    const size_t sizes[4] = {1, 100, 4096 * 3 + 5, 64};
+    unsigned char *p[4];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) CHECK_OK(fp_arena_map(&a));
+        for (int i = 0; i < 4; i++) p[i] = fp_arena_take(&a, sizes[i]);
+        if (!pass) {
+            for (int i = 0; i < 4; i++) CHECK(p[i] == NULL);
+            CHECK(a.used == 64 + 128 + 12352 + 64);
+        }
+    }
+    CHECK(a.base && a.size == 64 + 128 + 12352 + 64 && a.used == a.size);
+    for (int i = 0; i < 4; i++) {
+        CHECK(p[i] && ((uintptr_t)p[i] & 63) == 0);
+        memset(p[i], 0x40 + i, sizes[i]);
+    }
+    for (int i = 0; i < 3; i++) CHECK(p[i] + sizes[i] <= p[i + 1] && p[i + 1][0] == 0x40 + i + 1);
+    CHECK(p[0][0] == 0x40 && p[2][sizes[2] - 1] == 0x42);
+    fp_error_clear();
+    CHECK(fp_arena_take(&a, 1) == NULL && strstr(fp_last_error(), "beyond"));
+    fp_arena_unmap(&a);
+    CHECK(a.base == NULL && a.size == 0 && a.used == 0);
+    return 0;
+}
+
+/* fp_dynlib_resolve: a real library's symbol is the function itself; a missing library or symbol is an
+ * FP_EIO naming the user, the library and the symbol, with every output pointer NULL. */
+static int test_dynlib(void) {
+    const char *names[2] = {"cos", "sqrt"};
+    void *syms[2] = {0};
+    CHECK_OK(fp_dynlib_resolve("libm.so.6", "the test", names, syms, 2));
+    double (*c)(double) = (double (*)(double))syms[0], (*r)(double) = (double (*)(double))syms[1];
+    CHECK(c && r && c(0.0) == 1.0 && r(16.0) == 4.0);
+    const char *bad[2] = {"cos", "no_such_symbol_xyz"};
+    CHECK(fp_dynlib_resolve("libm.so.6", "the test", bad, syms, 2) == FP_EIO);
+    CHECK(strstr(fp_last_error(), "the test") && strstr(fp_last_error(), "no_such_symbol_xyz"));
+    CHECK(syms[0] == NULL && syms[1] == NULL);
+    CHECK(fp_dynlib_resolve("libfluxprm-missing.so.0", "the judge", names, syms, 2) == FP_EIO);
+    CHECK(strstr(fp_last_error(), "the judge") && strstr(fp_last_error(), "libfluxprm-missing.so.0"));
+    return 0;
+}
+
+/* The CLI does not link libcurl or libmicrohttpd (loaded on first use), so commands that need neither do not
+ * map them (and their TLS stacks): no DT_NEEDED entry for them in the binary (readelf from binutils). */
+static int test_cli_lazy_libs(void) {
+    char cmd[1024], out[8192];
+    if (access(th_bin(), X_OK) != 0) {
+        printf("  (no %s: set FLUXPRM_BIN)\n", th_bin());
+        return TH_SKIP;
+    }
+    snprintf(cmd, sizeof cmd, "readelf -d '%s' 2>&1", th_bin());
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = 0;
+    int st = p ? pclose(p) : -1;
+    CHECK_MSG(st == 0 && strstr(out, "(NEEDED)"), "%s -> %d: %s", cmd, st, out);
+    CHECK_MSG(strstr(out, "libjansson") && !strstr(out, "libcurl") && !strstr(out, "libmicrohttpd"), "%s", out);
+    return 0;
+}
+
 static int test_buf(void) {
     fp_buf b = {0};
     for (int i = 0; i < 1000; i++) CHECK_OK(fp_buf_printf(&b, "%d,", i));
@@ -197,6 +260,9 @@ static int test_json_extend(void) {
 int main(void) {
     RUN(test_json_extend);
     RUN(test_error_messages);
+    RUN(test_arena);
+    RUN(test_dynlib);
+    RUN(test_cli_lazy_libs);
     RUN(test_buf);
     RUN(test_utf8_validation);
     RUN(test_jsonl_lines);

@@ -1,0 +1,25 @@
+/* Libraries only some commands need (libcurl: the judge client; libmicrohttpd: the reward server) are loaded
+ * on first use rather than linked: every other command (score, select, train, bench) would otherwise map them
+ * and their TLS stacks, ~7 MB of RSS and ~40 shared objects relocated at start-up. */
+#include "base/base.h"
+#include <dlfcn.h>
+
+int fp_dynlib_resolve(const char *soname, const char *user, const char *const *names, void **syms, int n) {
+    void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *why = dlerror();
+        return fp_errorf(FP_EIO, "%s needs %s, which cannot be loaded (%s); install it (scripts/install-deps.sh)",
+                         user, soname, why ? why : "not found");
+    }
+    for (int i = 0; i < n; i++) {
+        (void)dlerror();
+        syms[i] = dlsym(h, names[i]);
+        if (!syms[i]) {
+            const char *why = dlerror();
+            for (int j = 0; j < n; j++) syms[j] = NULL;
+            dlclose(h);
+            return fp_errorf(FP_EIO, "%s: %s has no symbol %s (%s)", user, soname, names[i], why ? why : "NULL");
+        }
+    }
+    return FP_OK; /* the handle stays open for the life of the process */
+}
