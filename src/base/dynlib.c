@@ -17,8 +17,10 @@ int fp_dynlib_resolve(const char *soname, const char *user, const char *const *n
         if (!syms[i]) {
             const char *why = dlerror();
             for (int j = 0; j < n; j++) syms[j] = NULL;
+            /* the message first: dlclose frees dlerror's string */
+            int rc = fp_errorf(FP_EIO, "%s: %s has no symbol %s (%s)", user, soname, names[i], why ? why : "NULL");
             dlclose(h);
-            return fp_errorf(FP_EIO, "%s: %s has no symbol %s (%s)", user, soname, names[i], why ? why : "NULL");
+            return rc;
         }
     }
     return FP_OK; /* the handle stays open for the life of the process */
