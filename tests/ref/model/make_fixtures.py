@@ -201,7 +201,8 @@ def build_scalar():
 
 
 def build_qwen3():
-    """(e) Qwen3ForCausalLM: explicit head_dim (32 != hidden/heads), q_norm/k_norm, no qkv bias, untied."""
+    """(e) Qwen3ForCausalLM: explicit head_dim (32 != hidden/heads), q_norm/k_norm, no qkv bias, untied.
+    The 1100-token case runs in several layer chunks in fluxprm (q/k-norm and RoPE per chunk)."""
     cfg = Qwen3Config(vocab_size=4096, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=1e6, rms_norm_eps=1e-6,
                       tie_word_embeddings=False, max_position_embeddings=40960, attn_implementation="eager")
@@ -209,7 +210,7 @@ def build_qwen3():
     reinit(m, 5)
     d = fresh("qwen3")
     m.save_pretrained(d)
-    write_expected(d, expected(m, None, sequences(4096, 9, 55, [3, 45]), rotary_inv_freq(m)))
+    write_expected(d, expected(m, None, sequences(4096, 9, 55, [3, 45, 1100]), rotary_inv_freq(m)))
 
 
 def build_seqcls():
