@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* libmicrohttpd, loaded when a server first listens (fp_dynlib_resolve): mhd.start_daemon(...) calls
+/* libmicrohttpd, loaded when a server first listens (fp_dynlib_load): mhd.start_daemon(...) calls
  * MHD_start_daemon */
 #define MHD_FUNCS(X)                                                                                           \
     X(start_daemon) X(stop_daemon) X(get_daemon_info) X(lookup_connection_value) X(create_response_from_buffer) \
@@ -37,13 +37,8 @@ static const char *const mhd_names[] = {
 #undef X
 };
 _Static_assert(sizeof mhd == sizeof mhd_names && sizeof mhd.sym == sizeof mhd, "one pointer per MHD function");
-static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
-static int mhd_rc;
-static char mhd_msg[512];
-static void mhd_load(void) {
-    mhd_rc = fp_dynlib_resolve("libmicrohttpd.so.12", "the reward server", mhd_names, mhd.sym, MHD_N);
-    if (mhd_rc) snprintf(mhd_msg, sizeof mhd_msg, "%s", fp_last_error());
-}
+static fp_dynlib mhd_lib = {
+    .soname = "libmicrohttpd.so.12", .user = "the reward server", .names = mhd_names, .syms = mhd.sym, .n = MHD_N};
 
 /* Bodies announced this much beyond max_body are refused before they are read (the client may then see the
  * connection reset instead of the 413); smaller oversize bodies are read and discarded, then answered 413. */
@@ -1441,8 +1436,8 @@ int fp_serve_new(fp_serve **out, const fp_prm_opts *po, const fp_serve_opts *so)
 
 int fp_serve_listen(fp_serve *s) {
     if (s->d) return fp_errorf(FP_ESTATE, "the server is already listening");
-    pthread_once(&mhd_once, mhd_load);
-    if (mhd_rc) return fp_errorf(mhd_rc, "%s", mhd_msg);
+    int lrc = fp_dynlib_load(&mhd_lib);
+    if (lrc) return lrc;
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;

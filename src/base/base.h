@@ -56,8 +56,19 @@ void fp_arena_unmap(fp_arena *a);
 
 /* Loads shared library soname (dlopen; kept loaded) and resolves names[0..n) into syms (dynlib.c): for the
  * dependencies only some commands use.  FP_OK, or FP_EIO with a message naming user, the library and what
- * failed (syms all NULL then).  Callers serialise the first call (pthread_once). */
+ * failed (syms all NULL then). */
 int fp_dynlib_resolve(const char *soname, const char *user, const char *const *names, void **syms, int n);
+/* The same once per process (thread-safe): the first fp_dynlib_load resolves; later calls return its result,
+ * with its message recorded again for the calling thread.  Set soname, user, names, syms and n (static). */
+typedef struct {
+    const char *soname, *user;
+    const char *const *names;
+    void **syms;
+    int n;
+    int tried, rc;
+    char msg[512];
+} fp_dynlib;
+int fp_dynlib_load(fp_dynlib *lib);
 
 /* Growable byte buffer. */
 typedef struct {

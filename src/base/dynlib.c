@@ -3,6 +3,8 @@
  * and their TLS stacks, ~7 MB of RSS and ~40 shared objects relocated at start-up. */
 #include "base/base.h"
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 
 int fp_dynlib_resolve(const char *soname, const char *user, const char *const *names, void **syms, int n) {
     void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
@@ -24,4 +26,18 @@ int fp_dynlib_resolve(const char *soname, const char *user, const char *const *n
         }
     }
     return FP_OK; /* the handle stays open for the life of the process */
+}
+
+static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int fp_dynlib_load(fp_dynlib *lib) {
+    pthread_mutex_lock(&load_mu);
+    if (!lib->tried) {
+        lib->rc = fp_dynlib_resolve(lib->soname, lib->user, lib->names, lib->syms, lib->n);
+        if (lib->rc) snprintf(lib->msg, sizeof lib->msg, "%s", fp_last_error());
+        lib->tried = 1;
+    }
+    int rc = lib->rc;
+    pthread_mutex_unlock(&load_mu);
+    return rc ? fp_errorf(rc, "%s", lib->msg) : FP_OK; /* the first failure's message, in this thread */
 }

@@ -52,7 +52,7 @@ void fp_chat_response_clear(fp_chat_response *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* libcurl, loaded on first use (fp_dynlib_resolve): cu.easy_init(...) calls curl_easy_init */
+/* libcurl, loaded on first use (fp_dynlib_load): cu.easy_init(...) calls curl_easy_init */
 #define CURL_FUNCS(X)                                                                                          \
     X(global_init) X(easy_init) X(easy_reset) X(easy_setopt) X(easy_getinfo) X(easy_strerror) X(easy_cleanup) \
     X(multi_init) X(multi_setopt) X(multi_cleanup) X(multi_add_handle) X(multi_remove_handle) X(multi_perform) \
@@ -75,17 +75,12 @@ static const char *const cu_names[] = {
 };
 _Static_assert(sizeof cu == sizeof cu_names && sizeof cu.sym == sizeof cu, "one pointer per libcurl function");
 
+static fp_dynlib curl_lib = {
+    .soname = "libcurl.so.4", .user = "the OpenAI-compatible client", .names = cu_names, .syms = cu.sym, .n = CU_N};
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_init_rc;
-static char curl_init_msg[512];
-static void curl_init(void) {
-    curl_init_rc = fp_dynlib_resolve("libcurl.so.4", "the OpenAI-compatible client", cu_names, cu.sym, CU_N);
-    if (!curl_init_rc && cu.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fp_errorf(FP_EIO, "openai: libcurl initialisation failed");
-        curl_init_rc = FP_EIO;
-    }
-    if (curl_init_rc) snprintf(curl_init_msg, sizeof curl_init_msg, "%s", fp_last_error());
-}
+static void curl_init(void) { curl_init_rc = cu.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK; }
 
 static int mkdir_p(const char *dir) {
     char *p = fp_strdup(dir);
@@ -118,8 +113,10 @@ int fp_openai_client_new(fp_openai_client **out, const fp_openai_opts *opts) {
         return fp_errorf(FP_EINVAL, "openai: timeouts must be > 0");
     if (opts->backoff_base_s < 0 || opts->backoff_max_s < 0 || opts->retry_after_max_s < 0)
         return fp_errorf(FP_EINVAL, "openai: backoff values must be >= 0");
+    int lrc = fp_dynlib_load(&curl_lib);
+    if (lrc) return lrc;
     pthread_once(&curl_once, curl_init);
-    if (curl_init_rc) return fp_errorf(FP_EIO, "%s", curl_init_msg);
+    if (curl_init_rc) return fp_errorf(FP_EIO, "openai: libcurl initialisation failed");
     fp_openai_client *c = fp_calloc(1, sizeof *c);
     if (!c) return FP_ENOMEM;
     c->o = *opts;

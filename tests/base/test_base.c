@@ -57,6 +57,18 @@ static int test_dynlib(void) {
     CHECK(syms[0] == NULL && syms[1] == NULL);
     CHECK(fp_dynlib_resolve("libfluxprm-missing.so.0", "the judge", names, syms, 2) == FP_EIO);
     CHECK(strstr(fp_last_error(), "the judge") && strstr(fp_last_error(), "libfluxprm-missing.so.0"));
+    /* fp_dynlib_load: once; a failure is repeated with its message, a success fills syms */
+    void *lsyms[2] = {0};
+    fp_dynlib missing = {.soname = "libfluxprm-missing.so.0", .user = "the server", .names = names, .syms = lsyms, .n = 2};
+    for (int i = 0; i < 2; i++) {
+        fp_error_clear();
+        CHECK(fp_dynlib_load(&missing) == FP_EIO && strstr(fp_last_error(), "the server") &&
+              strstr(fp_last_error(), "libfluxprm-missing.so.0"));
+    }
+    fp_dynlib libm = {.soname = "libm.so.6", .user = "the test", .names = names, .syms = lsyms, .n = 2};
+    CHECK_OK(fp_dynlib_load(&libm));
+    CHECK_OK(fp_dynlib_load(&libm));
+    CHECK(lsyms[0] && ((double (*)(double))lsyms[0])(0.0) == 1.0);
     return 0;
 }
 
