@@ -40,20 +40,35 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
     const int nr = nrows > 0 ? nrows : 1;
     const size_t gate_cap = fp_model_mlp_gate_floats(m, chunk), up_cap = fp_model_mlp_up_floats(m, chunk);
-    size_t tT = (size_t)T;
-    float *x = fp_malloc(sizeof(float) * tT * H), *xn = fp_malloc(sizeof(float) * tT * wide),
-          *q = fp_malloc(sizeof(float) * tT * wide), *gate = fp_malloc(sizeof(float) * gate_cap),
-          *up = fp_malloc(sizeof(float) * up_cap), *cos_t = fp_malloc(sizeof(float) * tT * half),
-          *sin_t = fp_malloc(sizeof(float) * tT * half), *qcos = fp_malloc(sizeof(float) * (size_t)nr * half),
-          *qsin = fp_malloc(sizeof(float) * (size_t)nr * half), *xs = fp_malloc(sizeof(float) * (size_t)nr * H);
-    int *pos = fp_malloc(sizeof(int) * tT), *rpos = fp_malloc(sizeof(int) * (size_t)nr);
-    /* branches: their new keys/values [T, kvd] (copied into the cache segment by segment); the first requested
-     * row of each segment (rfirst[nseg] = nrows) */
-    float *kb = nseg > 1 ? fp_malloc(sizeof(float) * tT * kvd) : NULL, *vb = nseg > 1 ? fp_malloc(sizeof(float) * tT * kvd) : NULL;
-    int *rfirst = nseg > 1 ? fp_malloc(sizeof(int) * (size_t)(nseg + 1)) : NULL;
-    if (!x || !xn || !q || !gate || !up || !cos_t || !sin_t || !qcos || !qsin || !xs || !pos || !rpos ||
-        (nseg > 1 && (!kb || !vb || !rfirst))) {
-        rc = fp_errorf(FP_ENOMEM, "cached forward: out of memory for %d tokens", T);
+    size_t tT = (size_t)T, F = sizeof(float);
+    /* one arena for the call (fp_arena: planned, mapped, unmapped at the end, as in forward.c) */
+    fp_arena ar = {0};
+    float *x, *xn, *q, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs, *kb = NULL, *vb = NULL;
+    int *pos, *rpos, *rfirst = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass && (rc = fp_arena_map(&ar))) return rc;
+        x = fp_arena_take(&ar, F * tT * H);
+        xn = fp_arena_take(&ar, F * tT * wide);
+        q = fp_arena_take(&ar, F * tT * wide);
+        gate = fp_arena_take(&ar, F * gate_cap);
+        up = fp_arena_take(&ar, F * up_cap);
+        cos_t = fp_arena_take(&ar, F * tT * half);
+        sin_t = fp_arena_take(&ar, F * tT * half);
+        qcos = fp_arena_take(&ar, F * (size_t)nr * half);
+        qsin = fp_arena_take(&ar, F * (size_t)nr * half);
+        xs = fp_arena_take(&ar, F * (size_t)nr * H);
+        pos = fp_arena_take(&ar, sizeof(int) * tT);
+        rpos = fp_arena_take(&ar, sizeof(int) * (size_t)nr);
+        /* branches: their new keys/values [T, kvd] (copied into the cache segment by segment); the first
+         * requested row of each segment (rfirst[nseg] = nrows) */
+        if (nseg > 1) {
+            kb = fp_arena_take(&ar, F * tT * kvd);
+            vb = fp_arena_take(&ar, F * tT * kvd);
+            rfirst = fp_arena_take(&ar, sizeof(int) * (size_t)(nseg + 1));
+        }
+    }
+    if (ar.used > ar.size) { /* the two passes disagree: fp_arena_take recorded the error */
+        rc = FP_EINVAL;
         goto done;
     }
     int saved_threads = omp_get_max_threads();
@@ -122,8 +137,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     if (m->nthreads > 0) omp_set_num_threads(saved_threads);
     if (!rc && nseg == 1) c->n = p0 + T;
 done:
-    free(x); free(xn); free(q); free(gate); free(up); free(cos_t); free(sin_t); free(qcos); free(qsin); free(xs);
-    free(pos); free(rpos); free(kb); free(vb); free(rfirst);
+    fp_arena_unmap(&ar);
     return rc;
 }
 
