@@ -17,28 +17,12 @@
 
 /* libmicrohttpd, loaded when a server first listens (fp_dynlib_load): mhd.start_daemon(...) calls
  * MHD_start_daemon */
-#define MHD_FUNCS(X)                                                                                           \
-    X(start_daemon) X(stop_daemon) X(get_daemon_info) X(lookup_connection_value) X(create_response_from_buffer) \
-    X(add_response_header) X(queue_response) X(destroy_response)
-#define X(f) +1
-enum { MHD_N = 0 MHD_FUNCS(X) };
-#undef X
-static union {
-    struct {
-#define X(f) __typeof__(MHD_##f) *f;
-        MHD_FUNCS(X)
-#undef X
-    };
-    void *sym[MHD_N];
-} mhd;
-static const char *const mhd_names[] = {
-#define X(f) "MHD_" #f,
-    MHD_FUNCS(X)
-#undef X
-};
-_Static_assert(sizeof mhd == sizeof mhd_names && sizeof mhd.sym == sizeof mhd, "one pointer per MHD function");
+#define MHD_FUNCS(X, p)                                                                                       \
+    X(p, start_daemon) X(p, stop_daemon) X(p, get_daemon_info) X(p, lookup_connection_value)                  \
+    X(p, create_response_from_buffer) X(p, add_response_header) X(p, queue_response) X(p, destroy_response)
+FP_DYNLIB_TABLE(mhd, mhd_names, MHD_FUNCS, MHD_);
 static fp_dynlib mhd_lib = {
-    .soname = "libmicrohttpd.so.12", .user = "the reward server", .names = mhd_names, .syms = mhd.sym, .n = MHD_N};
+    .soname = "libmicrohttpd.so.12", .user = "the reward server", .names = mhd_names, .syms = mhd.sym, .n = mhd_n};
 
 /* Bodies announced this much beyond max_body are refused before they are read (the client may then see the
  * connection reset instead of the 413); smaller oversize bodies are read and discarded, then answered 413. */

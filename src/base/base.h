@@ -69,6 +69,23 @@ typedef struct {
     char msg[512];
 } fp_dynlib;
 int fp_dynlib_load(fp_dynlib *lib);
+/* A table of pointers to the functions FUNCS names, for fp_dynlib: FUNCS(X, p) lists X(p, name) for each
+ * function p##name; FP_DYNLIB_TABLE(var, names, FUNCS, p) declares the pointers var.name (typed from the
+ * headers' declarations: var.name(...) calls p##name), var.sym (the same pointers as fp_dynlib's syms),
+ * names[] (the symbol names) and var##_n (their count). */
+#define FP_DYNLIB_COUNT_(p, f) +1
+#define FP_DYNLIB_FIELD_(p, f) __typeof__(p##f) *f;
+#define FP_DYNLIB_NAME_(p, f) #p #f,
+#define FP_DYNLIB_TABLE(var, names, FUNCS, p)                                                                  \
+    enum { var##_n = 0 FUNCS(FP_DYNLIB_COUNT_, p) };                                                          \
+    static union {                                                                                            \
+        struct {                                                                                              \
+            FUNCS(FP_DYNLIB_FIELD_, p)                                                                        \
+        };                                                                                                    \
+        void *sym[var##_n];                                                                                   \
+    } var;                                                                                                    \
+    static const char *const names[] = {FUNCS(FP_DYNLIB_NAME_, p)};                                           \
+    _Static_assert(sizeof var == sizeof names && sizeof var.sym == sizeof var, "one pointer per function")
 
 /* Growable byte buffer. */
 typedef struct {

@@ -53,30 +53,15 @@ void fp_chat_response_clear(fp_chat_response *r) {
 }
 
 /* libcurl, loaded on first use (fp_dynlib_load): cu.easy_init(...) calls curl_easy_init */
-#define CURL_FUNCS(X)                                                                                          \
-    X(global_init) X(easy_init) X(easy_reset) X(easy_setopt) X(easy_getinfo) X(easy_strerror) X(easy_cleanup) \
-    X(multi_init) X(multi_setopt) X(multi_cleanup) X(multi_add_handle) X(multi_remove_handle) X(multi_perform) \
-    X(multi_info_read) X(multi_poll) X(slist_append) X(slist_free_all)
-#define X(f) +1
-enum { CU_N = 0 CURL_FUNCS(X) };
-#undef X
-static union {
-    struct {
-#define X(f) __typeof__(curl_##f) *f;
-        CURL_FUNCS(X)
-#undef X
-    };
-    void *sym[CU_N];
-} cu;
-static const char *const cu_names[] = {
-#define X(f) "curl_" #f,
-    CURL_FUNCS(X)
-#undef X
-};
-_Static_assert(sizeof cu == sizeof cu_names && sizeof cu.sym == sizeof cu, "one pointer per libcurl function");
+#define CURL_FUNCS(X, p)                                                                                      \
+    X(p, global_init) X(p, easy_init) X(p, easy_reset) X(p, easy_setopt) X(p, easy_getinfo) X(p, easy_strerror) \
+    X(p, easy_cleanup) X(p, multi_init) X(p, multi_setopt) X(p, multi_cleanup) X(p, multi_add_handle)          \
+    X(p, multi_remove_handle) X(p, multi_perform) X(p, multi_info_read) X(p, multi_poll) X(p, slist_append)   \
+    X(p, slist_free_all)
+FP_DYNLIB_TABLE(cu, cu_names, CURL_FUNCS, curl_);
 
 static fp_dynlib curl_lib = {
-    .soname = "libcurl.so.4", .user = "the OpenAI-compatible client", .names = cu_names, .syms = cu.sym, .n = CU_N};
+    .soname = "libcurl.so.4", .user = "the OpenAI-compatible client", .names = cu_names, .syms = cu.sym, .n = cu_n};
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_init_rc;

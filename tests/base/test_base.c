@@ -43,6 +43,9 @@ static int test_arena(void) {
     return 0;
 }
 
+#define LIBM_FUNCS(X, p) X(p, cos) X(p, sqrt)
+FP_DYNLIB_TABLE(lm, lm_names, LIBM_FUNCS, );
+
 /* fp_dynlib_resolve: a real library's symbol is the function itself; a missing library or symbol is an
  * FP_EIO naming the user, the library and the symbol, with every output pointer NULL. */
 static int test_dynlib(void) {
@@ -65,10 +68,12 @@ static int test_dynlib(void) {
         CHECK(fp_dynlib_load(&missing) == FP_EIO && strstr(fp_last_error(), "the server") &&
               strstr(fp_last_error(), "libfluxprm-missing.so.0"));
     }
-    fp_dynlib libm = {.soname = "libm.so.6", .user = "the test", .names = names, .syms = lsyms, .n = 2};
+    /* FP_DYNLIB_TABLE: typed pointers (lm.cos(x) calls cos) filled through lm.sym */
+    fp_dynlib libm = {.soname = "libm.so.6", .user = "the test", .names = lm_names, .syms = lm.sym, .n = lm_n};
+    CHECK(lm_n == 2 && !strcmp(lm_names[0], "cos") && !strcmp(lm_names[1], "sqrt") && !lm.cos);
     CHECK_OK(fp_dynlib_load(&libm));
     CHECK_OK(fp_dynlib_load(&libm));
-    CHECK(lsyms[0] && ((double (*)(double))lsyms[0])(0.0) == 1.0);
+    CHECK(lm.cos && lm.sqrt && lm.cos(0.0) == 1.0 && lm.sqrt(16.0) == 4.0);
     return 0;
 }
 
