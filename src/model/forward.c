@@ -143,8 +143,8 @@ static int balanced_step(int n, int rows) {
 }
 
 /* The rest of a layer for n query rows whose normed input is in b->xn, q (after q-norm and RoPE) in b->q, at
- * positions qpos, with every key and value they see already in the first nkeys rows of b->k, b->v: attention -> b->xn, o_proj -> b->q,
- * xres[n,H] += that, then xres += MLP(xres). */
+ * positions qpos, with every key and value they see already in the first nkeys rows of b->k, b->v:
+ * attention -> b->xn, o_proj -> b->q, xres[n,H] += that, then xres += MLP(xres). */
 static int fwd_chunk(fp_model *m, const fp_layer *y, fwd_bufs *b, float *xres, const int *qpos, const int *kst,
                      int n, int nkeys) {
     const fp_model_config *c = &m->cfg;

@@ -62,7 +62,8 @@ static int test_dynlib(void) {
     CHECK(strstr(fp_last_error(), "the judge") && strstr(fp_last_error(), "libfluxprm-missing.so.0"));
     /* fp_dynlib_load: once; a failure is repeated with its message, a success fills syms */
     void *lsyms[2] = {0};
-    fp_dynlib missing = {.soname = "libfluxprm-missing.so.0", .user = "the server", .names = names, .syms = lsyms, .n = 2};
+    fp_dynlib missing = {
+        .soname = "libfluxprm-missing.so.0", .user = "the server", .names = names, .syms = lsyms, .n = 2};
     for (int i = 0; i < 2; i++) {
         fp_error_clear();
         CHECK(fp_dynlib_load(&missing) == FP_EIO && strstr(fp_last_error(), "the server") &&
