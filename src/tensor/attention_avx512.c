@@ -596,7 +596,9 @@ int fp_attention_avx512(int amx, float *out, const float *q, const float *k, con
     packb = (packb + 63) & ~(size_t)63;
     int nth = omp_get_max_threads();
     size_t total = packb + per * (size_t)nth;
-    char *buf = aligned_alloc(64, total);
+    /* the calling thread's kernel scratch (shared with the GEMMs, which never run inside this call): no
+     * allocation per call, and its pages stay mapped between the layers' calls */
+    char *buf = fp_matmul_scratch(total);
     if (!buf) return -1;
     if (amx) {
         C.kb = (uint16_t *)buf;
@@ -632,6 +634,5 @@ int fp_attention_avx512(int amx, float *out, const float *q, const float *k, con
                 ex_task(&C, i0, i1, h, scr);
         }
     }
-    free(buf);
     return 0;
 }

@@ -29,7 +29,8 @@ const char *fp_kernel_level_name(int level);
 
 /* ---- matmul.c */
 /* Grow-only scratch buffer owned by the calling thread (64-byte aligned); NULL when out of memory.
- * Its size stays at the largest request seen; fp_matmul_scratch_release() frees it. */
+ * Its size stays at the largest request seen; fp_matmul_scratch_release() frees it.  The GEMMs and the
+ * AVX-512 attention use it (never nested). */
 void *fp_matmul_scratch(size_t bytes);
 
 /* ---- matmul_avx512.c / matmul_avx2.c
