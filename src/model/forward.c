@@ -135,11 +135,12 @@ int fp_model_layer_chunk_rows(int T) {
 }
 
 /* Chunks of n rows: as few as chunks of at most `rows` allow, of equal size (a multiple of 16 rows, the AMX
- * tile height) but the last, so no chunk is left with a few rows for the GEMV kernels (whose fast precision
- * rounds differently). <= rows when rows (>= n or a multiple of 512) allows. */
+ * tile height, where that stays <= rows) but the last, so no chunk is left with a few rows for the GEMV
+ * kernels (whose fast precision rounds differently).  Never more than rows (the buffers' height); n may
+ * exceed it (requested positions may repeat rows). */
 static int balanced_step(int n, int rows) {
-    int nch = (n + rows - 1) / rows;
-    return nch == 1 ? n : ((n + nch - 1) / nch + 15) / 16 * 16;
+    int nch = (n + rows - 1) / rows, step = (n + nch - 1) / nch, step16 = (step + 15) / 16 * 16;
+    return nch == 1 ? n : step16 <= rows ? step16 : step;
 }
 
 /* The rest of a layer for n query rows whose normed input is in b->xn, q (after q-norm and RoPE) in b->q, at

@@ -596,6 +596,43 @@ static int test_layer_chunks(void) {
     return 0;
 }
 
+/* Requested positions may repeat rows, so there can be more of them than tokens: npos > T, both below the
+ * layer chunk (T = 10, 15 positions: the last layer's requested rows run in chunks of at most 10) and above it
+ * (T = 600, 1300 positions, chunks of at most 512).  Each must equal its row of the all-rows forward (1e-6
+ * relative, as test_layer_chunks), in both precisions.  (The requested rows once overran buffers of T rows.) */
+static int test_repeated_positions(void) {
+    fp_model *m = NULL;
+    CHECK_OK(fp_model_load(&m, FIX "qwen2_prm_bf16"));
+    if (!m) return 1;
+    fp_model_info info;
+    fp_model_get_info(m, &info);
+    const int H = info.hidden_size, Ts[2] = {10, 600}, nps[2] = {15, 1300};
+    for (int c = 0; c < 2; c++) {
+        int T = Ts[c], npos = nps[c];
+        int32_t *ids = malloc(sizeof(int32_t) * T);
+        int *pos = malloc(sizeof(int) * npos);
+        float *full = malloc(sizeof(float) * T * H), *sub = malloc(sizeof(float) * npos * H);
+        for (int t = 0; t < T; t++) ids[t] = (int32_t)((t * 7919u + 13u) % (uint32_t)info.vocab_size);
+        for (int i = 0; i < npos; i++) pos[i] = (int)((i * 37u + 5u) % (uint32_t)T);
+        for (int prec = 0; prec < 2; prec++) {
+            fp_model_set_precision(m, prec ? FP_PRECISION_FAST : FP_PRECISION_EXACT);
+            CHECK_OK(fp_model_trunk_forward(m, ids, T, NULL, 0, full));
+            CHECK_OK(fp_model_trunk_forward(m, ids, T, pos, npos, sub));
+            double scale = max_abs(full, (size_t)T * H), d = 0;
+            for (int i = 0; i < npos; i++) {
+                double di = max_diff(full + (size_t)pos[i] * H, sub + (size_t)i * H, (size_t)H);
+                d = di > d || di != di ? di : d;
+            }
+            printf("  %s: T=%d, %d positions: max diff %.2g of max|h| %.3g\n", prec ? "fast" : "exact", T, npos, d,
+                   scale);
+            CHECK(scale > 0 && d <= 1e-6 * scale);
+        }
+        free(ids); free(pos); free(full); free(sub);
+    }
+    fp_model_free(m);
+    return 0;
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_attention_kernel);
@@ -609,6 +646,7 @@ int main(void) {
     RUN(test_gguf);
     RUN(test_batch_threads);
     RUN(test_layer_chunks);
+    RUN(test_repeated_positions);
     RUN(test_long_context);
     return th_finish();
 }
