@@ -40,7 +40,7 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
     const int nr = nrows > 0 ? nrows : 1;
     const size_t gate_cap = fp_model_mlp_gate_floats(m, chunk), up_cap = fp_model_mlp_up_floats(m, chunk);
-    size_t tT = (size_t)T, F = sizeof(float);
+    size_t tT = (size_t)T, F = sizeof(float), tq = (size_t)(T > nr ? T : nr);
     /* one arena for the call (fp_arena: planned, mapped, unmapped at the end, as in forward.c) */
     fp_arena ar = {0};
     float *x, *xn, *q, *gate, *up, *cos_t, *sin_t, *qcos, *qsin, *xs, *kb = NULL, *vb = NULL;
@@ -48,8 +48,9 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     for (int pass = 0; pass < 2; pass++) {
         if (pass && (rc = fp_arena_map(&ar))) return rc;
         x = fp_arena_take(&ar, F * tT * H);
-        xn = fp_arena_take(&ar, F * tT * wide);
-        q = fp_arena_take(&ar, F * tT * wide);
+        /* xn and q also hold the requested rows of the last layer, which may repeat rows (nrows > T) */
+        xn = fp_arena_take(&ar, F * tq * wide);
+        q = fp_arena_take(&ar, F * tq * wide);
         gate = fp_arena_take(&ar, F * gate_cap);
         up = fp_arena_take(&ar, F * up_cap);
         cos_t = fp_arena_take(&ar, F * tT * half);

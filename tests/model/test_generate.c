@@ -174,6 +174,19 @@ static int test_cached_equals_full(void) {
         md = maxdiff(h3 + (size_t)i * H, full2 + (size_t)(100 + last[i]) * H, (size_t)H, &mr);
         CHECK_MSG(md <= 1e-5 * mr, "forked prefix row %d differs by %g", last[i], md);
     }
+    /* requested rows may repeat, more of them than new tokens: 7 reads of 5 new tokens (once overran [T,.]) */
+    fp_kv_cache *rp = fp_kv_cache_new(m, 105);
+    CHECK(rp != NULL);
+    CHECK_OK(fp_model_forward_cached(m, rp, alt, 100, NULL, 0, NULL, NULL));
+    int rep[7] = {4, 0, 4, 2, 1, 3, 0};
+    float h7[7 * 64];
+    CHECK(H <= 64);
+    CHECK_OK(fp_model_forward_cached(m, rp, alt + 100, 5, rep, 7, h7, NULL));
+    for (int i = 0; i < 7; i++) {
+        md = maxdiff(h7 + (size_t)i * H, full2 + (size_t)(100 + rep[i]) * H, (size_t)H, &mr);
+        CHECK_MSG(md <= 1e-5 * mr, "repeated row %d (read %d) differs by %g", rep[i], i, md);
+    }
+    fp_kv_cache_free(rp);
     /* the original cache still holds the first sequence's prefix: append its own suffix */
     CHECK_OK(fp_model_forward_cached(m, c, ids + 100, 50, last, 1, h3, NULL));
     md = maxdiff(h3, full + (size_t)149 * H, (size_t)H, &mr);
