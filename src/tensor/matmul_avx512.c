@@ -311,23 +311,26 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
  * equal chunks of <= AMX_KMAX) into a per-thread panel of <= AMX_PANEL_BYTES (L2), then, for each 32-row
  * block of activations, sweeps all the 32-column groups of the panel: the activation rows (32 x kc) are
  * read from L3/memory once per group of nc columns and reused from L2/L1 for the other nc/32 - 1 column
- * groups, the panel stays in L2 for all rows.  C stays in the 4 accumulator tiles for a whole chunk of k:
- * a tile store drains the AMX pipeline (measured ~1000 cycles per 2 x 2 block when the operands stream
- * from L2), so few, long k chunks beat small L1-sized ones that store and reload C. */
+ * groups, the panel stays in L2 for all rows.  Within a chunk, each 32-row block walks k in sub-chunks of
+ * <= 448 (amx_nsub): its 28 KiB of activations stay in L1 while all the column groups use them, so only the
+ * B tiles stream from L2 (with A from L2 too, L2 bandwidth held the loop at ~1.5 TFLOP/s per core; 1.9-2.0
+ * with A in L1, in a microbenchmark of the tile loop alone).  The C tiles are parked in an L2 buffer between
+ * sub-chunks; shorter sub-chunks lose more to those stores than they gain (128-256 k: slower).  B is loaded
+ * with tileloaddt1 (streamed: it should not evict A from L1). */
 /* One k step (32 k) of a 2 x 2 block: C tiles 0-3 += A tiles 4, 5 (rows 0-15, 16-31 of A0 / A1, 1 KiB tiles)
  * x B tiles 6, 7 (columns 0-15, 16-31 of the panel at Bp, bstep dwords per k step); the loads
  * are interleaved with the products so that they overlap.  A macro: the intrinsics need the caller's AMX
  * target attribute. */
-#define AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep)                       \
-    do {                                                           \
-        _tile_loadd(4, (A0) + (size_t)(kb) * 512, 64);             \
-        _tile_loadd(6, (Bp) + (size_t)(kb) * (bstep), 64);         \
-        _tile_dpbf16ps(0, 4, 6);                                   \
-        _tile_loadd(7, (Bp) + (size_t)(kb) * (bstep) + 256, 64);   \
-        _tile_dpbf16ps(1, 4, 7);                                   \
-        _tile_loadd(5, (A1) + (size_t)(kb) * 512, 64);             \
-        _tile_dpbf16ps(2, 5, 6);                                   \
-        _tile_dpbf16ps(3, 5, 7);                                   \
+#define AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep)                              \
+    do {                                                                  \
+        _tile_loadd(4, (A0) + (size_t)(kb) * 512, 64);                    \
+        _tile_stream_loadd(6, (Bp) + (size_t)(kb) * (bstep), 64);         \
+        _tile_dpbf16ps(0, 4, 6);                                          \
+        _tile_stream_loadd(7, (Bp) + (size_t)(kb) * (bstep) + 256, 64);   \
+        _tile_dpbf16ps(1, 4, 7);                                          \
+        _tile_loadd(5, (A1) + (size_t)(kb) * 512, 64);                    \
+        _tile_dpbf16ps(2, 5, 6);                                          \
+        _tile_dpbf16ps(3, 5, 7);                                          \
     } while (0)
 #define AMX_MR 32
 #define AMX_KMAX 4096                  /* longest k chunk (= FP_AMX_SWIGLU_MAX_K) */
@@ -335,6 +338,7 @@ _Static_assert(AMX_KMAX == FP_AMX_SWIGLU_MAX_K, "kernels.h states the fused kern
 #define AMX_PANEL_BYTES (768 * 1024)  /* packed weights per job (L2 is 2 MiB per core) */
 #define AMX_NC_MAX 512                 /* columns per job */
 #define AMX_PF_K 128                   /* packing prefetches bf16 weights this many k ahead */
+#define AMX_SUB_KB 14                  /* k blocks of 32 per L1 sub-chunk: 32 rows x 448 k = 28 KiB of A */
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -411,11 +415,39 @@ static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt
     }
 }
 
+/* Sub-chunks of a k chunk of nkb blocks of 32 k: nsub near-equal ranges of at most AMX_SUB_KB blocks, so that
+ * the 32 x (sub-chunk) activations of a row block stay in L1 while every column group of the panel uses them
+ * (A and B both streamed from L2 ran at ~1.5 TFLOP/s per core, A from L1 ~1.9-2.3).  The C tiles of each
+ * 32 x 32 block are parked in a per-thread buffer between sub-chunks (f32 stores and loads: the sums are
+ * those of one uninterrupted k loop, bit for bit). */
+static int amx_nsub(int nkb) { return (nkb + AMX_SUB_KB - 1) / AMX_SUB_KB; }
+#define AMX_SUB_RANGE(s, nsub, nkb, kb0, kb1) \
+    do {                                        \
+        (kb0) = (s) * (nkb) / (nsub);           \
+        (kb1) = ((s) + 1) * (nkb) / (nsub);     \
+    } while (0)
+/* Bytes of the C parking buffer for nc panel columns: one contiguous [32][32] f32 block per 32 columns. */
+static size_t amx_cpark_bytes(int nc) { return (size_t)nc * 32 * 4; }
+#define AMX_C_STORE(buf)                         \
+    do {                                         \
+        _tile_stored(0, (buf), 128);             \
+        _tile_stored(1, (buf) + 16, 128);        \
+        _tile_stored(2, (buf) + 16 * 32, 128);   \
+        _tile_stored(3, (buf) + 16 * 32 + 16, 128); \
+    } while (0)
+#define AMX_C_LOAD(buf)                          \
+    do {                                         \
+        _tile_loadd(0, (buf), 128);              \
+        _tile_loadd(1, (buf) + 16, 128);         \
+        _tile_loadd(2, (buf) + 16 * 32, 128);    \
+        _tile_loadd(3, (buf) + 16 * 32 + 16, 128); \
+    } while (0)
+
 /* One job: output columns [n0, n0+nvalid) (nvalid <= nc), rows [t0, t1) (t0 a multiple of 32).
- * work: panel (amx_panel_bytes), then ctmp [32][32] f32 and brep [16][nc] f32. */
+ * work: panel (amx_panel_bytes), then ctmp [32][32] f32, brep [16][nc] f32 and cpark (amx_cpark_bytes). */
 __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args *a, const amx_plan *pl, int n0,
                                                                    int nvalid, int t0, int t1, uint32_t *panel,
-                                                                   float *ctmp, float *brep) {
+                                                                   float *ctmp, float *brep, float *cpark) {
     int Kp = (a->K + 31) & ~31, nc = pl->nc;
     int ntc = (nvalid + 31) / 32 * 2;
     const uint16_t *A = a->act;
@@ -435,65 +467,75 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
     __asm__ volatile("" ::: "memory");
     _tile_loadconfig(&amx_config);
     for (int k0 = 0; k0 < Kp; k0 += pl->kc) {
-        int kc = MIN(pl->kc, Kp - k0);
+        int kc = MIN(pl->kc, Kp - k0), nsub = amx_nsub(kc / 32);
         pack_amx(panel, a->w, NULL, a->wt, rb, a->K, n0, nvalid, k0, kc, sg);
         __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
         size_t bstep = (size_t)ntc * 256;  /* dwords per 32 k in the panel */
         for (int t = t0; t < t1; t += AMX_MR) {
             const uint16_t *A0 = A + ((size_t)(t / 16) * nkb + k0 / 32) * 512, *A1 = A0 + (size_t)nkb * 512;
-            for (int cg = 0; cg < nvalid; cg += 32) {
-                const uint32_t *Bp = panel + (cg / 16) * 256;
-                /* full 32 x 32 block: the C tiles start from out (later chunks) or the replicated bias and
-                 * are stored straight into out; ragged blocks go through ctmp below */
-                int s = seg_of(sg, n0 + cg), N = sg->N[s], col = n0 + cg - sg->n0[s]; /* in segment s */
-                int cvalid = MIN(nvalid - cg, N - col);
-                int full = t + 32 <= t1 && cvalid >= 32;
-                float *cb = sg->out[s] + (size_t)t * N + col;
-                if (full && k0 > 0) {
-                    _tile_loadd(0, cb, (size_t)N * 4);
-                    _tile_loadd(1, cb + 16, (size_t)N * 4);
-                    _tile_loadd(2, cb + (size_t)16 * N, (size_t)N * 4);
-                    _tile_loadd(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
-                } else if (full && any_bias) {
-                    _tile_loadd(0, brep + cg, (size_t)nc * 4);
-                    _tile_loadd(1, brep + cg + 16, (size_t)nc * 4);
-                    _tile_loadd(2, brep + cg, (size_t)nc * 4);
-                    _tile_loadd(3, brep + cg + 16, (size_t)nc * 4);
-                } else {
-                    _tile_zero(0);
-                    _tile_zero(1);
-                    _tile_zero(2);
-                    _tile_zero(3);
-                }
-                for (int kb = 0; kb < kc / 32; kb++) AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
-                if (full) {
-                    _tile_stored(0, cb, (size_t)N * 4);
-                    _tile_stored(1, cb + 16, (size_t)N * 4);
-                    _tile_stored(2, cb + (size_t)16 * N, (size_t)N * 4);
-                    _tile_stored(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
-                    continue;
-                }
-                _tile_stored(0, ctmp, 128);        /* ctmp is [32 rows][32 cols] f32 */
-                _tile_stored(1, ctmp + 16, 128);
-                _tile_stored(2, ctmp + 16 * 32, 128);
-                _tile_stored(3, ctmp + 16 * 32 + 16, 128);
-                int rows = MIN(32, t1 - t);
-                __mmask16 m0 = col_mask(cvalid, 0), m1 = col_mask(cvalid, 1);
-                const float *bias = sg->bias[s] ? sg->bias[s] + col : NULL;
-                for (int i = 0; i < rows; i++) {
-                    float *c = cb + (size_t)i * N;
-                    const float *r = ctmp + 32 * i;
-                    __m512 add0, add1;
-                    if (k0 > 0) {
-                        add0 = _mm512_maskz_loadu_ps(m0, c);
-                        add1 = _mm512_maskz_loadu_ps(m1, c + 16);
-                    } else if (bias) {
-                        add0 = _mm512_maskz_loadu_ps(m0, bias);
-                        add1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-                    } else
-                        add0 = add1 = _mm512_setzero_ps();
-                    _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_load_ps(r), add0));
-                    _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(_mm512_load_ps(r + 16), add1));
+            for (int sub = 0; sub < nsub; sub++) {
+                int kb0, kb1;
+                AMX_SUB_RANGE(sub, nsub, kc / 32, kb0, kb1);
+                for (int cg = 0; cg < nvalid; cg += 32) {
+                    const uint32_t *Bp = panel + (cg / 16) * 256;
+                    float *park = cpark + (size_t)(cg / 32) * 32 * 32;
+                    /* full 32 x 32 block: the C tiles start from out (later chunks) or the replicated bias and
+                     * are stored straight into out; ragged blocks go through ctmp below */
+                    int s = seg_of(sg, n0 + cg), N = sg->N[s], col = n0 + cg - sg->n0[s]; /* in segment s */
+                    int cvalid = MIN(nvalid - cg, N - col);
+                    int full = t + 32 <= t1 && cvalid >= 32;
+                    float *cb = sg->out[s] + (size_t)t * N + col;
+                    if (sub > 0)
+                        AMX_C_LOAD(park);
+                    else if (full && k0 > 0) {
+                        _tile_loadd(0, cb, (size_t)N * 4);
+                        _tile_loadd(1, cb + 16, (size_t)N * 4);
+                        _tile_loadd(2, cb + (size_t)16 * N, (size_t)N * 4);
+                        _tile_loadd(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
+                    } else if (full && any_bias) {
+                        _tile_loadd(0, brep + cg, (size_t)nc * 4);
+                        _tile_loadd(1, brep + cg + 16, (size_t)nc * 4);
+                        _tile_loadd(2, brep + cg, (size_t)nc * 4);
+                        _tile_loadd(3, brep + cg + 16, (size_t)nc * 4);
+                    } else {
+                        _tile_zero(0);
+                        _tile_zero(1);
+                        _tile_zero(2);
+                        _tile_zero(3);
+                    }
+                    for (int kb = kb0; kb < kb1; kb++) AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
+                    if (sub + 1 < nsub) {
+                        AMX_C_STORE(park);
+                        continue;
+                    }
+                    if (full) {
+                        _tile_stored(0, cb, (size_t)N * 4);
+                        _tile_stored(1, cb + 16, (size_t)N * 4);
+                        _tile_stored(2, cb + (size_t)16 * N, (size_t)N * 4);
+                        _tile_stored(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
+                        continue;
+                    }
+                    AMX_C_STORE(ctmp); /* ctmp is [32 rows][32 cols] f32 */
+                    __asm__ volatile("" ::: "memory");
+                    int rows = MIN(32, t1 - t);
+                    __mmask16 m0 = col_mask(cvalid, 0), m1 = col_mask(cvalid, 1);
+                    const float *bias = sg->bias[s] ? sg->bias[s] + col : NULL;
+                    for (int i = 0; i < rows; i++) {
+                        float *c = cb + (size_t)i * N;
+                        const float *r = ctmp + 32 * i;
+                        __m512 add0, add1;
+                        if (k0 > 0) {
+                            add0 = _mm512_maskz_loadu_ps(m0, c);
+                            add1 = _mm512_maskz_loadu_ps(m1, c + 16);
+                        } else if (bias) {
+                            add0 = _mm512_maskz_loadu_ps(m0, bias);
+                            add1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+                        } else
+                            add0 = add1 = _mm512_setzero_ps();
+                        _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_load_ps(r), add0));
+                        _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(_mm512_load_ps(r + 16), add1));
+                    }
+                    __asm__ volatile("" ::: "memory");
                 }
             }
         }
@@ -548,55 +590,63 @@ AI void swiglu_rows(swi_pending *p, int upto, size_t ldo) {
 }
 
 /* One job: output columns [n0, n0+nvalid), rows [t0, t1) (t0 a multiple of 32); wu the up weights (a->w the
- * gate weights).  work: panel (nc x Kp bf16, nc = 2 x the job's columns), then ctmp 2 x [32][32] f32. */
+ * gate weights).  work: panel (nc x Kp bf16, nc = 2 x the job's columns), then cpark (amx_cpark_bytes(nc)):
+ * a 32 x 32 block's C tiles between k sub-chunks (amx_nsub), and its final gate/up values for the epilogue. */
 __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const job_args *a, const void *wu, int n0,
                                                                           int nvalid, int t0, int t1,
-                                                                          uint32_t *panel, float *ctmp,
+                                                                          uint32_t *panel, float *cpark,
                                                                           uint16_t *otiles) {
-    int Kp = (a->K + 31) & ~31, N = a->N, nkb = Kp / 32;
+    int Kp = (a->K + 31) & ~31, N = a->N, nkb = Kp / 32, nsub = amx_nsub(nkb);
     int ntc = (nvalid + 15) / 16 * 2;
     const uint16_t *A = a->act;
     size_t rb = fp_dtype_row_bytes(a->wt, a->K);
     pack_amx(panel, a->w, wu, a->wt, rb, a->K, n0, nvalid, 0, Kp, NULL);
     __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
     _tile_loadconfig(&amx_config);
-    size_t bstep = (size_t)ntc * 256; /* dwords per 32 k in the panel */
-    int step = (32 + nkb - 1) / nkb;  /* pending epilogue rows per k step */
+    size_t bstep = (size_t)ntc * 256;      /* dwords per 32 k in the panel */
+    int subkb = nkb / nsub;                /* shortest sub-chunk */
+    int step = (32 + subkb - 1) / subkb;   /* pending epilogue rows per k step */
     swi_pending pend = {NULL, NULL, NULL, 0, 0, 0, 0};
     int onkb = (N + 31) / 32; /* k blocks of the output tiles (otiles: [Tp/16][onkb] tiles of 16 x 32 bf16) */
-    int nblk = 0;
     for (int t = t0; t < t1; t += AMX_MR) {
         const uint16_t *A0 = A + (size_t)(t / 16) * nkb * 512, *A1 = A0 + (size_t)nkb * 512;
         int rows = MIN(32, t1 - t);
-        for (int cg = 0; cg < ntc * 16; cg += 32) {
-            const uint32_t *Bp = panel + (cg / 16) * 256;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int kb = 0; kb < nkb; kb++) {
-                AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
-                if (pend.done < pend.rows) swiglu_rows(&pend, pend.done + step, (size_t)N);
+        for (int sub = 0; sub < nsub; sub++) {
+            int kb0, kb1;
+            AMX_SUB_RANGE(sub, nsub, nkb, kb0, kb1);
+            for (int cg = 0; cg < ntc * 16; cg += 32) {
+                const uint32_t *Bp = panel + (cg / 16) * 256;
+                float *park = cpark + (size_t)(cg / 32) * 32 * 32;
+                if (sub > 0)
+                    AMX_C_LOAD(park);
+                else {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                }
+                for (int kb = kb0; kb < kb1; kb++) {
+                    AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
+                    if (pend.done < pend.rows) swiglu_rows(&pend, pend.done + step, (size_t)N);
+                }
+                /* the pending block is done before any store below (it may be this very park) */
+                swiglu_rows(&pend, 32, (size_t)N);
+                __asm__ volatile("" ::: "memory"); /* its reads of cpark before the stores */
+                AMX_C_STORE(park);
+                __asm__ volatile("" ::: "memory"); /* the stores before the reads of park */
+                if (sub + 1 < nsub) continue;
+                int oc = cg / 2; /* output column offset of this block */
+                pend.c = park;
+                if (otiles) {
+                    int col = n0 + oc; /* 16 columns: one half of the output k block col / 32 */
+                    pend.ot = otiles + ((size_t)(t / 16) * onkb + col / 32) * 512 + (col % 32);
+                    pend.otstep = (size_t)onkb * 512;
+                } else
+                    pend.o = a->out + (size_t)t * N + n0 + oc;
+                pend.done = 0;
+                pend.rows = rows;
+                pend.m = col_mask(nvalid - oc, 0);
             }
-            swiglu_rows(&pend, 32, (size_t)N);
-            float *buf = ctmp + (nblk++ & 1) * 32 * 32;
-            __asm__ volatile("" ::: "memory"); /* reads of buf (two blocks ago) before the stores */
-            _tile_stored(0, buf, 128);
-            _tile_stored(1, buf + 16, 128);
-            _tile_stored(2, buf + 16 * 32, 128);
-            _tile_stored(3, buf + 16 * 32 + 16, 128);
-            __asm__ volatile("" ::: "memory"); /* the stores before the reads of buf */
-            int oc = cg / 2; /* output column offset of this block */
-            pend.c = buf;
-            if (otiles) {
-                int col = n0 + oc; /* 16 columns: one half of the output k block col / 32 */
-                pend.ot = otiles + ((size_t)(t / 16) * onkb + col / 32) * 512 + (col % 32);
-                pend.otstep = (size_t)onkb * 512;
-            } else
-                pend.o = a->out + (size_t)t * N + n0 + oc;
-            pend.done = 0;
-            pend.rows = rows;
-            pend.m = col_mask(nvalid - oc, 0);
         }
     }
     _tile_release();
@@ -945,7 +995,7 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
     amx_plan pl = {0, 0, 0, 0};
     if (kind == K_AMX) {
         amx_plan_make(&pl, T, K, N, nth);
-        panel_bytes = amx_panel_bytes(&pl) + 32 * 32 * 4 + (size_t)16 * pl.nc * 4;
+        panel_bytes = amx_panel_bytes(&pl) + 32 * 32 * 4 + (size_t)16 * pl.nc * 4 + amx_cpark_bytes(pl.nc);
     }
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
@@ -980,7 +1030,8 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
             if (t0 >= t1) continue;
             if (kind == K_AMX) {
                 float *ctmp = (float *)((uint8_t *)panel + amx_panel_bytes(&pl));
-                amx_job(&a, &pl, n0, MIN(pl.nc, N - n0), t0, t1, panel, ctmp, ctmp + 32 * 32);
+                amx_job(&a, &pl, n0, MIN(pl.nc, N - n0), t0, t1, panel, ctmp, ctmp + 32 * 32,
+                        ctmp + 32 * 32 + (size_t)16 * pl.nc);
             }
             else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);
             else if (kind == K_Q) q_job(&a, n0, t0, t1, panel);
@@ -1025,7 +1076,7 @@ static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const 
     amx_plan_make(&pl, T, K, 2 * N, nth);
     int ncol = pl.nc / 2, ngroups = (N + ncol - 1) / ncol, tb = pl.tb;
     size_t act_bytes = round64((size_t)Tp * Kp * 2);
-    size_t panel_bytes = (size_t)pl.nc * Kp * 2 + 2 * 32 * 32 * 4;
+    size_t panel_bytes = (size_t)pl.nc * Kp * 2 + amx_cpark_bytes(pl.nc);
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
     job_args a = {out, inp, wg, wt, NULL, T, K, N, scratch, (size_t)Kp / 2, NULL, NULL, NULL};
