@@ -27,7 +27,7 @@
  *   blocks before this one are in it).  So the weights of a row are 2^(s c - mc) <= 2^8 for one mc per
  *   stretch of blocks; o = sum p v / sum p cancels the shift exactly as before.  The first block of a task
  *   always takes the exact path.  exp: 2^t = p(t - floor t) 2^floor(t) (vreduceps, vscalefps), p the
- *   degree-4 minimax polynomial of 2^f on [0, 1) (relative error < 3e-6), under MXCSR.FTZ.
+ *   degree-3 minimax polynomial of 2^f on [0, 1) (relative error < 7.5e-5), under MXCSR.FTZ.
  *   Measured on this project's (SPR-class) cores: tile work and AVX-512 work do not overlap (interleaving
  *   them finely was slower than running them one after the other), so the kernel minimises each: no
  *   horizontal reductions, fewer tile stores (O every AX_PEND blocks), prefetched q / out rows. */
