@@ -351,28 +351,35 @@ static const amx_cfg amx_config __attribute__((aligned(64))) = {
 
 typedef struct {
     int kc;      /* k per chunk (multiple of 32) */
-    int nc;      /* columns per job (multiple of 64) */
-    int ngroups; /* column groups: ceil(N / nc) */
+    int nc;      /* columns of the widest group (multiple of 32) */
+    int units;   /* 32-column units: ceil(N / 32) */
+    int ngroups; /* column groups: group g is units [g units / ngroups, (g + 1) units / ngroups) */
     int tb;      /* row blocks */
 } amx_plan;
 
+/* Groups as wide as the panel budget allows (the activations are read once per group), their number rounded
+ * up to a multiple of the threads and their widths equal to within 32 columns, so that every thread gets the
+ * same work (7 groups of 128 columns for a 896-wide output left one of 2 threads idle an eighth of the time). */
 static void amx_plan_make(amx_plan *p, int T, int K, int N, int nth) {
     int Kp = (K + 31) & ~31;
     int nch = (Kp + AMX_KMAX - 1) / AMX_KMAX;
     p->kc = ((Kp + nch - 1) / nch + 31) & ~31;
-    int npan = (N + 63) / 64;                          /* 64-column units */
-    int units = AMX_PANEL_BYTES / (p->kc * 2) / 64;    /* units that fit the panel budget */
-    units = units < 1 ? 1 : units > AMX_NC_MAX / 64 ? AMX_NC_MAX / 64 : units;
-    if (units > npan) units = npan;
-    /* with several threads, prefer more (narrower) groups to more row blocks: each row block re-packs */
-    while (nth > 1 && units > 2 && (npan + units - 1) / units < 3 * nth) units--;
-    p->ngroups = (npan + units - 1) / units;
-    units = (npan + p->ngroups - 1) / p->ngroups; /* even out the groups */
-    p->nc = units * 64;
-    p->ngroups = (N + p->nc - 1) / p->nc;
-    int tb = 1;
-    while (nth > 1 && p->ngroups * tb < 3 * nth && T / (tb * 2) >= 64) tb *= 2;
+    p->units = (N + 31) / 32;
+    int maxu = AMX_PANEL_BYTES / (p->kc * 2) / 32; /* units that fit the panel budget */
+    maxu = maxu < 1 ? 1 : maxu > AMX_NC_MAX / 32 ? AMX_NC_MAX / 32 : maxu;
+    int g = (p->units + maxu - 1) / maxu;
+    if (nth > 1) g = (g + nth - 1) / nth * nth;
+    if (g > p->units) g = p->units;
+    p->ngroups = g;
+    p->nc = (p->units + g - 1) / g * 32;
+    int tb = 1; /* more row blocks only when there are fewer groups than threads (each row block re-packs) */
+    while (nth > 1 && p->ngroups * tb < nth && T / (tb * 2) >= 64) tb *= 2;
     p->tb = tb;
+}
+/* Group g's units [*u0, *u1). */
+static void amx_group(const amx_plan *p, int g, int *u0, int *u1) {
+    *u0 = (int)((long)g * p->units / p->ngroups);
+    *u1 = (int)((long)(g + 1) * p->units / p->ngroups);
 }
 static size_t amx_panel_bytes(const amx_plan *p) { return (size_t)p->nc * p->kc * 2; }
 
@@ -992,7 +999,7 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
     }
     int nth = omp_get_max_threads();
     if (nth < 1) nth = 1;
-    amx_plan pl = {0, 0, 0, 0};
+    amx_plan pl = {0, 0, 0, 0, 0};
     if (kind == K_AMX) {
         amx_plan_make(&pl, T, K, N, nth);
         panel_bytes = amx_panel_bytes(&pl) + 32 * 32 * 4 + (size_t)16 * pl.nc * 4 + amx_cpark_bytes(pl.nc);
@@ -1029,8 +1036,10 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
             t_range(T, tb, mr, j / npanels, &t0, &t1);
             if (t0 >= t1) continue;
             if (kind == K_AMX) {
+                int u0, u1;
+                amx_group(&pl, j % npanels, &u0, &u1);
                 float *ctmp = (float *)((uint8_t *)panel + amx_panel_bytes(&pl));
-                amx_job(&a, &pl, n0, MIN(pl.nc, N - n0), t0, t1, panel, ctmp, ctmp + 32 * 32,
+                amx_job(&a, &pl, 32 * u0, MIN(32 * u1, N) - 32 * u0, t0, t1, panel, ctmp, ctmp + 32 * 32,
                         ctmp + 32 * 32 + (size_t)16 * pl.nc);
             }
             else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);
@@ -1074,7 +1083,7 @@ static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const 
      * one k chunk (kc = Kp) since Kp <= AMX_KMAX */
     amx_plan pl;
     amx_plan_make(&pl, T, K, 2 * N, nth);
-    int ncol = pl.nc / 2, ngroups = (N + ncol - 1) / ncol, tb = pl.tb;
+    int ngroups = pl.ngroups, tb = pl.tb;
     size_t act_bytes = round64((size_t)Tp * Kp * 2);
     size_t panel_bytes = (size_t)pl.nc * Kp * 2 + amx_cpark_bytes(pl.nc);
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
@@ -1087,10 +1096,11 @@ static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const 
         uint8_t *panel = scratch + act_bytes + (size_t)omp_get_thread_num() * panel_bytes;
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++) {
-            int n0 = (j % ngroups) * ncol, t0, t1;
+            int u0, u1, t0, t1; /* units of 32 panel columns = 16 output columns */
+            amx_group(&pl, j % ngroups, &u0, &u1);
             t_range(T, tb, AMX_MR, j / ngroups, &t0, &t1);
-            if (t0 >= t1) continue;
-            amx_swiglu_job(&a, wu, n0, MIN(ncol, N - n0), t0, t1, (uint32_t *)panel,
+            if (t0 >= t1 || 16 * u0 >= N) continue;
+            amx_swiglu_job(&a, wu, 16 * u0, MIN(16 * u1, N) - 16 * u0, t0, t1, (uint32_t *)panel,
                            (float *)(panel + (size_t)pl.nc * Kp * 2), otiles);
         }
     }
