@@ -404,16 +404,36 @@ static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt
             src = segs->w[sg];
             rbase = n0 - segs->n0[sg];
         }
+        /* the next tile column's rows: its first lines are prefetched while this one ends */
+        const void *nsrc = NULL;
+        int nbase = 0, ncnt = 0;
+        if (tc + 1 < ntc) {
+            int tn = tc + 1, cn = wu ? 16 * (tn >> 1) : 16 * tn;
+            nsrc = wu && (tn & 1) ? wu : w;
+            nbase = n0 + cn;
+            ncnt = MIN(16, nvalid - cn);
+            if (segs && cn < nvalid) {
+                int sg = seg_of(segs, n0 + cn);
+                nsrc = segs->w[sg];
+                nbase = n0 + cn - segs->n0[sg];
+            }
+        }
         for (int p0 = 0; p0 < np; p0 += 16) {
             __m512i r[16];
             for (int i = 0; i < 16; i++) {
                 int c = c0 + i;
                 r[i] = c < nvalid ? load32_bf16(src, wt, row_bytes, rbase + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
             }
-            if (k0 + 2 * p0 + pf_k < K) /* the weights mostly come from memory */
+            int kpf = 2 * p0 + pf_k; /* relative to k0 */
+            if (kpf < kc && k0 + kpf < K) /* the weights mostly come from memory */
                 for (int i = 0; i < 16 && c0 + i < nvalid; i++)
                     _mm_prefetch((const char *)src + (size_t)(rbase + c0 + i) * row_bytes +
-                                     fp_dtype_row_bytes(wt, k0 + 2 * p0 + pf_k),
+                                     fp_dtype_row_bytes(wt, k0 + kpf),
+                                 _MM_HINT_T0);
+            else if (kpf - kc < kc && k0 + kpf - kc < K) /* past this chunk: the next tile column's start */
+                for (int i = 0; i < ncnt; i++)
+                    _mm_prefetch((const char *)nsrc + (size_t)(nbase + i) * row_bytes +
+                                     fp_dtype_row_bytes(wt, k0 + kpf - kc),
                                  _MM_HINT_T0);
             transpose16(r);
             uint32_t *dst = panel + ((size_t)(p0 / 16) * ntc + tc) * 256;
