@@ -115,7 +115,8 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
             matmul(m, gate, xin, gw, NULL, c); /* [c,I] */
             matmul(m, up, xin, uw, NULL, c);   /* [c,I] */
             LAP(FP_PROFILE_GATE_UP);
-            fp_swiglu_forward(gate, gate, up, c, I);
+            if (m->fast) fp_swiglu_forward_fast(gate, gate, up, c, I);
+            else fp_swiglu_forward(gate, gate, up, c, I);
         }
         LAP(FP_PROFILE_SWIGLU);
         matmul(m, d, gate, y->down_w, NULL, c); /* [c,H] */

@@ -83,7 +83,7 @@ size_t fp_matmul_tiles_bytes(int T, int N);
  * dtypes AMX-able, the fused kernel available for (T, K, N), T > FP_GEMV_MAX_T. */
 int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int T, int K, int N);
 /* 1 when fp_matmul_swiglu_forward_ex(exact, ...) at the current kernel level runs the fused AMX kernel for
- * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward. */
+ * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward(_fast). */
 int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);
 
 /* Runs fp_matmul_forward's algorithm at the given level (clamped to what the CPU supports). */

@@ -197,7 +197,8 @@ int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const 
     if (!u) return -1;
     fp_matmul_forward_ex(exact, out, inp, wg, wt, NULL, T, K, N);
     fp_matmul_forward_ex(exact, u, inp, wu, wt, NULL, T, K, N);
-    fp_swiglu_forward(out, out, u, T, N);
+    if (exact) fp_swiglu_forward(out, out, u, T, N);
+    else fp_swiglu_forward_fast(out, out, u, T, N); /* the fused kernel's SwiGLU */
     if (!up) free(u);
     return 0;
 }

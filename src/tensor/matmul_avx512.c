@@ -21,7 +21,7 @@
  * side in the panel and SwiGLU applied to the C tiles (amx_swiglu_job).
  */
 #include "tensor/kernels.h"
-#include "tensor/swiglu16.h"
+#include "tensor/swiglu16_fast.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -575,16 +575,16 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
  * The panel interleaves gate and up tile columns (pack_amx with wu), so the 2 x 2 C tiles of one 32 x 32
  * block hold gate (tiles 0, 2) and up (tiles 1, 3) for 32 rows x the same 16 output columns; the tile loop
  * is amx_job's, so every gate/up value is the f32 sum the unfused AMX GEMM computes, in the same order.
- * The block is stored to a small buffer (ctmp, [32][32] f32, two of them) and the epilogue writes
- * silu(g) * u for its 16 columns with ops.c's vectorised SwiGLU code (tensor/swiglu16.h: its exp,
- * then g / (1 + exp(-g)) * u; -std=c11 keeps multiply and add unfused), so the result is bit for bit that
- * of gate GEMM + up GEMM + fp_swiglu_forward at the AVX-512 level.  The epilogue of a block is spread over
- * the k loop of the next one (a few rows per k step), so that it runs while the tile unit works. */
+ * The block is stored to the thread's C parking buffer (one [32][32] f32 block per 32 panel columns) and the
+ * epilogue writes silu(g) * u for its 16 columns with the fast-precision SwiGLU (tensor/swiglu16_fast.h, the
+ * code of fp_swiglu_forward_fast), so the result is bit for bit that of gate GEMM + up GEMM +
+ * fp_swiglu_forward_fast at the AVX-512 level.  The epilogue of a block is spread over the k loop of the next
+ * one (a few rows per k step), so that it runs while the tile unit works. */
 /* One row of a stored block: c[0..15] gate, c[16..31] up (64-byte aligned) -> o[0..15] under mask m, by the
- * same code as ops.c's vectorised SwiGLU (tensor/swiglu16.h). */
+ * same code as fp_swiglu_forward_fast (tensor/swiglu16_fast.h). */
 AI void swiglu_row16(float *o, const float *c, __mmask16 m) {
     float res[16] __attribute__((aligned(64)));
-    fp_swiglu16(res, c, c + 16);
+    fp_swiglu16_fast(res, c, c + 16);
     _mm512_mask_storeu_ps(o, m, _mm512_load_ps(res));
 }
 
@@ -592,7 +592,7 @@ AI void swiglu_row16(float *o, const float *c, __mmask16 m) {
  * of an AMX A tile row; masked-off columns are written as zeros (the tiles' padding). */
 AI void swiglu_row16_bf16(uint16_t *o, const float *c, __mmask16 m) {
     float res[16] __attribute__((aligned(64)));
-    fp_swiglu16(res, c, c + 16);
+    fp_swiglu16_fast(res, c, c + 16);
     _mm256_storeu_si256((__m256i *)o, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_load_ps(m, res)));
 }
 

@@ -12,6 +12,9 @@
 #include "tensor/ops.h"
 #include "tensor/kernels.h"
 #include "tensor/swiglu16.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include "tensor/swiglu16_fast.h"
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -170,6 +173,19 @@ AI void add_body(float *x, const float *dx, size_t n) {
     TGT static void add_##SUF(float *x, const float *dx, size_t n) { add_body(x, dx, n); }
 DEFINE_LEVEL(avx512, TGT_AVX512)
 DEFINE_LEVEL(avx2, TGT_AVX2)
+
+/* SwiGLU for precision "fast" (tensor/swiglu16_fast.h), AVX-512 only; tails through the same code, zero padded. */
+TGT_AVX512 static void swiglu_fast_avx512(float *out, const float *gate, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) fp_swiglu16_fast(out + i, gate + i, up + i);
+    if (i < n) {
+        float g[16] = {0}, u[16] = {0}, o[16];
+        memcpy(g, gate + i, sizeof(float) * (n - i));
+        memcpy(u, up + i, sizeof(float) * (n - i));
+        fp_swiglu16_fast(o, g, u);
+        memcpy(out + i, o, sizeof(float) * (n - i));
+    }
+}
 #endif /* x86 */
 
 /* ------------------------------------------------------------------------------------------------------
@@ -246,6 +262,19 @@ void fp_swiglu_forward(float *out, const float *gate, const float *up, int T, in
     for (size_t b = 0; b < nb; b++) {
         size_t i = b * OPS_CHUNK, m = n - i < OPS_CHUNK ? n - i : OPS_CHUNK;
         k->swiglu(out + i, gate + i, up + i, m);
+    }
+}
+
+void fp_swiglu_forward_fast(float *out, const float *gate, const float *up, int T, int C) {
+    void (*f)(float *, const float *, const float *, size_t) = ops()->swiglu;
+#ifdef FP_OPS_SIMD
+    if (fp_kernel_level() >= FP_KERN_AVX512) f = swiglu_fast_avx512;
+#endif
+    size_t n = (size_t)T * C, nb = (n + OPS_CHUNK - 1) / OPS_CHUNK;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t b = 0; b < nb; b++) {
+        size_t i = b * OPS_CHUNK, m = n - i < OPS_CHUNK ? n - i : OPS_CHUNK;
+        f(out + i, gate + i, up + i, m);
     }
 }
 

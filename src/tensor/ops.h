@@ -26,6 +26,10 @@ void fp_rope_forward(float *x, const float *cos_t, const float *sin_t, int T, in
  * gate < -88.72 gives -0 * up (exp overflows; the exact value is below 3e-37 |up|), gate = -inf gives NaN
  * (-inf / inf, as torch), NaN propagates. */
 void fp_swiglu_forward(float *out, const float *gate, const float *up, int T, int C);
+/* The same for precision "fast" (exact == 0): at the avx512 level a shorter kernel (tensor/swiglu16_fast.h: a
+ * degree-5 exp and a reciprocal estimate refined once, within 12 u of the exact value for gate >= -87; the
+ * fused AMX SwiGLU GEMM uses the same code); below it, fp_swiglu_forward.  (out may alias gate.) */
+void fp_swiglu_forward_fast(float *out, const float *gate, const float *up, int T, int C);
 
 /* Causal multi-head attention with grouped K/V heads, as a tiled online softmax (no T x T buffer).
  *   q[nq, nh*d]: row i is the query at absolute position qpos[i] (qpos NULL: i, with nq == T);

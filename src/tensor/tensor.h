@@ -37,7 +37,7 @@ void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w
                           int T, int K, int N);
 /* out[T,N] = silu(inp Wg^T) * (inp Wu^T) = g / (1 + exp(-g)) * u (the SwiGLU MLP's gate and up projections,
  * no bias; Wg, Wu [N,K] in dtype wt).  Always the same values as fp_matmul_forward_ex(exact) into gate and
- * up, then fp_swiglu_forward (bit for bit); with exact == 0, AMX-BF16, BF16/Q8_0/Q4_0 weights, T > 4 and
+ * up, then fp_swiglu_forward (exact) or fp_swiglu_forward_fast (exact == 0), bit for bit; with exact == 0, AMX-BF16, BF16/Q8_0/Q4_0 weights, T > 4 and
  * K <= 4096 it runs as one fused AMX kernel (gate and up tiles side by side, SwiGLU on the tiles: the [T,N]
  * gate and up buffers never exist).  Otherwise it runs the two GEMMs, the up one into a scratch of T*N
  * floats (malloc'd per call).  0, or -1 when that scratch cannot be allocated.  out must not alias inp. */

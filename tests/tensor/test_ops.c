@@ -146,6 +146,66 @@ static int swiglu_level(int level) {
     return 0;
 }
 
+/* fp_swiglu_forward_fast (tensor/swiglu16_fast.h): at the avx512 level within 12 u (u = 2^-24) of the exact
+ * value relative, for gate >= -87 (exp(-g) <= 2^125.5: every intermediate normal); below, |out| <= 2^-125
+ * |g u| + the relative bound; the documented special values; the same code for tails and aliasing.  Below
+ * avx512 it is fp_swiglu_forward, bit for bit. */
+static int test_swiglu_fast(void) {
+    if (fp_cpu_max_kernel() < FP_KERN_AVX512) return TH_SKIP;
+    int n = 20011; /* not a multiple of 16: a tail */
+    float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n), *o = malloc(sizeof(float) * n),
+          *o2 = malloc(sizeof(float) * n);
+    double worst = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        for (int i = 0; i < n; i++) {
+            if (rep == 0) g[i] = flog(-40, 1.94); /* |g| from 1e-40 to ~87 */
+            else if (rep == 1) g[i] = -87.0f + 200.0f * (float)i / n; /* -87 .. 113: saturation to g */
+            else if (rep == 2) g[i] = -0.7f + 1.4f * (float)i / n;    /* 2^t near integers of t */
+            else g[i] = 8.0f * frand();
+            u[i] = rep == 0 ? flog(-3, 3) : 2.0f * frand() + 0.5f;
+        }
+        fp_kernel_force(FP_KERN_AVX512);
+        fp_swiglu_forward_fast(o, g, u, 1, n);
+        for (int i = 0; i < n; i++) {
+            double gd = g[i], ex = gd / (1.0 + exp(-gd)) * u[i], err = fabs(o[i] - ex);
+            /* 12 u relative; + 2^-148 (1 + |u|) where g sigmoid(g) or the result is subnormal (|g| from 1e-40):
+             * the spacing there is 2^-149, times u for the intermediate */
+            if (err > 12.0 * 0x1p-24 * fabs(ex) + 0x1p-148 * (1.0 + fabs(u[i]))) {
+                CHECK_MSG(0, "swiglu fast: g %.9g u %.9g -> %.9g, exact %.9g", g[i], u[i], o[i], ex);
+                break;
+            }
+            if (fabs(ex) >= FLT_MIN && fabs(gd / (1.0 + exp(-gd))) >= FLT_MIN && err / fabs(ex) / 0x1p-24 > worst)
+                worst = err / fabs(ex) / 0x1p-24;
+        }
+        /* in place (out aliases gate), and the avx2 level: the exact kernel */
+        memcpy(o2, g, sizeof(float) * n);
+        fp_swiglu_forward_fast(o2, o2, u, 1, n);
+        CHECK(!memcmp(o, o2, sizeof(float) * n));
+        fp_kernel_force(FP_KERN_AVX2);
+        fp_swiglu_forward_fast(o, g, u, 1, n);
+        fp_swiglu_forward(o2, g, u, 1, n);
+        CHECK(!memcmp(o, o2, sizeof(float) * n));
+    }
+    fp_kernel_force(FP_KERN_AVX512);
+    float gs[8] = {-100.0f, 100.0f, -INFINITY, INFINITY, NAN, -1e-30f, 0.0f, -200.0f}, us[8] = {2, 2, 2, 2, 2, 2, 2, 2}, os[8];
+    fp_swiglu_forward_fast(os, gs, us, 1, 8);
+    CHECK(fabsf(os[0]) <= 0x1p-125f * 200.0f);     /* the exact kernel gives -0 */
+    CHECK(os[1] == 200.0f);
+    CHECK(isinf(os[2]) && os[2] < 0);              /* -inf * 2: the clamp keeps 1 + 2^t finite */
+    CHECK(isinf(os[3]) && os[3] > 0);
+    CHECK(isnan(os[4]));
+    CHECK(os[5] == -1e-30f);
+    CHECK(os[6] == 0.0f);
+    CHECK(fabsf(os[7]) <= 0x1p-125f * 400.0f);
+    fp_kernel_force(-1);
+    printf("  avx512: swiglu fast max error %.2f u relative\n", worst);
+    free(g);
+    free(u);
+    free(o);
+    free(o2);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- rmsnorm */
 static void rms_exact(double *ex, const float *x, const float *w, float eps, int T, int C) {
     for (int t = 0; t < T; t++) {
@@ -343,6 +403,7 @@ int main(void) {
     RUN(test_swiglu_ref);
     RUN(test_swiglu_avx2);
     RUN(test_swiglu_avx512);
+    RUN(test_swiglu_fast);
     RUN(test_rmsnorm_ref);
     RUN(test_rmsnorm_avx2);
     RUN(test_rmsnorm_avx512);
