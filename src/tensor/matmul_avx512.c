@@ -150,6 +150,15 @@ AI __m512i load32_bf16(const void *w, fp_dtype wt, size_t row_bytes, int row, in
         __mmask32 m = rem >= 32 ? 0xffffffffu : rem <= 0 ? 0 : (__mmask32)((1u << rem) - 1);
         return _mm512_maskz_loadu_epi16(m, (const uint8_t *)w + (size_t)row * row_bytes + 2 * (size_t)k);
     }
+    if (wt == FP_Q8_0) { /* one whole block (k % 32 == 0, K % 32 == 0): its scale converted once */
+        if (k >= K) return _mm512_setzero_si512();
+        const uint8_t *b = (const uint8_t *)w + (size_t)row * row_bytes + (size_t)(k / 32) * 34;
+        __m512 d = _mm512_set1_ps(h2f(b));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(b + 2));
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
+        return (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
+    }
     return (__m512i)_mm512_cvtne2ps_pbh(load16_f32(w, wt, row_bytes, row, K, k + 16),
                                         load16_f32(w, wt, row_bytes, row, K, k));
 }
@@ -425,16 +434,13 @@ static void pack_amx(uint32_t *panel, const void *w, const void *wu, fp_dtype wt
                 r[i] = c < nvalid ? load32_bf16(src, wt, row_bytes, rbase + c, K, k0 + 2 * p0) : _mm512_setzero_si512();
             }
             int kpf = 2 * p0 + pf_k; /* relative to k0 */
-            if (kpf < kc && k0 + kpf < K) /* the weights mostly come from memory */
-                for (int i = 0; i < 16 && c0 + i < nvalid; i++)
-                    _mm_prefetch((const char *)src + (size_t)(rbase + c0 + i) * row_bytes +
-                                     fp_dtype_row_bytes(wt, k0 + kpf),
-                                 _MM_HINT_T0);
-            else if (kpf - kc < kc && k0 + kpf - kc < K) /* past this chunk: the next tile column's start */
-                for (int i = 0; i < ncnt; i++)
-                    _mm_prefetch((const char *)nsrc + (size_t)(nbase + i) * row_bytes +
-                                     fp_dtype_row_bytes(wt, k0 + kpf - kc),
-                                 _MM_HINT_T0);
+            if (kpf < kc && k0 + kpf < K) { /* the weights mostly come from memory */
+                const char *pa = (const char *)src + (size_t)(rbase + c0) * row_bytes + fp_dtype_row_bytes(wt, k0 + kpf);
+                for (int i = 0; i < 16 && c0 + i < nvalid; i++) _mm_prefetch(pa + (size_t)i * row_bytes, _MM_HINT_T0);
+            } else if (kpf - kc < kc && k0 + kpf - kc < K) { /* past this chunk: the next tile column's start */
+                const char *pa = (const char *)nsrc + (size_t)nbase * row_bytes + fp_dtype_row_bytes(wt, k0 + kpf - kc);
+                for (int i = 0; i < ncnt; i++) _mm_prefetch(pa + (size_t)i * row_bytes, _MM_HINT_T0);
+            }
             transpose16(r);
             uint32_t *dst = panel + ((size_t)(p0 / 16) * ntc + tc) * 256;
             for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
