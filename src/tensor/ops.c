@@ -76,16 +76,22 @@ typedef double v8d __attribute__((vector_size(64)));
 /* mask ? a : b, lane-wise (mask lanes all-ones or zero, as vector comparisons give) */
 #define VSEL(mask, a, b) ((v16)(((v16i)(mask) & (v16i)(a)) | (~(v16i)(mask) & (v16i)(b))))
 
-AI void swiglu_body(float *out, const float *gate, const float *up, size_t n) {
+/* n values through a 16-value SwiGLU kernel (f16: fp_swiglu16 or fp_swiglu16_fast, inlined here), the tail
+ * through the same code, zero padded. */
+AI void swiglu_apply(void (*f16)(float *, const float *, const float *), float *out, const float *gate,
+                     const float *up, size_t n) {
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) fp_swiglu16(out + i, gate + i, up + i); /* tensor/swiglu16.h */
-    if (i < n) { /* tail through the same vector code (zero padded) */
+    for (; i + 16 <= n; i += 16) f16(out + i, gate + i, up + i);
+    if (i < n) {
         float g[16] = {0}, u[16] = {0}, o[16];
         memcpy(g, gate + i, sizeof(float) * (n - i));
         memcpy(u, up + i, sizeof(float) * (n - i));
-        fp_swiglu16(o, g, u);
+        f16(o, g, u);
         memcpy(out + i, o, sizeof(float) * (n - i));
     }
+}
+AI void swiglu_body(float *out, const float *gate, const float *up, size_t n) {
+    swiglu_apply(fp_swiglu16, out, gate, up, n); /* tensor/swiglu16.h */
 }
 
 /* Sum of squares in double lanes, as the reference: a double square of an f32 is exact (48-bit product) and
@@ -176,15 +182,7 @@ DEFINE_LEVEL(avx2, TGT_AVX2)
 
 /* SwiGLU for precision "fast" (tensor/swiglu16_fast.h), AVX-512 only; tails through the same code, zero padded. */
 TGT_AVX512 static void swiglu_fast_avx512(float *out, const float *gate, const float *up, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) fp_swiglu16_fast(out + i, gate + i, up + i);
-    if (i < n) {
-        float g[16] = {0}, u[16] = {0}, o[16];
-        memcpy(g, gate + i, sizeof(float) * (n - i));
-        memcpy(u, up + i, sizeof(float) * (n - i));
-        fp_swiglu16_fast(o, g, u);
-        memcpy(out + i, o, sizeof(float) * (n - i));
-    }
+    swiglu_apply(fp_swiglu16_fast, out, gate, up, n);
 }
 #endif /* x86 */
 
