@@ -461,20 +461,17 @@ static int amx_nsub(int nkb) { return (nkb + AMX_SUB_KB - 1) / AMX_SUB_KB; }
     } while (0)
 /* Bytes of the C parking buffer for nc panel columns: one contiguous [32][32] f32 block per 32 columns. */
 static size_t amx_cpark_bytes(int nc) { return (size_t)nc * 32 * 4; }
-#define AMX_C_STORE(buf)                         \
-    do {                                         \
-        _tile_stored(0, (buf), 128);             \
-        _tile_stored(1, (buf) + 16, 128);        \
-        _tile_stored(2, (buf) + 16 * 32, 128);   \
-        _tile_stored(3, (buf) + 16 * 32 + 16, 128); \
+/* The 2 x 2 C tiles of a 32 x 32 f32 block at buf with rows ld floats apart (32 for ctmp and the parking
+ * buffer, N for out): OP is _tile_stored or _tile_loadd. */
+#define AMX_C_TILES(OP, buf, ld)                                                    \
+    do {                                                                            \
+        OP(0, (buf), (size_t)(ld) * 4);                                             \
+        OP(1, (buf) + 16, (size_t)(ld) * 4);                                        \
+        OP(2, (buf) + (size_t)16 * (ld), (size_t)(ld) * 4);                         \
+        OP(3, (buf) + (size_t)16 * (ld) + 16, (size_t)(ld) * 4);                    \
     } while (0)
-#define AMX_C_LOAD(buf)                          \
-    do {                                         \
-        _tile_loadd(0, (buf), 128);              \
-        _tile_loadd(1, (buf) + 16, 128);         \
-        _tile_loadd(2, (buf) + 16 * 32, 128);    \
-        _tile_loadd(3, (buf) + 16 * 32 + 16, 128); \
-    } while (0)
+#define AMX_C_STORE(buf) AMX_C_TILES(_tile_stored, buf, 32)
+#define AMX_C_LOAD(buf) AMX_C_TILES(_tile_loadd, buf, 32)
 
 /* One job: output columns [n0, n0+nvalid) (nvalid <= nc), rows [t0, t1) (t0 a multiple of 32).
  * work: panel (amx_panel_bytes), then ctmp [32][32] f32, brep [16][nc] f32 and cpark (amx_cpark_bytes). */
@@ -520,12 +517,9 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                     float *cb = sg->out[s] + (size_t)t * N + col;
                     if (sub > 0)
                         AMX_C_LOAD(park);
-                    else if (full && k0 > 0) {
-                        _tile_loadd(0, cb, (size_t)N * 4);
-                        _tile_loadd(1, cb + 16, (size_t)N * 4);
-                        _tile_loadd(2, cb + (size_t)16 * N, (size_t)N * 4);
-                        _tile_loadd(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
-                    } else if (full && any_bias) {
+                    else if (full && k0 > 0)
+                        AMX_C_TILES(_tile_loadd, cb, N);
+                    else if (full && any_bias) {
                         _tile_loadd(0, brep + cg, (size_t)nc * 4);
                         _tile_loadd(1, brep + cg + 16, (size_t)nc * 4);
                         _tile_loadd(2, brep + cg, (size_t)nc * 4);
@@ -542,10 +536,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                         continue;
                     }
                     if (full) {
-                        _tile_stored(0, cb, (size_t)N * 4);
-                        _tile_stored(1, cb + 16, (size_t)N * 4);
-                        _tile_stored(2, cb + (size_t)16 * N, (size_t)N * 4);
-                        _tile_stored(3, cb + (size_t)16 * N + 16, (size_t)N * 4);
+                        AMX_C_TILES(_tile_stored, cb, N);
                         continue;
                     }
                     AMX_C_STORE(ctmp); /* ctmp is [32 rows][32 cols] f32 */
