@@ -142,8 +142,9 @@ void fp_model_free(fp_model *m);
 void fp_model_get_info(const fp_model *m, fp_model_info *info);
 /* Precision of the GEMMs.  FP_PRECISION_EXACT (the default) keeps activations in f32 on every kernel (bf16/q8
  * weights are widened), matching HF run in float32 on the same weights to ~1e-6.  FP_PRECISION_FAST lets the
- * fastest kernels (AMX-BF16, vdpbf16ps, VNNI) round activations to bf16/int8: much faster on BF16/Q8_0
- * weights, step rewards within ~1e-2 (docs/performance.md). */
+ * fastest kernels (AMX-BF16, vdpbf16ps, VNNI) round activations to bf16/int8, and on AVX-512 SwiGLU uses a
+ * shorter kernel (within 12 ulp of the exact one): much faster on BF16/Q8_0 weights, step rewards within ~1e-2
+ * (docs/performance.md). */
 enum { FP_PRECISION_EXACT = 0, FP_PRECISION_FAST = 1 };
 void fp_model_set_precision(fp_model *m, int precision);
 /* Threads used by the forward pass (0 = the OpenMP default). */

@@ -202,7 +202,8 @@ int cmd_bench(int argc, char **argv) {
         snprintf(kbuf, sizeof kbuf, "%s + openblas-sgemm (large GEMMs)", kernel);
         kernel = kbuf;
     }
-    const char *precision = m->fast ? "fast (GEMMs may round activations to bf16 / int8)" : "exact (f32 activations)";
+    const char *precision = m->fast ? "fast (GEMMs may round activations to bf16 / int8; SwiGLU within 12 ulp)"
+                                    : "exact (f32 activations)";
     double wbytes = weight_bytes(m);
 
     int maxT = 0;
