@@ -127,11 +127,33 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
     return FP_OK;
 }
 
-int fp_model_layer_chunk_rows(int T) {
-    /* 512 rows up to 4096 tokens, then T/8 (in steps of 512): each chunk's attention call packs the keys it
-     * sees again, so long sequences take fewer, longer chunks */
+/* Bytes of the buffers that grow with the rows of a chunk: normed rows and q ([rows, wide] f32 each), the
+ * MLP's gate and up scratch, and the GEMMs' bf16 copy of their widest input (counted as [rows, I]). */
+static size_t chunk_bytes(const fp_model *m, int rows) {
+    const fp_model_config *c = &m->cfg;
+    int H = c->hidden_size, qd = c->num_heads * c->head_dim, wide = qd > H ? qd : H, I = c->intermediate_size;
+    return sizeof(float) * ((size_t)2 * rows * wide + fp_model_mlp_gate_floats(m, rows) + fp_model_mlp_up_floats(m, rows)) +
+           (size_t)2 * rows * (I > H ? I : H);
+}
+
+int fp_model_mlp_chunk_rows(const fp_model *m) {
+    size_t wbytes = 0;
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const fp_layer *y = &m->layers[l];
+        const fp_tensor *w[7] = {y->q_w, y->k_w, y->v_w, y->o_w, y->gate_w, y->up_w, y->down_w};
+        for (int i = 0; i < 7; i++) wbytes += fp_dtype_row_bytes(w[i]->dtype, w[i]->shape[1]) * (size_t)w[i]->shape[0];
+    }
+    int rows = FP_MLP_CHUNK_ROWS;
+    while (rows < FP_MLP_CHUNK_ROWS_MAX && chunk_bytes(m, 2 * rows) <= wbytes / 8) rows *= 2;
+    return rows;
+}
+
+int fp_model_layer_chunk_rows(const fp_model *m, int T) {
+    /* the MLP chunk up to 4096 tokens, then T/8 (in steps of 512): each chunk's attention call packs the keys
+     * it sees again, so long sequences take fewer, longer chunks */
     int per = (T + 8 * FP_MLP_CHUNK_ROWS - 1) / (8 * FP_MLP_CHUNK_ROWS);
-    int rows = FP_MLP_CHUNK_ROWS * (per < 1 ? 1 : per);
+    int rows = FP_MLP_CHUNK_ROWS * (per < 1 ? 1 : per), mlp = fp_model_mlp_chunk_rows(m);
+    if (rows < mlp) rows = mlp;
     return T < rows ? T : rows;
 }
 
@@ -200,7 +222,8 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
     const int qd = nh * d, kvd = nkv * d, wide = qd > H ? qd : H;
     const float eps = (float)c->rms_norm_eps;
     /* rows of one layer chunk (all of a layer but K and V: see fwd_chunk) and of one MLP chunk */
-    const int rows = fp_model_layer_chunk_rows(T), chunk = rows < FP_MLP_CHUNK_ROWS ? rows : FP_MLP_CHUNK_ROWS;
+    const int rows = fp_model_layer_chunk_rows(m, T), mlp_rows = fp_model_mlp_chunk_rows(m),
+              chunk = rows < mlp_rows ? rows : mlp_rows;
 
     /* every buffer but the residual stream when it lives in out: one arena, planned then mapped */
     fwd_bufs b = {0};

@@ -51,13 +51,19 @@ int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
 /* x[n,H] += MLP(rmsnorm(x) * post_norm) of layer y, in row chunks of `chunk`; xn [n,H] scratch, gate gate_cap
  * floats of scratch (fp_model_mlp_gate_floats(m, chunk)), up up_cap floats (fp_model_mlp_up_floats(m, chunk));
  * FP_OK or an error (out of memory) (forward.c; shared with the KV-cache forward in forward_cached.c). */
-/* MLP row chunk of the prefill: gate/up activations exist for this many rows at a time (2 x 512 x I f32:
- * 20 MB at 0.5B, 78 MB at 7B).  The GEMMs pack their weights per call, so shorter chunks pay for it: 256
- * rows ran ~15 % slower at T=512 (0.5B, AMX), 512 rows as fast as whole-sequence MLPs. */
+/* MLP row chunk of the prefill: gate/up activations exist for this many rows at a time.  Each chunk is one
+ * more pass over the weights (the GEMMs pack them per call): 256 rows ran ~15 % slower than 512 at T=512
+ * (0.5B, AMX); at T=2048, 2048-row chunks ran ~10 % faster than 512-row ones.  So fp_model_mlp_chunk_rows
+ * takes FP_MLP_CHUNK_ROWS doubled (up to FP_MLP_CHUNK_ROWS_MAX) while the buffers that grow with the rows
+ * stay within 1/8 of the layers' weight bytes: a quantised model (chosen to save memory, and cheaper to
+ * re-read) keeps shorter chunks than the same model in bf16. */
 #define FP_MLP_CHUNK_ROWS 512
+#define FP_MLP_CHUNK_ROWS_MAX 2048
+int fp_model_mlp_chunk_rows(const fp_model *m);
 /* Rows of one layer chunk of the prefill (forward.c): a layer runs over the sequence in chunks of about this
- * many rows (balanced), so only K, V and the residual stream are [T, .]; 512 up to T = 4096, then T/8. */
-int fp_model_layer_chunk_rows(int T);
+ * many rows (balanced), so only K, V and the residual stream are [T, .]; the MLP chunk up to T = 4096, then
+ * T/8 where that is more. */
+int fp_model_layer_chunk_rows(const fp_model *m, int T);
 /* The attention projections of layer y over inp [T,H]: q [T,qd] (unless q is NULL), k and v [T,kvd], with
  * their biases; one pass over the activations where the kernels allow (fp_matmul_forward_multi). */
 void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T);
