@@ -326,20 +326,39 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
  * with A in L1, in a microbenchmark of the tile loop alone).  The C tiles are parked in an L2 buffer between
  * sub-chunks; shorter sub-chunks lose more to those stores than they gain (128-256 k: slower).  B is loaded
  * with tileloaddt1 (streamed: it should not evict A from L1). */
-/* One k step (32 k) of a 2 x 2 block: C tiles 0-3 += A tiles 4, 5 (rows 0-15, 16-31 of A0 / A1, 1 KiB tiles)
- * x B tiles 6, 7 (columns 0-15, 16-31 of the panel at Bp, bstep dwords per k step); the loads
- * are interleaved with the products so that they overlap.  A macro: the intrinsics need the caller's AMX
- * target attribute. */
-#define AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep)                              \
-    do {                                                                  \
-        _tile_loadd(4, (A0) + (size_t)(kb) * 512, 64);                    \
-        _tile_stream_loadd(6, (Bp) + (size_t)(kb) * (bstep), 64);         \
-        _tile_dpbf16ps(0, 4, 6);                                          \
-        _tile_stream_loadd(7, (Bp) + (size_t)(kb) * (bstep) + 256, 64);   \
-        _tile_dpbf16ps(1, 4, 7);                                          \
-        _tile_loadd(5, (A1) + (size_t)(kb) * 512, 64);                    \
-        _tile_dpbf16ps(2, 5, 6);                                          \
-        _tile_dpbf16ps(3, 5, 7);                                          \
+/* The k loop of a 2 x 2 block over k blocks [kb0, kb1) (kb1 > kb0, 32 k each): C tiles 0-3 += A tiles 4, 5
+ * (rows 0-15, 16-31 of A0 / A1, 1 KiB tiles) x B tiles 6, 7 (columns 0-15, 16-31 of the panel at Bp, bstep
+ * dwords per k block), software-pipelined: tile registers are not renamed, so a load into a tile waits for
+ * the products that read its previous contents, and a product for its loads.  Each load is issued right after
+ * the last product that reads the tile, two products (~32 cycles) ahead of its first use for B (from L2) and
+ * one for A (from L1): +11 % in a microbenchmark of the loop (1.6 -> 1.8 TFLOP/s per core), against loads
+ * just before their use.  The products of each C tile run in k order, as in a plain loop.  EXTRA runs once
+ * per k block (the fused SwiGLU's epilogue).  A macro: the intrinsics need the caller's AMX target attribute. */
+#define AMX_2X2_KLOOP(A0, A1, Bp, kb0, kb1, bstep, EXTRA)                           \
+    do {                                                                            \
+        int kb_ = (kb0);                                                            \
+        const uint32_t *b_ = (Bp) + (size_t)kb_ * (bstep);                          \
+        _tile_loadd(4, (A0) + (size_t)kb_ * 512, 64);                               \
+        _tile_stream_loadd(6, b_, 64);                                              \
+        _tile_stream_loadd(7, b_ + 256, 64);                                        \
+        _tile_loadd(5, (A1) + (size_t)kb_ * 512, 64);                               \
+        for (; kb_ + 1 < (kb1); kb_++) {                                            \
+            b_ += (bstep);                                                          \
+            _tile_dpbf16ps(0, 4, 6);                                                \
+            _tile_dpbf16ps(2, 5, 6);                                                \
+            _tile_stream_loadd(6, b_, 64);                                          \
+            _tile_dpbf16ps(1, 4, 7);                                                \
+            _tile_loadd(4, (A0) + (size_t)(kb_ + 1) * 512, 64);                     \
+            _tile_dpbf16ps(3, 5, 7);                                                \
+            _tile_loadd(5, (A1) + (size_t)(kb_ + 1) * 512, 64);                     \
+            _tile_stream_loadd(7, b_ + 256, 64);                                    \
+            EXTRA;                                                                  \
+        }                                                                           \
+        _tile_dpbf16ps(0, 4, 6);                                                    \
+        _tile_dpbf16ps(2, 5, 6);                                                    \
+        _tile_dpbf16ps(1, 4, 7);                                                    \
+        _tile_dpbf16ps(3, 5, 7);                                                    \
+        EXTRA;                                                                      \
     } while (0)
 #define AMX_MR 32
 #define AMX_KMAX 4096                  /* longest k chunk (= FP_AMX_SWIGLU_MAX_K) */
@@ -530,7 +549,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                         _tile_zero(2);
                         _tile_zero(3);
                     }
-                    for (int kb = kb0; kb < kb1; kb++) AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
+                    AMX_2X2_KLOOP(A0, A1, Bp, kb0, kb1, bstep, (void)0);
                     if (sub + 1 < nsub) {
                         AMX_C_STORE(park);
                         continue;
@@ -649,10 +668,8 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const jo
                     _tile_zero(2);
                     _tile_zero(3);
                 }
-                for (int kb = kb0; kb < kb1; kb++) {
-                    AMX_2X2_KSTEP(A0, A1, Bp, kb, bstep);
-                    if (pend.done < pend.rows) swiglu_rows(&pend, pend.done + step, (size_t)N);
-                }
+                AMX_2X2_KLOOP(A0, A1, Bp, kb0, kb1, bstep,
+                              if (pend.done < pend.rows) swiglu_rows(&pend, pend.done + step, (size_t)N));
                 /* the pending block is done before any store below (it may be this very park) */
                 swiglu_rows(&pend, 32, (size_t)N);
                 __asm__ volatile("" ::: "memory"); /* its reads of cpark before the stores */
