@@ -356,6 +356,34 @@ static size_t ax_scratch_floats(int d) {
 #define MEMBAR() __asm__ volatile("" ::: "memory") /* the tile intrinsics are asm without memory operands */
 #define AX_WMAX 256.0f /* lazy rescaling: a row's weights stay <= 2^8 (partial sums of 4 checked against it) */
 
+/* C tiles 0-3 += sum over steps i < n of A (tiles 4, 5: a0[i], a1[i], rows sa bytes apart) x B (tiles 6, 7:
+ * b0[i], b1[i], rows sb bytes apart), software-pipelined as the GEMMs' k loop (AMX_2X2_KLOOP in
+ * matmul_avx512.c): tile registers are not renamed, so each load goes right after the last product that reads
+ * the tile, ahead of its first use; every C tile still sums its products in step order. */
+__attribute__((target("amx-tile,amx-bf16"))) AI void ax_2x2_chain(int n, const void *const *a0,
+                                                                    const void *const *a1, size_t sa,
+                                                                    const void *const *b0,
+                                                                    const void *const *b1, size_t sb) {
+    _tile_loadd(4, a0[0], sa);
+    _tile_loadd(6, b0[0], sb);
+    _tile_loadd(7, b1[0], sb);
+    _tile_loadd(5, a1[0], sa);
+    for (int i = 0; i + 1 < n; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_loadd(6, b0[i + 1], sb);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(4, a0[i + 1], sa);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(5, a1[i + 1], sa);
+        _tile_loadd(7, b1[i + 1], sb);
+    }
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
 /* AMX work units, each a few tdpbf16ps ending in tile stores.
  * S unit: S[32][64] (keys 32 hf .. 32 hf + 31 of the block) = Q (32 x d, bf16 rows) x K half-block. */
 __attribute__((target("amx-tile,amx-bf16"))) static inline void ax_s_unit(const uint16_t *Qb, const uint16_t *Kb,
@@ -365,16 +393,14 @@ __attribute__((target("amx-tile,amx-bf16"))) static inline void ax_s_unit(const 
     _tile_zero(2);
     _tile_zero(3);
     const uint16_t *kp = Kb + (size_t)(2 * hf) * 16 * d;
+    const void *a0[FP_ATT_AMX_MAX_D / 32], *a1[FP_ATT_AMX_MAX_D / 32], *b0[FP_ATT_AMX_MAX_D / 32], *b1[FP_ATT_AMX_MAX_D / 32];
     for (int c = 0; c < d / 32; c++) {
-        _tile_loadd(4, Qb + 32 * c, 2 * d);
-        _tile_loadd(6, kp + 512 * c, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, kp + 16 * d + 512 * c, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, Qb + 16 * d + 32 * c, 2 * d);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        a0[c] = Qb + 32 * c;
+        a1[c] = Qb + 16 * d + 32 * c;
+        b0[c] = kp + 512 * c;
+        b1[c] = kp + 16 * d + 512 * c;
     }
+    ax_2x2_chain(d / 32, a0, a1, 2 * (size_t)d, b0, b1, 64);
     _tile_stored(0, S + 32 * hf, 4 * BK);
     _tile_stored(1, S + 32 * hf + 16, 4 * BK);
     _tile_stored(2, S + 16 * BK + 32 * hf, 4 * BK);
@@ -395,23 +421,22 @@ __attribute__((target("amx-tile,amx-bf16"))) static inline void ax_pv_unit(const
     _tile_loadd(1, O + x0 + 16, 4 * d);
     _tile_loadd(2, O + (size_t)16 * d + x0, 4 * d);
     _tile_loadd(3, O + (size_t)16 * d + x0 + 16, 4 * d);
+    const void *a0[2 * AX_PB], *a1[2 * AX_PB], *b0[2 * AX_PB], *b1[2 * AX_PB];
+    int n = 0;
     for (int kb = kb0; kb < kb1; kb += BK) {
         const uint16_t *P = Pb + (size_t)((kb - kfirst) / BK % AX_PB) * AX_BQ * BK;
         const uint16_t *Vb = Vh + (size_t)(kb / BK) * BK * d;
         int h0, h1;
         ax_halves(kb, tkmin, tpmax, &h0, &h1);
-        for (int hf = h0; hf < h1; hf++) {
+        for (int hf = h0; hf < h1; hf++, n++) {
             const uint16_t *vp = Vb + (size_t)hf * 32 * d + 2 * x0;
-            _tile_loadd(4, P + 32 * hf, 2 * BK);
-            _tile_loadd(6, vp, 4 * d);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, vp + 32, 4 * d);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, P + 16 * BK + 32 * hf, 2 * BK);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            a0[n] = P + 32 * hf;
+            a1[n] = P + 16 * BK + 32 * hf;
+            b0[n] = vp;
+            b1[n] = vp + 32;
         }
     }
+    if (n) ax_2x2_chain(n, a0, a1, 2 * BK, b0, b1, 4 * (size_t)d);
     _tile_stored(0, O + x0, 4 * d);
     _tile_stored(1, O + x0 + 16, 4 * d);
     _tile_stored(2, O + (size_t)16 * d + x0, 4 * d);
