@@ -577,6 +577,9 @@ static int test_layer_chunks(void) {
         CHECK_OK(fp_model_trunk_forward(m, ids, T, all, T, sub));
         CHECK_OK(fp_model_trunk_forward(m, ids, T2, NULL, 0, pre));
         CHECK(fp_model_layer_chunk_rows(m, T) == FP_MLP_CHUNK_ROWS); /* the chunking the comment above describes */
+        /* a tiny model's buffers outweigh its weights: the shortest MLP chunk; long inputs take ~T/8 */
+        CHECK(fp_model_mlp_chunk_rows(m) == FP_MLP_CHUNK_ROWS);
+        CHECK(fp_model_layer_chunk_rows(m, 8192) == 2 * FP_MLP_CHUNK_ROWS && fp_model_layer_chunk_rows(m, 100) == 100);
         const int C = FP_MLP_CHUNK_ROWS;
         double scale = max_abs(full, n), d_sub = max_diff(full, sub, n), d_pre = max_diff(full, pre, (size_t)C * H),
                d_tail = max_diff(full + (size_t)C * H, pre + (size_t)C * H, (size_t)(T2 - C) * H);
