@@ -37,7 +37,8 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
     }
     int rc = fp_kv_cache_reserve(c, p0 + maxlen);
     if (rc) return rc;
-    int chunk = T < FP_MLP_CHUNK_ROWS ? T : FP_MLP_CHUNK_ROWS;
+    const int mlp_rows = fp_model_mlp_chunk_rows(m); /* the prefill's MLP chunk (forward.c) */
+    int chunk = T < mlp_rows ? T : mlp_rows;
     const int nr = nrows > 0 ? nrows : 1;
     const size_t gate_cap = fp_model_mlp_gate_floats(m, chunk), up_cap = fp_model_mlp_up_floats(m, chunk);
     size_t tT = (size_t)T, F = sizeof(float), tq = (size_t)(T > nr ? T : nr);
