@@ -32,13 +32,12 @@ static inline __attribute__((always_inline, target("avx512f,avx512dq"))) void fp
     __m512 tl = _mm512_fmadd_ps(gc, c_lo, _mm512_fmsub_ps(gc, c_hi, th));
     /* f = th - floor(th) (exact) + tl: in [0, 1) up to |tl| <= ulp(th), where p is still accurate */
     __m512 f = _mm512_add_ps(_mm512_reduce_ps(th, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), tl);
-    __m512 t = th;
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.877576676e-03f), f, _mm512_set1_ps(8.989340088e-03f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.582631806e-02f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.401536170e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931530732e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999999251e-01f));
-    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, t)); /* in [1, 1 + 2^126] */
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, th)); /* in [1, 1 + 2^126] */
     __m512 r = _mm512_rcp14_ps(d);
     r = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r); /* r + r (1 - d r) */
     _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_mul_ps(g, r), _mm512_loadu_ps(up)));
