@@ -517,6 +517,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
     _tile_loadconfig(&amx_config);
     for (int k0 = 0; k0 < Kp; k0 += pl->kc) {
         int kc = MIN(pl->kc, Kp - k0), nsub = amx_nsub(kc / 32);
+        int from_out = k0 > 0; /* C starts from out: the partial sums of the earlier k chunks */
         pack_amx(panel, a->w, NULL, a->wt, rb, a->K, n0, nvalid, k0, kc, sg);
         __asm__ volatile("" ::: "memory"); /* the tile loads below are asm without a memory operand */
         size_t bstep = (size_t)ntc * 256;  /* dwords per 32 k in the panel */
@@ -529,20 +530,40 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                     const uint32_t *Bp = panel + (cg / 16) * 256;
                     float *park = cpark + (size_t)(cg / 32) * 32 * 32;
                     /* full 32 x 32 block: the C tiles start from out (later chunks) or the replicated bias and
-                     * are stored straight into out; ragged blocks go through ctmp below */
+                     * are stored straight into out; ragged blocks start from the same values staged in ctmp and
+                     * are stored through it */
                     int s = seg_of(sg, n0 + cg), N = sg->N[s], col = n0 + cg - sg->n0[s]; /* in segment s */
                     int cvalid = MIN(nvalid - cg, N - col);
                     int full = t + 32 <= t1 && cvalid >= 32;
                     float *cb = sg->out[s] + (size_t)t * N + col;
+                    int rows = MIN(32, t1 - t);
+                    __mmask16 m0 = col_mask(cvalid, 0), m1 = col_mask(cvalid, 1);
+                    const float *bias = sg->bias[s] ? sg->bias[s] + col : NULL;
                     if (sub > 0)
                         AMX_C_LOAD(park);
-                    else if (full && k0 > 0)
+                    else if (full && from_out)
                         AMX_C_TILES(_tile_loadd, cb, N);
                     else if (full && any_bias) {
                         _tile_loadd(0, brep + cg, (size_t)nc * 4);
                         _tile_loadd(1, brep + cg + 16, (size_t)nc * 4);
                         _tile_loadd(2, brep + cg, (size_t)nc * 4);
                         _tile_loadd(3, brep + cg + 16, (size_t)nc * 4);
+                    } else if (from_out || bias) {
+                        /* a ragged block starts from out / the bias as well, staged in ctmp (zeros outside), so
+                         * every element is the same sum in the same order whatever block it falls in: results
+                         * do not depend on how the rows were chunked */
+                        for (int i = 0; i < 32; i++) {
+                            __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+                            if (i < rows) {
+                                const float *src = from_out ? cb + (size_t)i * N : bias;
+                                v0 = _mm512_maskz_loadu_ps(m0, src);
+                                v1 = _mm512_maskz_loadu_ps(m1, src + 16);
+                            }
+                            _mm512_store_ps(ctmp + 32 * i, v0);
+                            _mm512_store_ps(ctmp + 32 * i + 16, v1);
+                        }
+                        __asm__ volatile("" ::: "memory");
+                        AMX_C_LOAD(ctmp);
                     } else {
                         _tile_zero(0);
                         _tile_zero(1);
@@ -560,23 +581,11 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
                     }
                     AMX_C_STORE(ctmp); /* ctmp is [32 rows][32 cols] f32 */
                     __asm__ volatile("" ::: "memory");
-                    int rows = MIN(32, t1 - t);
-                    __mmask16 m0 = col_mask(cvalid, 0), m1 = col_mask(cvalid, 1);
-                    const float *bias = sg->bias[s] ? sg->bias[s] + col : NULL;
                     for (int i = 0; i < rows; i++) {
                         float *c = cb + (size_t)i * N;
                         const float *r = ctmp + 32 * i;
-                        __m512 add0, add1;
-                        if (k0 > 0) {
-                            add0 = _mm512_maskz_loadu_ps(m0, c);
-                            add1 = _mm512_maskz_loadu_ps(m1, c + 16);
-                        } else if (bias) {
-                            add0 = _mm512_maskz_loadu_ps(m0, bias);
-                            add1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-                        } else
-                            add0 = add1 = _mm512_setzero_ps();
-                        _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_load_ps(r), add0));
-                        _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(_mm512_load_ps(r + 16), add1));
+                        _mm512_mask_storeu_ps(c, m0, _mm512_load_ps(r));
+                        _mm512_mask_storeu_ps(c + 16, m1, _mm512_load_ps(r + 16));
                     }
                     __asm__ volatile("" ::: "memory");
                 }

@@ -248,6 +248,52 @@ static int test_nan_row(void) {
     return 0;
 }
 
+/* The AMX GEMM's rows do not depend on the blocking: every output starts from its bias (k chunk 0) or from the
+ * partial sum in out (later k chunks) and adds the products in k order, whether its row falls in a full 32-row
+ * block or in a ragged one (staged through a buffer).  So T rows at once equal the same rows run as two calls
+ * split at a row that is not a multiple of 32, bit for bit: the model's chunks of rows (fast precision) then
+ * give the same values however T is cut (test_model's test_layer_chunks).  With and without bias, one and
+ * several k chunks (K = 4864, 8960), ragged N, BF16 and Q8_0 weights, 1 and 2 threads. */
+static int test_amx_row_split(void) {
+    if (fp_cpu_max_kernel() < FP_KERN_AVX512 || !fp_cpu_has_amx_bf16()) {
+        printf("  (no AMX-BF16 on this CPU/OS)\n");
+        return TH_SKIP;
+    }
+    static const int sh[][4] = { /* T, K, N, split */
+        {100, 896, 70, 37}, {77, 4864, 96, 45}, {64, 8960, 40, 17}, {40, 96, 1100, 9}, {200, 4864, 33, 101},
+    };
+    int nmax = omp_get_max_threads(), ncases = 0;
+    for (int nth = 1; nth <= 2; nth++) {
+        omp_set_num_threads(nth);
+        for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++)
+            for (int q = 0; q <= 1; q++)
+                for (int wb = 0; wb <= 1; wb++) {
+                    int T = sh[si][0], K = sh[si][1], N = sh[si][2], sp = sh[si][3];
+                    fp_dtype wt = q ? FP_Q8_0 : FP_BF16;
+                    float *x = malloc(sizeof(float) * (size_t)T * K), *wf = malloc(sizeof(float) * (size_t)N * K);
+                    float *bias = malloc(sizeof(float) * N), *o1 = malloc(sizeof(float) * (size_t)T * N);
+                    float *o2 = malloc(sizeof(float) * (size_t)T * N);
+                    for (size_t i = 0; i < (size_t)T * K; i++) x[i] = frand();
+                    for (int n = 0; n < N; n++) bias[n] = 4.0f * frand();
+                    void *w = make_weights(wt, N, K, NULL, wf);
+                    const float *b = wb ? bias : NULL;
+                    CHECK(fp_matmul_avx512(o1, x, w, wt, b, T, K, N, FP_BF16_AMX, 0) == 0);
+                    CHECK(fp_matmul_avx512(o2, x, w, wt, b, sp, K, N, FP_BF16_AMX, 0) == 0);
+                    CHECK(fp_matmul_avx512(o2 + (size_t)sp * N, x + (size_t)sp * K, w, wt, b, T - sp, K, N,
+                                           FP_BF16_AMX, 0) == 0);
+                    size_t nd = 0;
+                    for (size_t i = 0; i < (size_t)T * N; i++) nd += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+                    CHECK_MSG(nd == 0, "%s T=%d K=%d N=%d bias %d, %d thread(s): %zu outputs differ when split at row %d",
+                              fp_dtype_name(wt), T, K, N, wb, nth, nd, sp);
+                    ncases++;
+                    free(x); free(wf); free(bias); free(o1); free(o2); free(w);
+                }
+    }
+    omp_set_num_threads(nmax);
+    printf("  %d split cases\n", ncases);
+    return 0;
+}
+
 int main(void) {
     RUN(test_dispatch);
     RUN(test_level_ref);
@@ -258,6 +304,7 @@ int main(void) {
     RUN(test_amx_bf16);
     RUN(test_amx_blocking);
     RUN(test_nan_row);
+    RUN(test_amx_row_split);
     fp_matmul_scratch_release();
     return th_finish();
 }
