@@ -72,21 +72,35 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
     int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     float eps = (float)m->cfg.rms_norm_eps;
     double lap_t = m->prof ? fp_now() : 0;
-    fp_rmsnorm_forward(xn, x, y->post_norm, eps, n, H);
+    /* fast precision on AMX, every chunk on the tiles path below: the norm straight into bf16 tiles in xn's
+     * storage ([n,H] f32 holds them), which the fused gate/up GEMM reads (fp_rmsnorm_tiles) */
+    const fp_tensor *gw = y->gate_w, *uw = y->up_w;
+    int same_gu = gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1];
+    uint16_t *xt = NULL;
+    if (same_gu && H <= I && (n <= chunk || chunk % 32 == 0) && fp_matmul_tiles_bytes(n, H) <= sizeof(float) * (size_t)n * H) {
+        int ok = 1;
+        for (int r0 = 0; r0 < n && ok; r0 += chunk) {
+            int c = n - r0 < chunk ? n - r0 : chunk;
+            ok = fp_matmul_swiglu_tiles_ok(!m->fast, gw->dtype, y->down_w->dtype, c, H, I) &&
+                 fp_matmul_tiles_bytes(c, I) <= gate_cap * sizeof(float);
+        }
+        if (ok && fp_rmsnorm_tiles((uint16_t *)xn, x, y->post_norm, eps, n, H) == 0) xt = (uint16_t *)xn;
+    }
+    if (!xt) fp_rmsnorm_forward(xn, x, y->post_norm, eps, n, H);
     LAP(FP_PROFILE_RMSNORM);
+    const int nkb_h = (H + 31) / 32; /* k blocks of the xt tiles */
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int c = n - r0 < chunk ? n - r0 : chunk;
-        const float *xin = xn + (size_t)r0 * H;
-        const fp_tensor *gw = y->gate_w, *uw = y->up_w;
+        const float *xin = xt ? NULL : xn + (size_t)r0 * H;
         /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
         float *d = H <= I ? up : (float *)xin;
-        if (gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1] &&
-            fp_matmul_swiglu_tiles_ok(!m->fast, gw->dtype, y->down_w->dtype, c, H, I) &&
-            fp_matmul_tiles_bytes(c, I) <= gate_cap * sizeof(float)) {
+        if (xt || (same_gu && fp_matmul_swiglu_tiles_ok(!m->fast, gw->dtype, y->down_w->dtype, c, H, I) &&
+                   fp_matmul_tiles_bytes(c, I) <= gate_cap * sizeof(float))) {
             /* fast precision on AMX: silu(g) * u goes to the down GEMM as bf16 tiles in gate's storage (the
              * values of the f32 path below, bit for bit); its time counts as gate/up */
             uint16_t *tiles = (uint16_t *)gate;
-            int rc = fp_matmul_avx512_swiglu_tiles(tiles, xin, gw->data, uw->data, gw->dtype, c, H, I);
+            const uint16_t *in_tiles = xt ? xt + (size_t)(r0 / 16) * nkb_h * 512 : NULL; /* r0 % 32 == 0 */
+            int rc = fp_matmul_avx512_swiglu_tiles(tiles, xin, in_tiles, gw->data, uw->data, gw->dtype, c, H, I);
             LAP(FP_PROFILE_GATE_UP);
             if (!rc) rc = fp_matmul_avx512_tiles(d, tiles, y->down_w->data, y->down_w->dtype, NULL, c, I, H);
             LAP(FP_PROFILE_DOWN);
@@ -96,11 +110,12 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
                 LAP(FP_PROFILE_RESIDUAL);
                 continue;
             }
-            /* rc == 1 (not expected after fp_matmul_swiglu_tiles_ok): the f32 path below */
+            /* rc == 1 (not expected after fp_matmul_swiglu_tiles_ok): the f32 path below, which needs f32 rows */
+            if (xt) return fp_errorf(FP_EINVAL, "model forward: the AMX MLP kernel refused %d rows it was checked for", c);
         }
         if ((size_t)c * (size_t)(I > H ? I : H) > gate_cap)
             return fp_errorf(FP_EINVAL, "model forward: MLP gate scratch of %zu floats for %d rows", gate_cap, c);
-        if (gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1]) {
+        if (same_gu) {
             /* gate = silu(xin Wg^T) * (xin Wu^T) [c,I]: one fused AMX kernel in fast precision, else the two
              * GEMMs (up as scratch) + SwiGLU, the same values either way; its time counts as gate/up */
             /* the unfused fallback allocates its own [c, I] up scratch when ours is only [chunk, H] */
@@ -292,9 +307,13 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         for (int r0 = 0; r0 < T && !rc; r0 += step) {
             int n = T - r0 < step ? T - r0 : step;
             float *kr = b.k + (size_t)r0 * kvd, *vr = b.v + (size_t)r0 * kvd;
-            fp_rmsnorm_forward(b.xn, b.x + (size_t)r0 * H, y->in_norm, eps, n, H); /* [n,H] */
-            LAP(FP_PROFILE_RMSNORM);
-            fp_model_qkv(m, y, sub ? NULL : b.q, kr, vr, b.xn, n); /* [n,qd], [n,kvd] x 2 */
+            /* fast precision on AMX: the norm straight into bf16 tiles in xn's storage (its time counts as qkv) */
+            if (fp_model_norm_qkv_tiles(m, y, sub ? NULL : b.q, kr, vr, b.x + (size_t)r0 * H, (uint16_t *)b.xn,
+                                        sizeof(float) * (size_t)rows * wide, n)) {
+                fp_rmsnorm_forward(b.xn, b.x + (size_t)r0 * H, y->in_norm, eps, n, H); /* [n,H] */
+                LAP(FP_PROFILE_RMSNORM);
+                fp_model_qkv(m, y, sub ? NULL : b.q, kr, vr, b.xn, n); /* [n,qd], [n,kvd] x 2 */
+            }
             LAP(FP_PROFILE_QKV);
             if (y->q_norm) {
                 if (!sub) fp_rmsnorm_forward(b.q, b.q, y->q_norm, eps, n * nh, d);

@@ -98,8 +98,12 @@ static int forward_chunk(fp_model *m, fp_kv_cache *c, const int32_t *ids, int T,
         const fp_layer *y = &m->layers[l];
         int sub = l == NL - 1, nq = sub ? nrows : T;
         float *k = nseg > 1 ? kb : c->k[l] + (size_t)p0 * kvd, *v = nseg > 1 ? vb : c->v[l] + (size_t)p0 * kvd;
-        fp_rmsnorm_forward(xn, x, y->in_norm, eps, T, H);
-        fp_model_qkv(m, y, sub ? NULL : q, k, v, xn, T); /* q of every row with k and v in one pass */
+        /* the last layer reads the normed rows again below: f32 rows there; else the norm may go straight into
+         * bf16 tiles (fast precision on AMX; the same values) */
+        if (sub || fp_model_norm_qkv_tiles(m, y, q, k, v, x, (uint16_t *)xn, F * tq * wide, T)) {
+            fp_rmsnorm_forward(xn, x, y->in_norm, eps, T, H);
+            fp_model_qkv(m, y, sub ? NULL : q, k, v, xn, T); /* q of every row with k and v in one pass */
+        }
         if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, T * nkv, d);
         fp_rope_forward(k, cos_t, sin_t, T, nkv, d);
         if (nq == 0) break; /* last layer, nothing to read: K and V are all the cache needs */
@@ -284,8 +288,10 @@ int fp_model_decode_batch(fp_model *m, fp_kv_cache *const *caches, const int32_t
     fp_rope_tables(cos_t, sin_t, m->inv_freq, pos, nseq, d);
     for (int l = 0; l < NL && !rc; l++) {
         const fp_layer *y = &m->layers[l];
-        fp_rmsnorm_forward(xn, x, y->in_norm, eps, nseq, H);
-        fp_model_qkv(m, y, q, k, v, xn, nseq);
+        if (fp_model_norm_qkv_tiles(m, y, q, k, v, x, (uint16_t *)xn, sizeof(float) * n * wide, nseq)) {
+            fp_rmsnorm_forward(xn, x, y->in_norm, eps, nseq, H);
+            fp_model_qkv(m, y, q, k, v, xn, nseq);
+        }
         if (y->k_norm) fp_rmsnorm_forward(k, k, y->k_norm, eps, nseq * nkv, d);
         if (y->q_norm) fp_rmsnorm_forward(q, q, y->q_norm, eps, nseq * nh, d);
         fp_rope_forward(k, cos_t, sin_t, nseq, nkv, d);

@@ -333,6 +333,23 @@ void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_t
     fp_matmul_forward_ex(!m->fast, out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
 }
 
+int fp_model_norm_qkv_tiles(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *x,
+                            uint16_t *tiles, size_t tiles_cap, int T) {
+    const fp_tensor *w3[3] = {y->q_w, y->k_w, y->v_w};
+    int o = q ? 0 : 1, K = (int)y->q_w->shape[1], H = m->cfg.hidden_size;
+    if (K != H || fp_matmul_tiles_bytes(T, K) > tiles_cap || !fp_matmul_amx_ok(!m->fast, w3[o]->dtype, T, K)) return 1;
+    for (int i = o; i < 3; i++) {
+        if (w3[i]->dtype != w3[o]->dtype || (int)w3[i]->shape[1] != K) return 1;
+        if (i < 2 && w3[i]->shape[0] % 32) return 1; /* fp_matmul_avx512_multi's segments */
+    }
+    if (fp_rmsnorm_tiles(tiles, x, y->in_norm, (float)m->cfg.rms_norm_eps, T, K)) return 1;
+    float *out[3] = {q, k, v};
+    const void *w[3] = {y->q_w->data, y->k_w->data, y->v_w->data};
+    const float *bias[3] = {y->q_b, y->k_b, y->v_b};
+    int N[3] = {(int)y->q_w->shape[0], (int)y->k_w->shape[0], (int)y->v_w->shape[0]};
+    return fp_matmul_avx512_multi(3 - o, out + o, w + o, bias + o, N + o, w3[o]->dtype, NULL, tiles, T, K) ? 1 : 0;
+}
+
 void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T) {
     const fp_tensor *w3[3] = {y->q_w, y->k_w, y->v_w};
     int n = q ? 3 : 2, o = q ? 0 : 1; /* without q: k and v only */

@@ -64,6 +64,12 @@ int fp_model_mlp_chunk_rows(const fp_model *m);
  * many rows (balanced), so only K, V and the residual stream are [T, .]; the MLP chunk up to T = 4096, then
  * T/8 where that is more. */
 int fp_model_layer_chunk_rows(const fp_model *m, int T);
+/* rmsnorm(x [T,H]) -> q, k, v as fp_model_qkv with the norm written straight into bf16 tiles (tiles_cap bytes
+ * of scratch; fp_rmsnorm_tiles) and the one-pass AMX GEMM reading them: bit for bit fp_rmsnorm_forward +
+ * fp_model_qkv.  0 done; 1 not taken (exact precision, no AMX, dtypes / shapes, tiles_cap too small, no
+ * memory): nothing written to q, k, v; the caller runs the norm and fp_model_qkv on f32 rows. */
+int fp_model_norm_qkv_tiles(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *x,
+                            uint16_t *tiles, size_t tiles_cap, int T);
 /* The attention projections of layer y over inp [T,H]: q [T,qd] (unless q is NULL), k and v [T,kvd], with
  * their biases; one pass over the activations where the kernels allow (fp_matmul_forward_multi). */
 void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T);

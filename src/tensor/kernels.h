@@ -52,10 +52,11 @@ int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, con
  * the activations are converted once and the segments' columns share the jobs (every N[s] but the last a
  * multiple of 32), with the same sums, in the same order, as one fp_matmul_avx512 call per segment.
  * 0 done; 1 not handled (no AMX kind for wt, T <= FP_GEMV_MAX_T, shapes): the caller runs one GEMM per
- * segment; -1 no scratch.  Caller checked AMX-BF16.  fp_matmul_forward_multi (matmul_multi.c) dispatches. */
+ * segment; -1 no scratch.  Caller checked AMX-BF16.  fp_matmul_forward_multi (matmul_multi.c) dispatches.
+ * tiles != NULL: the activations already as bf16 tiles (the layout below; inp unused), e.g. fp_rmsnorm_tiles. */
 #define FP_MATMUL_MAX_SEGS 4
 int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], const float *const bias[],
-                           const int N[], fp_dtype wt, const float *inp, int T, int K);
+                           const int N[], fp_dtype wt, const float *inp, const uint16_t *tiles, int T, int K);
 void fp_matmul_forward_multi(int exact, int nseg, float *const out[], const void *const w[],
                              const float *const bias[], const int N[], fp_dtype wt, const float *inp, int T, int K);
 
@@ -71,17 +72,27 @@ int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const 
  * padded to Tp = T rounded up to 32, columns to Np = N rounded up to 32, zeros in the padding; the 16 x 32 bf16
  * tile of rows 16i.. and columns 32j.. at (i * Np/32 + j) * 512 elements, row r at + 32 r
  * (fp_matmul_tiles_bytes(T, N) bytes, 64-byte aligned).
- * fp_matmul_avx512_swiglu_tiles: as fp_matmul_avx512_swiglu, into tiles.  fp_matmul_avx512_tiles: out[T,N] =
+ * fp_matmul_avx512_swiglu_tiles: as fp_matmul_avx512_swiglu, into tiles; its input from inp (f32 rows) or, when
+ * itiles != NULL, from bf16 tiles [T,K] in the same layout (inp unused).  fp_matmul_avx512_tiles: out[T,N] =
  * tiles[T,K] W^T + bias on AMX.  0 done; 1 not handled (same conditions as the f32 entry points; the caller
- * runs the f32 path); -1 no scratch.  Caller checked AMX-BF16. */
-int fp_matmul_avx512_swiglu_tiles(uint16_t *tiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
-                                  int T, int K, int N);
+ * runs the f32 path); -1 no scratch.  Caller checked AMX-BF16.
+ * fp_rmsnorm_tiles: fp_rmsnorm_forward of T rows of K straight into such tiles (RMSNorm fused with the
+ * activations' conversion: no f32 [T,K] round trip), the bf16 rounding of fp_rmsnorm_forward's f32 values as
+ * the GEMMs round f32 input, so the GEMMs' results are bit for bit those of norm, then GEMM from f32 rows;
+ * padding rows and columns zero.  0 done; -1 out of memory (a row buffer per thread; tiles incomplete). */
+int fp_rmsnorm_tiles(uint16_t *tiles, const float *inp, const float *weight, float eps, int T, int K);
+int fp_matmul_avx512_swiglu_tiles(uint16_t *tiles, const float *inp, const uint16_t *itiles, const void *wg,
+                                  const void *wu, fp_dtype wt, int T, int K, int N);
 int fp_matmul_avx512_tiles(float *out, const uint16_t *tiles, const void *w, fp_dtype wt, const float *bias, int T,
                            int K, int N);
 size_t fp_matmul_tiles_bytes(int T, int N);
 /* 1 when the fast-precision MLP hands gate/up -> down over bf16 tiles at the current kernel level: both weight
  * dtypes AMX-able, the fused kernel available for (T, K, N), T > FP_GEMV_MAX_T. */
 int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int T, int K, int N);
+/* 1 when a GEMM with T rows, K columns of activations and weights of dtype wt runs on AMX at the current kernel
+ * level in this precision (fast only): where bf16 tiles (fp_rmsnorm_tiles, ..._tiles entry points) can be its
+ * input. */
+int fp_matmul_amx_ok(int exact, fp_dtype wt, int T, int K);
 /* 1 when fp_matmul_swiglu_forward_ex(exact, ...) at the current kernel level runs the fused AMX kernel for
  * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward(_fast). */
 int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);

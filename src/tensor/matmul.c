@@ -172,12 +172,15 @@ void fp_matmul_forward(float *out, const float *inp, const void *w, fp_dtype wt,
     fp_matmul_forward_level(fp_kernel_level(), out, inp, w, wt, bias, T, K, N);
 }
 
-/* ---------------------------------------------------------------- fused SwiGLU GEMM */
-int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N) {
-    return !exact && T > FP_GEMV_MAX_T && K > 0 && N > 0 && ((K + 31) & ~31) <= FP_AMX_SWIGLU_MAX_K &&
-           (wt == FP_BF16 || ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32 == 0)) &&
+/* ---------------------------------------------------------------- AMX tiles, fused SwiGLU GEMM */
+int fp_matmul_amx_ok(int exact, fp_dtype wt, int T, int K) {
+    return !exact && T > FP_GEMV_MAX_T && K > 0 && (wt == FP_BF16 || ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32 == 0)) &&
            fp_kernel_level() >= FP_KERN_AVX512 && fp_cpu_max_kernel() >= FP_KERN_AVX512 &&
            fp_cpu_bf16_kernel() == FP_BF16_AMX;
+}
+
+int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N) {
+    return N > 0 && ((K + 31) & ~31) <= FP_AMX_SWIGLU_MAX_K && fp_matmul_amx_ok(exact, wt, T, K);
 }
 
 size_t fp_matmul_tiles_bytes(int T, int N) { return (size_t)((T + 31) & ~31) * (size_t)((N + 31) & ~31) * 2; }

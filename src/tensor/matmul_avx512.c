@@ -21,11 +21,13 @@
  * side in the panel and SwiGLU applied to the C tiles (amx_swiglu_job).
  */
 #include "tensor/kernels.h"
+#include "tensor/ops.h"
 #include "tensor/swiglu16_fast.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
@@ -309,6 +311,51 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
             }
         }
     }
+}
+
+/* One f32 row (K values) as row r of its 16-row group of bf16 A tiles (y: the group's first tile, nkb tiles),
+ * rounded as act_to_bf16_tiles rounds; the ragged k tail zero-padded. */
+static void row_to_bf16_tiles(uint16_t *y, int r, const float *xr, int K, int nkb) {
+    int j = 0;
+    for (; j < nkb && 32 * j + 32 <= K; j++)
+        _mm512_store_si512(y + (size_t)j * 512 + 32 * r,
+                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + 32 * j + 16), _mm512_loadu_ps(xr + 32 * j)));
+    if (j < nkb) {
+        int rem = K - 32 * j; /* 1..31 */
+        __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : (1u << rem) - 1);
+        __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
+        _mm512_store_si512(y + (size_t)j * 512 + 32 * r,
+                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xr + 32 * j + 16),
+                                                         _mm512_maskz_loadu_ps(m0, xr + 32 * j)));
+    }
+}
+
+int fp_rmsnorm_tiles(uint16_t *tiles, const float *inp, const float *weight, float eps, int T, int K) {
+    if (T <= 0 || K <= 0) return 0;
+    int nkb = (K + 31) / 32, nrb = (T + 31) / 32 * 2; /* row groups of 16, padded to 32 rows */
+    int bad = 0;
+#pragma omp parallel
+    {
+        float *row = aligned_alloc(64, ((size_t)K * sizeof(float) + 63) & ~(size_t)63);
+        if (!row) {
+#pragma omp atomic write
+            bad = 1;
+        }
+#pragma omp for schedule(static)
+        for (int i = 0; i < nrb; i++) {
+            uint16_t *y = tiles + (size_t)i * nkb * 512;
+            for (int r = 0; r < 16; r++) {
+                int t = 16 * i + r;
+                if (t < T && row) {
+                    fp_rmsnorm_rows(row, inp + (size_t)t * K, weight, eps, 1, K);
+                    row_to_bf16_tiles(y, r, row, K, nkb);
+                } else
+                    for (int j = 0; j < nkb; j++) _mm512_store_si512(y + (size_t)j * 512 + 32 * r, _mm512_setzero_si512());
+            }
+        }
+        free(row);
+    }
+    return bad ? -1 : 0;
 }
 
 /* Tiles: tmm0-3 = C (2 x 2 blocks of 16 rows x 16 f32), tmm4-5 = A (16 rows x 32 bf16), tmm6-7 = B
@@ -998,7 +1045,7 @@ int fp_matmul_avx512_tiles(float *out, const uint16_t *tiles, const void *w, fp_
     return matmul_run(out, NULL, tiles, w, wt, bias, T, K, N, FP_BF16_AMX, 0, NULL);
 }
 int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], const float *const bias[],
-                           const int N[], fp_dtype wt, const float *inp, int T, int K) {
+                           const int N[], fp_dtype wt, const float *inp, const uint16_t *tiles, int T, int K) {
     if (T <= FP_GEMV_MAX_T || K <= 0 || nseg < 1 || nseg > FP_MATMUL_MAX_SEGS || pick(wt, FP_BF16_AMX, 0) != K_AMX ||
         ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32))
         return 1;
@@ -1013,7 +1060,7 @@ int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], 
         g.bias[s] = bias ? bias[s] : NULL;
         ntot += N[s];
     }
-    return matmul_run(out[0], inp, NULL, w[0], wt, g.bias[0], T, K, ntot, FP_BF16_AMX, 0, &g);
+    return matmul_run(out[0], inp, tiles, w[0], wt, g.bias[0], T, K, ntot, FP_BF16_AMX, 0, &g);
 }
 /* tiles: the activations already in act_to_bf16_tiles' layout (AMX only; inp unused); segs: AMX output
  * segments (NULL: one, out / w / bias / N) */
@@ -1096,15 +1143,15 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
 /* Fused gate/up GEMM + SwiGLU on AMX: out[T,N] = silu(inp Wg^T) * (inp Wu^T), Wg and Wu [N,K] in dtype wt.
  * 0 done; 1 not handled here (wt not BF16/Q8_0/Q4_0, T <= FP_GEMV_MAX_T, K > AMX_KMAX): the caller runs the
  * unfused computation; -1 no scratch memory (out untouched).  The caller checked AMX-BF16 (FP_BF16_AMX). */
-static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
-                          int T, int K, int N);
+static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const uint16_t *itiles, const void *wg,
+                          const void *wu, fp_dtype wt, int T, int K, int N);
 int fp_matmul_avx512_swiglu(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
                             int N) {
-    return amx_swiglu_run(out, NULL, inp, wg, wu, wt, T, K, N);
+    return amx_swiglu_run(out, NULL, inp, NULL, wg, wu, wt, T, K, N);
 }
-int fp_matmul_avx512_swiglu_tiles(uint16_t *tiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
-                                  int T, int K, int N) {
-    return amx_swiglu_run(NULL, tiles, inp, wg, wu, wt, T, K, N);
+int fp_matmul_avx512_swiglu_tiles(uint16_t *tiles, const float *inp, const uint16_t *itiles, const void *wg,
+                                  const void *wu, fp_dtype wt, int T, int K, int N) {
+    return amx_swiglu_run(NULL, tiles, inp, itiles, wg, wu, wt, T, K, N);
 }
 /* Zeroes the padding of bf16 A tiles for T x N values (rows [T, Tp), columns [N, Np)), which no block writes. */
 static void zero_tile_padding(uint16_t *tiles, int T, int N) {
@@ -1115,8 +1162,8 @@ static void zero_tile_padding(uint16_t *tiles, int T, int N) {
         for (int r = 0; r < T; r++)
             memset(tiles + ((size_t)(r / 16) * nkb + nkb - 1) * 512 + 32 * (r % 16) + N % 32, 0, 2 * (32 - N % 32));
 }
-static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const void *wg, const void *wu, fp_dtype wt,
-                          int T, int K, int N) {
+static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const uint16_t *itiles, const void *wg,
+                          const void *wu, fp_dtype wt, int T, int K, int N) {
     if (pick(wt, FP_BF16_AMX, 0) != K_AMX || T <= FP_GEMV_MAX_T || K <= 0 || N <= 0) return 1;
     int Kp = (K + 31) & ~31, Tp = (T + 31) & ~31;
     if (Kp > AMX_KMAX) return 1;
@@ -1127,15 +1174,16 @@ static int amx_swiglu_run(float *out, uint16_t *otiles, const float *inp, const 
     amx_plan pl;
     amx_plan_make(&pl, T, K, 2 * N, nth);
     int ngroups = pl.ngroups, tb = pl.tb;
-    size_t act_bytes = round64((size_t)Tp * Kp * 2);
+    size_t act_bytes = itiles ? 0 : round64((size_t)Tp * Kp * 2);
     size_t panel_bytes = (size_t)pl.nc * Kp * 2 + amx_cpark_bytes(pl.nc);
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
-    job_args a = {out, inp, wg, wt, NULL, T, K, N, scratch, (size_t)Kp / 2, NULL, NULL, NULL};
+    job_args a = {out, inp, wg, wt, NULL, T, K, N, itiles ? (const void *)itiles : scratch, (size_t)Kp / 2, NULL, NULL,
+                  NULL};
     int njobs = ngroups * tb;
 #pragma omp parallel num_threads(nth)
     {
-        act_to_bf16_tiles((uint16_t *)scratch, inp, T, K, Kp, Tp); /* (ends with a barrier) */
+        if (!itiles) act_to_bf16_tiles((uint16_t *)scratch, inp, T, K, Kp, Tp); /* (ends with a barrier) */
         uint8_t *panel = scratch + act_bytes + (size_t)omp_get_thread_num() * panel_bytes;
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++) {

@@ -212,6 +212,10 @@ static const ops_impl *ops(void) {
 
 #define OPS_CHUNK 4096 /* elements per OpenMP work item of the flat ops */
 
+void fp_rmsnorm_rows(float *out, const float *inp, const float *weight, float eps, int T, int C) {
+    ops()->rmsnorm_rows(out, inp, weight, eps, 0, T, C);
+}
+
 void fp_rmsnorm_forward(float *out, const float *inp, const float *weight, float eps, int T, int C) {
     const ops_impl *k = ops();
     if (T <= 16) {

@@ -13,6 +13,9 @@ void fp_add_forward(float *x, const float *dx, size_t n);
  * (HF Qwen2RMSNorm's order; out may alias inp).  The sum of squares is accumulated in double, so it does
  * not overflow; var is f32 as in HF, so rows with rms above ~1.8e19 give var = inf and out = 0 (x finite). */
 void fp_rmsnorm_forward(float *out, const float *inp, const float *weight, float eps, int T, int C);
+/* fp_rmsnorm_forward's values for T rows on the calling thread only (no OpenMP): the same kernel, so the same
+ * bits (the fused RMSNorm -> bf16 tiles of the AMX GEMMs runs it row by row inside its own parallel loop). */
+void fp_rmsnorm_rows(float *out, const float *inp, const float *weight, float eps, int T, int C);
 
 /* inv_freq[d/2] = 1 / theta^(2i/d), computed in float32 exactly as HF's default rotary init. */
 void fp_rope_inv_freq(float *inv_freq, double theta, int d);

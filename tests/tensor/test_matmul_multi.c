@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "fluxprm.h"
 #include "tensor/kernels.h"
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 #include <omp.h>
 #include <stdint.h>
@@ -104,9 +105,85 @@ static int test_level_ref(void) { return run_level(FP_KERN_REF); }
 static int test_level_avx2(void) { return run_level(FP_KERN_AVX2); }
 static int test_level_avx512(void) { return run_level(FP_KERN_AVX512); }
 
+/* fp_rmsnorm_tiles (the fast MLP's and q/k/v's RMSNorm fused with the conversion of their input to bf16 AMX
+ * tiles): every tile element is fp_f32_to_bf16 of what fp_rmsnorm_forward writes for it (the GEMMs round f32
+ * input that way), zeros in the padding rows and k columns (the buffer starts as all-ones NaN patterns); and
+ * the GEMMs that take those tiles (fp_matmul_avx512_multi, fp_matmul_avx512_swiglu_tiles) give bit for bit
+ * what they give from the f32 rows.  T 1..700 (ragged row groups), K 64 / 100 (ragged k tile) / 896 / 4864,
+ * 1 and 2 threads, BF16 and Q8_0 weights. */
+static int test_norm_tiles(void) {
+    if (fp_cpu_max_kernel() < FP_KERN_AVX512 || !fp_cpu_has_amx_bf16()) {
+        printf("  (no AMX-BF16)\n");
+        return TH_SKIP;
+    }
+    static const int tk[][2] = {{1, 64}, {5, 64}, {17, 100}, {33, 896}, {100, 96}, {700, 896}, {40, 4864}, {6, 33}};
+    int nmax = omp_get_max_threads(), ncases = 0, ngemm = 0;
+    for (int nth = 1; nth <= 2; nth++) {
+        omp_set_num_threads(nth);
+        for (size_t c = 0; c < sizeof tk / sizeof tk[0]; c++) {
+            int T = tk[c][0], K = tk[c][1];
+            size_t TK = (size_t)T * K, tb = fp_matmul_tiles_bytes(T, K);
+            float *x = malloc(sizeof(float) * TK), *g = malloc(sizeof(float) * K), *xn = malloc(sizeof(float) * TK);
+            uint16_t *tiles = aligned_alloc(64, (tb + 63) & ~(size_t)63);
+            for (size_t i = 0; i < TK; i++) x[i] = frand() * (i % 9 == 0 ? 20.0f : 1.0f);
+            for (int k = 0; k < K; k++) g[k] = 1.0f + 0.5f * frand();
+            fp_rmsnorm_forward(xn, x, g, 1e-6f, T, K);
+            memset(tiles, 0xff, tb);
+            CHECK(fp_rmsnorm_tiles(tiles, x, g, 1e-6f, T, K) == 0);
+            int Tp = (T + 31) & ~31, Kp = (K + 31) & ~31, nkb = Kp / 32, bad = 0;
+            for (int t = 0; t < Tp; t++)
+                for (int k = 0; k < Kp; k++) {
+                    uint16_t v = tiles[((size_t)(t / 16) * nkb + k / 32) * 512 + 32 * (t % 16) + k % 32];
+                    uint16_t want = t < T && k < K ? fp_f32_to_bf16(xn[(size_t)t * K + k]) : 0;
+                    if (v != want && bad++ < 3)
+                        fprintf(stderr, "  T=%d K=%d tile element [%d,%d]: %04x, want %04x\n", T, K, t, k, v, want);
+                }
+            CHECK_MSG(bad == 0, "T=%d K=%d, %d thread(s): %d tile elements differ from rounded fp_rmsnorm_forward",
+                      T, K, nth, bad);
+            ncases++;
+            for (int q = 0; q <= 1 && T > FP_GEMV_MAX_T; q++) { /* the GEMMs from these tiles */
+                fp_dtype wt = q ? FP_Q8_0 : FP_BF16;
+                if (q && K % 32) continue;
+                int N[3] = {64, 32, 50}, D = 96;
+                void *w[3];
+                float *o1[3], *o2[3];
+                for (int s = 0; s < 3; s++) {
+                    float *wf = malloc(sizeof(float) * (size_t)N[s] * K);
+                    w[s] = make_weights(wt, N[s], K, NULL, wf);
+                    free(wf);
+                    o1[s] = malloc(sizeof(float) * (size_t)T * N[s]);
+                    o2[s] = malloc(sizeof(float) * (size_t)T * N[s]);
+                }
+                CHECK(fp_matmul_avx512_multi(3, o1, (const void *const *)w, NULL, N, wt, xn, NULL, T, K) == 0);
+                CHECK(fp_matmul_avx512_multi(3, o2, (const void *const *)w, NULL, N, wt, NULL, tiles, T, K) == 0);
+                for (int s = 0; s < 3; s++)
+                    CHECK_MSG(!memcmp(o1[s], o2[s], sizeof(float) * (size_t)T * N[s]),
+                              "%s T=%d K=%d: q/k/v segment %d from tiles differs", fp_dtype_name(wt), T, K, s);
+                if (K <= FP_AMX_SWIGLU_MAX_K) {
+                    float *wf = malloc(sizeof(float) * (size_t)D * K);
+                    void *wg = make_weights(wt, D, K, NULL, wf), *wu = make_weights(wt, D, K, NULL, wf);
+                    size_t ob = fp_matmul_tiles_bytes(T, D);
+                    uint16_t *t1 = aligned_alloc(64, (ob + 63) & ~(size_t)63), *t2 = aligned_alloc(64, (ob + 63) & ~(size_t)63);
+                    CHECK(fp_matmul_avx512_swiglu_tiles(t1, xn, NULL, wg, wu, wt, T, K, D) == 0);
+                    CHECK(fp_matmul_avx512_swiglu_tiles(t2, NULL, tiles, wg, wu, wt, T, K, D) == 0);
+                    CHECK_MSG(!memcmp(t1, t2, ob), "%s T=%d K=%d: SwiGLU from tiles differs", fp_dtype_name(wt), T, K);
+                    free(wf); free(wg); free(wu); free(t1); free(t2);
+                }
+                for (int s = 0; s < 3; s++) { free(w[s]); free(o1[s]); free(o2[s]); }
+                ngemm++;
+            }
+            free(x); free(g); free(xn); free(tiles);
+        }
+    }
+    omp_set_num_threads(nmax);
+    printf("  %d norm-to-tiles cases, %d with the GEMMs from tiles\n", ncases, ngemm);
+    return 0;
+}
+
 int main(void) {
     RUN(test_level_ref);
     RUN(test_level_avx2);
     RUN(test_level_avx512);
+    RUN(test_norm_tiles);
     return th_finish();
 }

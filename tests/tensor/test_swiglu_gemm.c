@@ -267,7 +267,7 @@ static int test_tiles_handoff(void) {
                 void *wd = make_weights(wt, D, N, NULL, wdf);
                 CHECK(fp_matmul_swiglu_tiles_ok(0, wt, wt, T, K, N) == 1);
                 memset(tiles, 0xff, tb);
-                CHECK(fp_matmul_avx512_swiglu_tiles(tiles, x, wg, wu, wt, T, K, N) == 0);
+                CHECK(fp_matmul_avx512_swiglu_tiles(tiles, x, NULL, wg, wu, wt, T, K, N) == 0);
                 CHECK_OK(fp_matmul_swiglu_forward_ex(0, h, x, wg, wu, wt, T, K, N));
                 int Tp = (T + 31) & ~31, Np = (N + 31) & ~31, nkb = Np / 32, bad = 0;
                 for (int t = 0; t < Tp; t++)
