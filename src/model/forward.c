@@ -21,6 +21,7 @@ typedef struct {
     int *rowpos;              /* 0 .. T-1: the query positions of a chunk of consecutive rows */
     int *tokpos, *kst, *qkst; /* packed sequences: position in own sequence, its first row (all rows / requested) */
     size_t gate_cap, up_cap;
+    size_t xn_bytes; /* xn's size ([rows, wide] f32), for the bf16 tiles it may hold instead */
     int mlp_chunk;
 } fwd_bufs;
 
@@ -189,11 +190,26 @@ static int fwd_chunk(fp_model *m, const fp_layer *y, fwd_bufs *b, float *xres, c
     const fp_model_config *c = &m->cfg;
     const int H = c->hidden_size;
     double lap_t = m->prof ? fp_now() : 0;
-    if (fp_attention_forward_ex(!m->fast, b->xn, b->q, b->k, b->v, qpos, kst, n, nkeys, c->num_heads,
-                                c->num_kv_heads, c->head_dim)) /* [n,qd] */
-        return fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
-    LAP(FP_PROFILE_ATTENTION);
-    matmul(m, b->q, b->xn, y->o_w, NULL, n); /* [n,H] */
+    const int qd = c->num_heads * c->head_dim;
+    /* fast precision on AMX: the attention output goes to o_proj as bf16 tiles in xn's storage (the values of
+     * the f32 path, bit for bit: fp_attention_avx512) */
+    int rc = 1;
+    if (fp_matmul_amx_ok(!m->fast, y->o_w->dtype, n, qd) && fp_matmul_tiles_bytes(n, qd) <= b->xn_bytes)
+        rc = fp_attention_forward_tiles((uint16_t *)b->xn, b->q, b->k, b->v, qpos, kst, n, nkeys, c->num_heads,
+                                        c->num_kv_heads, c->head_dim);
+    if (rc == 0) {
+        LAP(FP_PROFILE_ATTENTION);
+        rc = fp_matmul_avx512_tiles(b->q, (const uint16_t *)b->xn, y->o_w->data, y->o_w->dtype, NULL, n, qd, H);
+        if (rc < 0) return fp_errorf(FP_ENOMEM, "model forward: out of memory (GEMM scratch, %d rows)", n);
+        if (rc) return fp_errorf(FP_EINVAL, "model forward: the AMX o_proj kernel refused %d rows it was checked for", n);
+    } else {
+        if (rc > 0 && fp_attention_forward_ex(!m->fast, b->xn, b->q, b->k, b->v, qpos, kst, n, nkeys, c->num_heads,
+                                              c->num_kv_heads, c->head_dim)) /* [n,qd] */
+            rc = -1;
+        if (rc < 0) return fp_errorf(FP_ENOMEM, "model forward: out of memory (attention scratch)");
+        LAP(FP_PROFILE_ATTENTION);
+        matmul(m, b->q, b->xn, y->o_w, NULL, n); /* [n,H] */
+    }
     LAP(FP_PROFILE_OPROJ);
     fp_add_forward(xres, b->q, (size_t)n * H);
     LAP(FP_PROFILE_RESIDUAL);
@@ -274,6 +290,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
         goto done;
     }
     b.gate_cap = gate_cap, b.up_cap = b.up ? up_cap : (size_t)rows * wide, b.mlp_chunk = chunk;
+    b.xn_bytes = sizeof(float) * (size_t)rows * wide;
 
     int saved_threads = omp_get_max_threads();
     if (m->nthreads > 0) omp_set_num_threads(m->nthreads);
@@ -309,7 +326,7 @@ int fp_model_trunk_forward_packed(fp_model *m, const int32_t *ids, int T, const 
             float *kr = b.k + (size_t)r0 * kvd, *vr = b.v + (size_t)r0 * kvd;
             /* fast precision on AMX: the norm straight into bf16 tiles in xn's storage (its time counts as qkv) */
             if (fp_model_norm_qkv_tiles(m, y, sub ? NULL : b.q, kr, vr, b.x + (size_t)r0 * H, (uint16_t *)b.xn,
-                                        sizeof(float) * (size_t)rows * wide, n)) {
+                                        b.xn_bytes, n)) {
                 fp_rmsnorm_forward(b.xn, b.x + (size_t)r0 * H, y->in_norm, eps, n, H); /* [n,H] */
                 LAP(FP_PROFILE_RMSNORM);
                 fp_model_qkv(m, y, sub ? NULL : b.q, kr, vr, b.xn, n); /* [n,qd], [n,kvd] x 2 */

@@ -220,13 +220,20 @@ int fp_attention_forward_level(int level, int exact, int amx, float *out, const 
     if (nq <= 0 || nh <= 0 || d <= 0) return 0;
     int kern = att_kernel(level, exact, amx, d);
     if (kern >= ATT_AVX512)
-        return fp_attention_avx512(kern == ATT_AMX, out, q, k, v, qpos, kstart, nq, nh, nkv, d);
+        return fp_attention_avx512(kern == ATT_AMX, out, NULL, q, k, v, qpos, kstart, nq, nh, nkv, d);
     return att_rows(kern == ATT_ROW512 ? 2 : kern == ATT_AVX2, out, q, k, v, qpos, kstart, nq, nh, nkv, d);
 }
 
 int fp_attention_forward_ex(int exact, float *out, const float *q, const float *k, const float *v, const int *qpos,
                             const int *kstart, int nq, int T, int nh, int nkv, int d) {
     return fp_attention_forward_level(fp_kernel_level(), exact, 1, out, q, k, v, qpos, kstart, nq, T, nh, nkv, d);
+}
+
+int fp_attention_forward_tiles(uint16_t *otiles, const float *q, const float *k, const float *v, const int *qpos,
+                               const int *kstart, int nq, int T, int nh, int nkv, int d) {
+    (void)T;
+    if (nq <= 0 || nh <= 0 || d <= 0 || att_kernel(fp_kernel_level(), 0, 1, d) != ATT_AMX) return 1;
+    return fp_attention_avx512(1, NULL, otiles, q, k, v, qpos, kstart, nq, nh, nkv, d);
 }
 
 int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,

@@ -62,6 +62,8 @@ typedef struct {
     float c;                /* log2(e) / sqrt(d) */
     float *kt;              /* exact: [nkv][nblk][d][BK] f32 */
     uint16_t *kb, *vb;      /* amx: [nkv][nblk][4][d/2][16][2] and [nkv][nblk][2][16][d][2] bf16 */
+    uint16_t *otiles;       /* amx: output as bf16 A tiles (NULL: f32 rows in out); onkb tiles of 32 per 16 rows */
+    int onkb;
 } att_ctx;
 
 /* 2^t for t <= ~0 (lanes below -126 clamp there; callers zero masked lanes): t = n + f, |f| <= 1/2,
@@ -580,7 +582,8 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
         }
         if (!knext) { /* epilogue: P V of the pending blocks and this (last) one */
             /* into L1 now: the out rows written below, the q rows (nn of them at qn) of the next task */
-            for (int i = 0; i < n; i++) prefetch_row(C->out + (size_t)(i0 + i) * qs + (size_t)h * d, d, _MM_HINT_T0);
+            if (!C->otiles)
+                for (int i = 0; i < n; i++) prefetch_row(C->out + (size_t)(i0 + i) * qs + (size_t)h * d, d, _MM_HINT_T0);
             for (int i = 0; i < nn; i++) prefetch_row(qn + (size_t)i * qs, d, _MM_HINT_T0);
             MEMBAR();
             for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb + BK, tkmin, tpmax, x0, d, O);
@@ -589,11 +592,22 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
     }
     _tile_release();
     MEMBAR();
-    for (int r = 0; r < n; r++) {
-        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
-        float *o = C->out + (size_t)(i0 + r) * qs + (size_t)h * d;
-        for (int x = 0; x < d; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv));
-    }
+    if (C->otiles) /* the f32 values below, rounded to bf16 as the GEMMs round f32 input, in A-tile layout */
+        for (int r = 0; r < n; r++) {
+            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
+            int i = i0 + r;
+            uint16_t *o = C->otiles + ((size_t)(i / 16) * C->onkb + (size_t)h * d / 32) * 512 + 32 * (i % 16);
+            for (int x = 0; x < d; x += 32)
+                _mm512_store_si512(o + (size_t)x * 16,
+                                   (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x + 16), inv),
+                                                                _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv)));
+        }
+    else
+        for (int r = 0; r < n; r++) {
+            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
+            float *o = C->out + (size_t)(i0 + r) * qs + (size_t)h * d;
+            for (int x = 0; x < d; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv));
+        }
     _mm_setcsr(csr);
 }
 
@@ -604,8 +618,8 @@ static void prefetch_rows(const float *a, int i0, int i1, int nh, int h, int d) 
     for (int i = i0; i < i1; i++) prefetch_row(a + ((size_t)i * nh + h) * d, d, _MM_HINT_T1);
 }
 
-int fp_attention_avx512(int amx, float *out, const float *q, const float *k, const float *v, const int *qpos,
-                        const int *kstart, int nq, int nh, int nkv, int d) {
+int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
+                        const int *qpos, const int *kstart, int nq, int nh, int nkv, int d) {
     int pmax = 0, kmin = INT32_MAX;
     for (int i = 0; i < nq; i++) {
         int p = qpos ? qpos[i] : i, s = kstart ? kstart[i] : 0;
@@ -614,7 +628,7 @@ int fp_attention_avx512(int amx, float *out, const float *q, const float *k, con
     }
     kmin = MAX(0, MIN(kmin, pmax));
     att_ctx C = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (d + 15) & ~15, pmax / BK + 1,
-                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL};
+                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL, amx ? otiles : NULL, nh * d / 32};
     const int bq = amx ? AX_BQ : EX_BQ, b0 = kmin / BK, nb = C.nblk - b0;
     size_t packb = (size_t)nkv * C.nblk * BK * d * (amx ? 2 * sizeof(uint16_t) : sizeof(float));
     size_t per = sizeof(float) * (amx ? ax_scratch_floats(d) : ex_scratch_floats(C.dp));
@@ -654,11 +668,14 @@ int fp_attention_avx512(int amx, float *out, const float *q, const float *k, con
                     q2 = q + ((size_t)t2 * bq * nh + nt % nh) * d;
                     prefetch_rows(q, t2 * bq, t2 * bq + n2, nh, nt % nh, d);
                 }
-                prefetch_rows(out, i0, i1, nh, h, d);
+                if (!C.otiles) prefetch_rows(out, i0, i1, nh, h, d);
                 ax_task(&C, i0, i1, h, scr, q2, n2);
             } else
                 ex_task(&C, i0, i1, h, scr);
         }
     }
+    if (C.otiles) /* the padding rows up to a multiple of 32 (no padding columns: nh d is a multiple of 32) */
+        for (int i = nq; i < ((nq + 31) & ~31); i++)
+            for (int j = 0; j < C.onkb; j++) memset(C.otiles + ((size_t)(i / 16) * C.onkb + j) * 512 + 32 * (i % 16), 0, 64);
     return 0;
 }

@@ -145,8 +145,15 @@ int fp_attention_forward_level(int level, int exact, int amx, float *out, const 
                                int nkv, int d);
 const char *fp_attention_kernel_name(int level, int exact, int amx, int d);
 /* attention_avx512.c: amx = 1 is the bf16 AMX kernel (caller checked AMX-BF16, AVX512-BF16, d % 32 == 0),
- * amx = 0 the f32 AVX-512 kernel (any d).  0, or -1 when scratch cannot be allocated. */
-int fp_attention_avx512(int amx, float *out, const float *q, const float *k, const float *v, const int *qpos,
-                        const int *kstart, int nq, int nh, int nkv, int d);
+ * amx = 0 the f32 AVX-512 kernel (any d).  otiles (amx only; else NULL): the output as bf16 A tiles for the
+ * o_proj GEMM (fp_matmul_tiles_bytes(nq, nh d), the layout of fp_matmul_avx512_swiglu_tiles, padding rows
+ * zeroed; out unused), each value the f32 output rounded to bf16 as the GEMMs round f32 input.  0, or -1 when
+ * scratch cannot be allocated. */
+int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
+                        const int *qpos, const int *kstart, int nq, int nh, int nkv, int d);
+/* fp_attention_forward_ex(exact = 0) into bf16 tiles as above, when it would run the AMX kernel at the current
+ * level; 0 done, 1 not handled (another kernel: nothing written), -1 no scratch. */
+int fp_attention_forward_tiles(uint16_t *otiles, const float *q, const float *k, const float *v, const int *qpos,
+                               const int *kstart, int nq, int T, int nh, int nkv, int d);
 
 #endif
