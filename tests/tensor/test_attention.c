@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "test_rand.h"
+#include "tiles_layout.h"
 static float bf16r(float x) { return fp_bf16_to_f32(fp_f32_to_bf16(x)); }
 
 /* Double reference with the error scales: o, W per output; Smax, smax per (row, head). */
@@ -364,15 +365,9 @@ static int test_tiles_out(void) {
             } else {
                 CHECK(rc == 0);
                 CHECK_OK(fp_attention_forward_ex(0, o, q, k, v, qpos, kst, nq, T, nh, nkv, d));
-                int Tp = (nq + 31) & ~31, nkb = qd / 32, bad = 0;
-                for (int i = 0; i < Tp; i++)
-                    for (int x = 0; x < qd; x++) {
-                        uint16_t got = tiles[((size_t)(i / 16) * nkb + x / 32) * 512 + 32 * (i % 16) + x % 32];
-                        uint16_t want = i < nq ? fp_f32_to_bf16(o[(size_t)i * qd + x]) : 0;
-                        if (got != want && bad++ < 3)
-                            fprintf(stderr, "  T=%d nq=%d nh=%d d=%d: tile element [%d,%d] %04x, want %04x\n", T, nq, nh,
-                                    d, i, x, got, want);
-                    }
+                char label[80];
+                snprintf(label, sizeof label, "T=%d nq=%d nh=%d d=%d", T, nq, nh, d);
+                int bad = tiles_mismatches(tiles, o, nq, qd, label);
                 CHECK_MSG(bad == 0, "T=%d nq=%d nh=%d nkv=%d d=%d, %d thread(s): %d tile elements differ", T, nq, nh,
                           nkv, d, nth, bad);
             }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "random_weights.h"
+#include "tiles_layout.h"
 
 static int same_bits(float a, float b) { return !memcmp(&a, &b, sizeof a) || (isnan(a) && isnan(b)); }
 
@@ -130,14 +131,9 @@ static int test_norm_tiles(void) {
             fp_rmsnorm_forward(xn, x, g, 1e-6f, T, K);
             memset(tiles, 0xff, tb);
             CHECK(fp_rmsnorm_tiles(tiles, x, g, 1e-6f, T, K) == 0);
-            int Tp = (T + 31) & ~31, Kp = (K + 31) & ~31, nkb = Kp / 32, bad = 0;
-            for (int t = 0; t < Tp; t++)
-                for (int k = 0; k < Kp; k++) {
-                    uint16_t v = tiles[((size_t)(t / 16) * nkb + k / 32) * 512 + 32 * (t % 16) + k % 32];
-                    uint16_t want = t < T && k < K ? fp_f32_to_bf16(xn[(size_t)t * K + k]) : 0;
-                    if (v != want && bad++ < 3)
-                        fprintf(stderr, "  T=%d K=%d tile element [%d,%d]: %04x, want %04x\n", T, K, t, k, v, want);
-                }
+            char label[64];
+            snprintf(label, sizeof label, "T=%d K=%d", T, K);
+            int bad = tiles_mismatches(tiles, xn, T, K, label);
             CHECK_MSG(bad == 0, "T=%d K=%d, %d thread(s): %d tile elements differ from rounded fp_rmsnorm_forward",
                       T, K, nth, bad);
             ncases++;

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "random_weights.h"
+#include "tiles_layout.h"
 
 enum { NUM_F32, NUM_BF16, NUM_Q8 };
 
@@ -269,15 +270,9 @@ static int test_tiles_handoff(void) {
                 memset(tiles, 0xff, tb);
                 CHECK(fp_matmul_avx512_swiglu_tiles(tiles, x, NULL, wg, wu, wt, T, K, N) == 0);
                 CHECK_OK(fp_matmul_swiglu_forward_ex(0, h, x, wg, wu, wt, T, K, N));
-                int Tp = (T + 31) & ~31, Np = (N + 31) & ~31, nkb = Np / 32, bad = 0;
-                for (int t = 0; t < Tp; t++)
-                    for (int n = 0; n < Np; n++) {
-                        uint16_t v = tiles[((size_t)(t / 16) * nkb + n / 32) * 512 + 32 * (t % 16) + n % 32];
-                        uint16_t want = t < T && n < N ? fp_f32_to_bf16(h[(size_t)t * N + n]) : 0;
-                        if (v != want && bad++ < 3)
-                            fprintf(stderr, "  %s T=%d K=%d N=%d tile element [%d,%d]: %04x, want %04x\n",
-                                    fp_dtype_name(wt), T, K, N, t, n, v, want);
-                    }
+                char label[96];
+                snprintf(label, sizeof label, "%s T=%d K=%d N=%d", fp_dtype_name(wt), T, K, N);
+                int bad = tiles_mismatches(tiles, h, T, N, label);
                 CHECK_MSG(bad == 0, "%s T=%d K=%d N=%d: %d tile elements wrong", fp_dtype_name(wt), T, K, N, bad);
                 for (int wb = 0; wb <= 1; wb++) {
                     fp_matmul_forward_ex(0, ref, h, wd, wt, wb ? bias : NULL, T, N, D);
