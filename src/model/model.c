@@ -333,40 +333,55 @@ void fp_model_linear(const fp_model *m, float *out, const float *inp, const fp_t
     fp_matmul_forward_ex(!m->fast, out, inp, w->data, w->dtype, bias, T, (int)w->shape[1], (int)w->shape[0]);
 }
 
+/* The q/k/v projections of layer y as the segments of one GEMM pass (fp_matmul_forward_multi's arguments
+ * from index o: 1 without q).  1 when the segments share a dtype and K (one pass), 0 otherwise. */
+typedef struct {
+    float *out[3];
+    const void *w[3];
+    const float *bias[3];
+    int N[3], o, n, K;
+    fp_dtype wt;
+} qkv_segs;
+static int qkv_segments(const fp_layer *y, float *q, float *k, float *v, qkv_segs *g) {
+    const fp_tensor *w3[3] = {y->q_w, y->k_w, y->v_w};
+    const float *b3[3] = {y->q_b, y->k_b, y->v_b};
+    float *o3[3] = {q, k, v};
+    g->o = q ? 0 : 1;
+    g->n = 3 - g->o;
+    g->K = (int)w3[g->o]->shape[1];
+    g->wt = w3[g->o]->dtype;
+    int same = 1;
+    for (int i = 0; i < 3; i++) {
+        g->out[i] = o3[i];
+        g->w[i] = w3[i]->data;
+        g->bias[i] = b3[i];
+        g->N[i] = (int)w3[i]->shape[0];
+        if (i >= g->o) same &= w3[i]->dtype == g->wt && (int)w3[i]->shape[1] == g->K;
+    }
+    return same;
+}
+
 int fp_model_norm_qkv_tiles(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *x,
                             uint16_t *tiles, size_t tiles_cap, int T) {
-    const fp_tensor *w3[3] = {y->q_w, y->k_w, y->v_w};
-    int o = q ? 0 : 1, K = (int)y->q_w->shape[1], H = m->cfg.hidden_size;
-    if (K != H || fp_matmul_tiles_bytes(T, K) > tiles_cap || !fp_matmul_amx_ok(!m->fast, w3[o]->dtype, T, K)) return 1;
-    for (int i = o; i < 3; i++) {
-        if (w3[i]->dtype != w3[o]->dtype || (int)w3[i]->shape[1] != K) return 1;
-        if (i < 2 && w3[i]->shape[0] % 32) return 1; /* fp_matmul_avx512_multi's segments */
-    }
-    if (fp_rmsnorm_tiles(tiles, x, y->in_norm, (float)m->cfg.rms_norm_eps, T, K)) return 1;
-    float *out[3] = {q, k, v};
-    const void *w[3] = {y->q_w->data, y->k_w->data, y->v_w->data};
-    const float *bias[3] = {y->q_b, y->k_b, y->v_b};
-    int N[3] = {(int)y->q_w->shape[0], (int)y->k_w->shape[0], (int)y->v_w->shape[0]};
-    return fp_matmul_avx512_multi(3 - o, out + o, w + o, bias + o, N + o, w3[o]->dtype, NULL, tiles, T, K) ? 1 : 0;
+    qkv_segs g;
+    if (!qkv_segments(y, q, k, v, &g) || g.K != m->cfg.hidden_size || fp_matmul_tiles_bytes(T, g.K) > tiles_cap ||
+        !fp_matmul_amx_ok(!m->fast, g.wt, T, g.K))
+        return 1;
+    for (int i = g.o; i < 2; i++)
+        if (g.N[i] % 32) return 1; /* fp_matmul_avx512_multi: every segment but the last a multiple of 32 */
+    if (fp_rmsnorm_tiles(tiles, x, y->in_norm, (float)m->cfg.rms_norm_eps, T, g.K)) return 1;
+    return fp_matmul_avx512_multi(g.n, g.out + g.o, g.w + g.o, g.bias + g.o, g.N + g.o, g.wt, NULL, tiles, T, g.K) ? 1 : 0;
 }
 
 void fp_model_qkv(const fp_model *m, const fp_layer *y, float *q, float *k, float *v, const float *inp, int T) {
-    const fp_tensor *w3[3] = {y->q_w, y->k_w, y->v_w};
-    int n = q ? 3 : 2, o = q ? 0 : 1; /* without q: k and v only */
-    int same = 1;
-    for (int i = o; i < 3; i++)
-        same &= w3[i]->dtype == w3[o]->dtype && w3[i]->shape[1] == w3[o]->shape[1];
-    if (!same) { /* mixed dtypes (a hand-made checkpoint): one GEMM each */
+    qkv_segs g;
+    if (!qkv_segments(y, q, k, v, &g)) { /* mixed dtypes (a hand-made checkpoint): one GEMM each */
         if (q) fp_model_linear(m, q, inp, y->q_w, y->q_b, T);
         fp_model_linear(m, k, inp, y->k_w, y->k_b, T);
         fp_model_linear(m, v, inp, y->v_w, y->v_b, T);
         return;
     }
-    float *out[3] = {q, k, v};
-    const void *w[3] = {y->q_w->data, y->k_w->data, y->v_w->data};
-    const float *bias[3] = {y->q_b, y->k_b, y->v_b};
-    int N[3] = {(int)y->q_w->shape[0], (int)y->k_w->shape[0], (int)y->v_w->shape[0]};
-    fp_matmul_forward_multi(!m->fast, n, out + o, w + o, bias + o, N + o, w3[o]->dtype, inp, T, (int)w3[o]->shape[1]);
+    fp_matmul_forward_multi(!m->fast, g.n, g.out + g.o, g.w + g.o, g.bias + g.o, g.N + g.o, g.wt, inp, T, g.K);
 }
 
 void fp_model_set_precision(fp_model *m, int precision) {

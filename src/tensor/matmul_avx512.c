@@ -274,6 +274,15 @@ static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel)
 
 
 /* ================================================================ BF16 x BF16 on AMX tiles (tdpbf16ps) */
+/* One 64-byte row of a bf16 A tile: the 32 f32 at x, or the first rem of them (rem < 32) and zeros after,
+ * rounded to nearest even. */
+AI __m512i bf16_tile_row(const float *x, int rem) {
+    if (rem >= 32) return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+    __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : (1u << rem) - 1);
+    __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 16), _mm512_maskz_loadu_ps(m0, x));
+}
+
 /* Activations f32 [T][K] -> bf16 A tiles: rows padded to Tp (multiple of 16), k to Kp (multiple of 32),
  * zeros; the tile of rows 16i.. and k 32j.. is 1 KiB at (i * Kp/32 + j) * 512 elements, row r at +32 r.
  * Written one tile at a time (16 row segments in, 1 KiB contiguous out): writing row by row scatters each
@@ -285,30 +294,11 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
         uint16_t *y = dst + (size_t)i * nkb * 512;
         int rows = MIN(16, T - 16 * i); /* >= 1: Tp < T + 16 */
         const float *x = inp + (size_t)16 * i * K;
-        int j = 0;
-        for (; j < nkb && 32 * j + 32 <= K; j++) {
+        for (int j = 0; j < nkb; j++) { /* the last one ragged when K % 32 != 0 */
             uint16_t *yt = y + (size_t)j * 512;
             int r = 0;
-            for (; r < rows; r++) {
-                const float *xr = x + (size_t)r * K + 32 * j;
-                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + 16), _mm512_loadu_ps(xr));
-                _mm512_store_si512(yt + 32 * r, v);
-            }
+            for (; r < rows; r++) _mm512_store_si512(yt + 32 * r, bf16_tile_row(x + (size_t)r * K + 32 * j, K - 32 * j));
             for (; r < 16; r++) _mm512_store_si512(yt + 32 * r, _mm512_setzero_si512());
-        }
-        for (; j < nkb; j++) { /* the ragged k tail (K % 32 != 0) */
-            uint16_t *yt = y + (size_t)j * 512;
-            int rem = K - 32 * j; /* 1..31 */
-            __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : (1u << rem) - 1);
-            __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
-            for (int r = 0; r < 16; r++) {
-                __m512i v = _mm512_setzero_si512();
-                if (r < rows) {
-                    const float *xr = x + (size_t)r * K + 32 * j;
-                    v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xr + 16), _mm512_maskz_loadu_ps(m0, xr));
-                }
-                _mm512_store_si512(yt + 32 * r, v);
-            }
         }
     }
 }
@@ -316,20 +306,11 @@ static void act_to_bf16_tiles(uint16_t *dst, const float *inp, int T, int K, int
 /* One f32 row (K values) as row r of its 16-row group of bf16 A tiles (y: the group's first tile, nkb tiles),
  * rounded as act_to_bf16_tiles rounds; the ragged k tail zero-padded. */
 static void row_to_bf16_tiles(uint16_t *y, int r, const float *xr, int K, int nkb) {
-    int j = 0;
-    for (; j < nkb && 32 * j + 32 <= K; j++)
-        _mm512_store_si512(y + (size_t)j * 512 + 32 * r,
-                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + 32 * j + 16), _mm512_loadu_ps(xr + 32 * j)));
-    if (j < nkb) {
-        int rem = K - 32 * j; /* 1..31 */
-        __mmask16 m0 = (__mmask16)(rem >= 16 ? 0xffff : (1u << rem) - 1);
-        __mmask16 m1 = (__mmask16)(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
-        _mm512_store_si512(y + (size_t)j * 512 + 32 * r,
-                           (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xr + 32 * j + 16),
-                                                         _mm512_maskz_loadu_ps(m0, xr + 32 * j)));
-    }
+    for (int j = 0; j < nkb; j++) _mm512_store_si512(y + (size_t)j * 512 + 32 * r, bf16_tile_row(xr + 32 * j, K - 32 * j));
 }
 
+/* (kernels.h) Row by row within one 16-row group: its tiles (16 x Kp bf16) stay in L1/L2 while its rows are
+ * written, unlike the whole-matrix row order act_to_bf16_tiles avoids. */
 int fp_rmsnorm_tiles(uint16_t *tiles, const float *inp, const float *weight, float eps, int T, int K) {
     if (T <= 0 || K <= 0) return 0;
     int nkb = (K + 31) / 32, nrb = (T + 31) / 32 * 2; /* row groups of 16, padded to 32 rows */
