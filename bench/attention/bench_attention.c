@@ -1,7 +1,9 @@
 /* Attention benchmark: GFLOP/s of fp_attention_forward_ex (exact f32 and fast bf16/AMX paths) and of the
  * one-row f32 kernel it replaced, on causal prefill shapes.
  *
- *   bench_attention [--threads N] [--reps R] [--paths exact,fast,rows] [--shape NH/NKV/D/T]...
+ *   bench_attention [--threads N] [--reps R] [--paths exact,fast,rows] [--group K] [--shape NH/NKV/D/T]...
+ * --group K: the AMX kernel's grouped tasks (fp_attention_amx_group): K > 0 forced with chunks of K keys, -1 off,
+ * 0 (default) the kernel's own choice.
  * Default shapes: Qwen2.5-0.5B (14/2/64) and 1.5B (12/2/128) at T = 512, 2048, 8192.
  * flops = 2 * 2 * d * nh * T (T + 1) / 2 (S = Q K^T and P V over the causal half).  Each figure is the median
  * over R timed calls after a warm-up (the rows kernel, ~5-10x slower, gets max(1, R/3) calls at T >= 8192).
@@ -27,11 +29,12 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--paths") && i + 1 < argc) paths = argv[++i];
+        else if (!strcmp(argv[i], "--group") && i + 1 < argc) fp_attention_amx_group(atoi(argv[++i]));
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc && nshape < 32) {
             int *s = shapes[nshape];
             if (sscanf(argv[++i], "%d/%d/%d/%d", &s[0], &s[1], &s[2], &s[3]) == 4) nshape++;
         } else {
-            fprintf(stderr, "usage: %s [--threads N] [--reps R] [--paths exact,fast,rows] [--shape NH/NKV/D/T]...\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--reps R] [--paths exact,fast,rows] [--group K] [--shape NH/NKV/D/T]...\n", argv[0]);
             return 2;
         }
     }

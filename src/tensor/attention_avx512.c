@@ -52,6 +52,10 @@
 #define EX_MR 6  /* exact: query rows per micro-tile */
 #define EX_BQ 48 /* exact: query rows per task */
 #define AX_BQ 32 /* amx: query rows per task (2 tiles of 16) */
+/* Grouped amx tasks (ax_task, hn > 1): at most AX_MAX_HEADS query heads per task; a key chunk's packed K and V
+ * take AX_GROUP_CHUNK_BYTES (a quarter of the 2 MiB L2, beside the heads' state and the P / S buffers). */
+#define AX_MAX_HEADS 16
+#define AX_GROUP_CHUNK_BYTES (512 * 1024)
 
 typedef struct {
     float *out;
@@ -349,11 +353,12 @@ static const att_tilecfg att_tcfg __attribute__((aligned(64))) = {
 
 #define AX_PEND 3 /* blocks of P whose P V is deferred, then accumulated into O with one load / store of its tiles */
 #define AX_PB (AX_PEND + 1) /* P buffers (a ring) */
-static size_t ax_scratch_floats(int d) {
-    /* O [32][d] f32; S [2][32][64] f32; L [32][16]; M, MC, CR [32]; Pb [AX_PB][32][64] bf16; Qb [32][d] bf16 */
-    return (size_t)AX_BQ * d + 2 * AX_BQ * BK + AX_BQ * 16 + 3 * AX_BQ + AX_PB * AX_BQ * BK / 2 +
-           (size_t)AX_BQ * d / 2 + 32;
-}
+/* Per-thread scratch of the amx kernel: the blocks' S and P buffers, then one state per query head of the task
+ * (hn heads: 1, or a KV group in the grouped mode, see ax_task). */
+static size_t ax_shared_floats(void) { return 2 * AX_BQ * BK + AX_PB * AX_BQ * BK / 2; } /* S [2][32][64] f32, P ring [AX_PB][32][64] bf16 */
+/* One head: O [32][d] f32, L [32][16], M, MC, CR [32], Qb [32][d] bf16 (a multiple of 16 floats: d % 32 == 0) */
+static size_t ax_head_floats(int d) { return (size_t)AX_BQ * d + AX_BQ * 16 + 3 * AX_BQ + (size_t)AX_BQ * d / 2; }
+static size_t ax_scratch_floats(int d, int hn) { return ax_shared_floats() + (size_t)hn * ax_head_floats(d) + 32; }
 
 #define MEMBAR() __asm__ volatile("" ::: "memory") /* the tile intrinsics are asm without memory operands */
 #define AX_WMAX 256.0f /* lazy rescaling: a row's weights stay <= 2^8 (partial sums of 4 checked against it) */
@@ -492,65 +497,95 @@ AI int ax_row(float *s, uint16_t *p, float *l, float *m, float *mcp, float *cr, 
     return 1;
 }
 
-/* Query rows [i0, i1) (at most AX_BQ) of head h; qn, nn: the q rows of the thread's likely next task
- * (prefetched near the end).  Iteration k: an AMX phase (O += P V of the pending blocks when AX_PEND of them
- * wait; S = Q K^T of block k+1 into S buffer (k+1) & 1: tile loads do not forward from the store buffer, so
- * S is stored a block ahead), then the softmax of block k (S buffer k & 1 -> P ring slot), then, for rows
- * whose reference maximum moved, the pending P V and O scaled. */
-__attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *C, int i0, int i1, int h,
-                                                                  float *scr, const float *qn, int nn) {
-    const int d = C->d, n = i1 - i0, kh = h / (C->nh / C->nkv);
-    const size_t qs = (size_t)C->nh * d;
-    float *O = scr, *Sb = O + (size_t)AX_BQ * d, *L = Sb + 2 * AX_BQ * BK, *M = L + AX_BQ * 16, *MC = M + AX_BQ,
-          *CR = MC + AX_BQ;
-    uint16_t *Pb = (uint16_t *)(CR + AX_BQ), *Qb = Pb + AX_PB * AX_BQ * BK; /* Pb: [AX_PB][32][64] */
+/* The query rows of a task: count, positions, first visible keys and their extremes; kfirst: the first block. */
+typedef struct {
+    int n, tpmax, tpmin, tkmin, tkmax, kfirst;
     int pos[AX_BQ], ks[AX_BQ];
-    int tpmax = INT32_MIN, tpmin = INT32_MAX, tkmin = INT32_MAX, tkmax = INT32_MIN;
-    for (int r = 0; r < AX_BQ; r++) {
-        M[r] = -FLT_MAX;
-        MC[r] = -FLT_MAX * C->c;
-        CR[r] = 0.0f;
-        memset(O + (size_t)r * d, 0, sizeof(float) * d);
-        memset(L + 16 * r, 0, sizeof(float) * 16);
-        if (r < n) { /* (P rows < n: written in full by every block before a P V reads them) */
-            pos[r] = C->qpos ? C->qpos[i0 + r] : i0 + r;
-            ks[r] = C->kstart ? C->kstart[i0 + r] : 0;
-            row_bf16(Qb + (size_t)r * d, C->q + (size_t)(i0 + r) * qs + (size_t)h * d, d);
-            tpmax = MAX(tpmax, pos[r]);
-            tpmin = MIN(tpmin, pos[r]);
-            tkmin = MIN(tkmin, ks[r]);
-            tkmax = MAX(tkmax, ks[r]);
-        } else { /* rows >= n: zero Q and P */
-            memset(Qb + (size_t)r * d, 0, sizeof(uint16_t) * d);
-            for (int j = 0; j < AX_PB; j++) memset(Pb + (j * AX_BQ + r) * BK, 0, sizeof(uint16_t) * BK);
-        }
+} ax_rows;
+/* One query head's state over the key blocks: O (unnormalised output), L (16 partial sums of the weights per
+ * row), M (running maximum), MC (the weights' reference, M c rounded), CR (rescaling factor), Qb (Q as bf16). */
+typedef struct {
+    float *O, *L, *M, *MC, *CR;
+    uint16_t *Qb;
+} ax_head;
+
+static void ax_rows_init(const att_ctx *C, int i0, int i1, ax_rows *R) {
+    R->n = i1 - i0;
+    R->tpmax = R->tkmax = INT32_MIN;
+    R->tpmin = R->tkmin = INT32_MAX;
+    for (int r = 0; r < R->n; r++) {
+        R->pos[r] = C->qpos ? C->qpos[i0 + r] : i0 + r;
+        R->ks[r] = C->kstart ? C->kstart[i0 + r] : 0;
+        R->tpmax = MAX(R->tpmax, R->pos[r]);
+        R->tpmin = MIN(R->tpmin, R->pos[r]);
+        R->tkmin = MIN(R->tkmin, R->ks[r]);
+        R->tkmax = MAX(R->tkmax, R->ks[r]);
     }
+    R->kfirst = R->tkmin / BK * BK;
+}
+
+/* Head h's state at base (ax_head_floats(d) floats), initialised for the rows of R (rows >= n: zero Q). */
+static ax_head ax_head_init(const att_ctx *C, const ax_rows *R, int i0, int h, float *base) {
+    const int d = C->d;
+    const size_t qs = (size_t)C->nh * d;
+    ax_head H;
+    H.O = base;
+    H.L = H.O + (size_t)AX_BQ * d;
+    H.M = H.L + AX_BQ * 16;
+    H.MC = H.M + AX_BQ;
+    H.CR = H.MC + AX_BQ;
+    H.Qb = (uint16_t *)(H.CR + AX_BQ);
+    memset(H.O, 0, sizeof(float) * AX_BQ * d);
+    memset(H.L, 0, sizeof(float) * AX_BQ * 16);
+    for (int r = 0; r < AX_BQ; r++) {
+        H.M[r] = -FLT_MAX;
+        H.MC[r] = -FLT_MAX * C->c;
+        H.CR[r] = 0.0f;
+        if (r < R->n) row_bf16(H.Qb + (size_t)r * d, C->q + (size_t)(i0 + r) * qs + (size_t)h * d, d);
+        else memset(H.Qb + (size_t)r * d, 0, sizeof(uint16_t) * d);
+    }
+    return H;
+}
+
+/* Key blocks kbeg, kbeg + BK, .. < kend (and <= R->tpmax) for one head of KV head kh, leaving their P V in H->O
+ * (no block pending at the end).  kbeg: a multiple of BK >= R->kfirst.  Per block k: an AMX phase (O += P V of
+ * the pending blocks when AX_PEND of them wait; S = Q K^T of block k+1 into S buffer (k+1) & 1: tile loads do
+ * not forward from the store buffer, so S is stored a block ahead), then the softmax of block k (S buffer
+ * k & 1 -> P ring slot), then, for rows whose reference maximum moved, the pending P V and O scaled.  Tiles
+ * configured and MXCSR.FTZ set by the caller.  At the end: prefetch of the rows written next (out rows of
+ * this head when last, nn q rows at qn). */
+__attribute__((target("amx-tile,amx-bf16"))) static void ax_blocks(const att_ctx *C, const ax_rows *R, int kh,
+                                                                    const ax_head *H, float *Sb, uint16_t *Pb,
+                                                                    int kbeg, int kend, int i0, int h, int last,
+                                                                    const float *qn, int nn) {
+    const int d = C->d, n = R->n, tkmin = R->tkmin, tpmax = R->tpmax, tpmin = R->tpmin, tkmax = R->tkmax;
+    const size_t qs = (size_t)C->nh * d;
+    const int klast = MIN(kend - BK, tpmax / BK * BK); /* the last block */
+    if (kbeg > klast) return;
     const uint16_t *Kh = C->kb + (size_t)kh * C->nblk * BK * d, *Vh = C->vb + (size_t)kh * C->nblk * BK * d;
     const size_t bstride = (size_t)BK * d; /* one block of packed K or V */
     const float c = C->c;
-    const int kfirst = tkmin / BK * BK;
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8000); /* FTZ (see ax_exp2); restored below */
+    float *O = H->O, *L = H->L, *M = H->M, *MC = H->MC, *CR = H->CR;
+    const uint16_t *Qb = H->Qb;
     MEMBAR();
-    _tile_loadconfig(&att_tcfg);
     { /* prologue: S of the first block */
         int h0, h1;
-        ax_halves(kfirst, tkmin, tpmax, &h0, &h1);
-        for (int hf = h0; hf < h1; hf++) ax_s_unit(Qb, Kh + (size_t)(kfirst / BK) * bstride, hf, d, Sb);
+        ax_halves(kbeg, tkmin, tpmax, &h0, &h1);
+        for (int hf = h0; hf < h1; hf++) ax_s_unit(Qb, Kh + (size_t)(kbeg / BK) * bstride, hf, d, Sb);
     }
-    int kpend = kfirst; /* blocks kpend .. kb - 1: softmax done, P V not yet in O */
-    for (int kb = kfirst, par = 0; kb <= tpmax; kb += BK, par ^= 1) {
-        int nh0 = 0, nh1 = 0, knext = kb + BK <= tpmax;
+    int kpend = kbeg; /* blocks kpend .. kb - 1: softmax done, P V not yet in O */
+    for (int kb = kbeg, par = 0; kb <= klast; kb += BK, par ^= 1) {
+        int nh0 = 0, nh1 = 0, knext = kb + BK <= klast;
         if (knext) ax_halves(kb + BK, tkmin, tpmax, &nh0, &nh1);
-        const int spec = kb > kfirst, bnd = kb + BK - 1 > tpmin || kb < tkmax;
+        const int spec = kb > R->kfirst, bnd = kb + BK - 1 > tpmin || kb < tkmax;
         float *S = Sb + (size_t)par * AX_BQ * BK;
-        uint16_t *P = Pb + (size_t)((kb - kfirst) / BK % AX_PB) * AX_BQ * BK;
+        uint16_t *P = Pb + (size_t)((kb - kbeg) / BK % AX_PB) * AX_BQ * BK;
         /* AMX phase: O += P V of the pending blocks once AX_PEND of them wait (their ring slots are needed), S of
          * block k+1.  (The AMX and vector phases of a block do not overlap on the cores measured, and interleaving
          * them finely cost more than running them one after the other.) */
         MEMBAR();
         if (kb - kpend == AX_PEND * BK) {
-            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb, tkmin, tpmax, x0, d, O);
+            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kbeg, kpend, kb, tkmin, tpmax, x0, d, O);
             kpend = kb;
         }
         for (int hf = nh0; hf < nh1; hf++)
@@ -560,7 +595,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
         if (bnd)
             for (int r = 0; r < n; r++)
                 moved |= (uint32_t)ax_row(S + r * BK, P + r * BK, L + 16 * r, M + r, MC + r, CR + r, c, 1,
-                                          row_mask(kb, pos[r], ks[r]), spec) << r;
+                                          row_mask(kb, R->pos[r], R->ks[r]), spec) << r;
         else
             for (int r = 0; r < n; r++)
                 moved |= (uint32_t)ax_row(S + r * BK, P + r * BK, L + 16 * r, M + r, MC + r, CR + r, c, 0, ~0ull, spec)
@@ -568,7 +603,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
         if (spec && moved) { /* O and the pending blocks before this one are still zero after the first block */
             MEMBAR();
             if (kpend < kb)
-                for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb, tkmin, tpmax, x0, d, O);
+                for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kbeg, kpend, kb, tkmin, tpmax, x0, d, O);
             kpend = kb;
             MEMBAR();
             while (moved) {
@@ -581,33 +616,72 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
             MEMBAR();
         }
         if (!knext) { /* epilogue: P V of the pending blocks and this (last) one */
-            /* into L1 now: the out rows written below, the q rows (nn of them at qn) of the next task */
-            if (!C->otiles)
+            /* into L1 now: the out rows written after the last block, the q rows (nn of them at qn) of the next task */
+            if (last && !C->otiles)
                 for (int i = 0; i < n; i++) prefetch_row(C->out + (size_t)(i0 + i) * qs + (size_t)h * d, d, _MM_HINT_T0);
             for (int i = 0; i < nn; i++) prefetch_row(qn + (size_t)i * qs, d, _MM_HINT_T0);
             MEMBAR();
-            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kfirst, kpend, kb + BK, tkmin, tpmax, x0, d, O);
+            for (int x0 = 0; x0 < d; x0 += 32) ax_pv_unit(Pb, Vh, kbeg, kpend, kb + BK, tkmin, tpmax, x0, d, O);
             MEMBAR();
         }
     }
-    _tile_release();
-    MEMBAR();
-    if (C->otiles) /* the f32 values below, rounded to bf16 as the GEMMs round f32 input, in A-tile layout */
-        for (int r = 0; r < n; r++) {
-            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
-            int i = i0 + r;
+}
+
+/* O / L of head h's rows into out (f32) or otiles (rounded to bf16 as the GEMMs round f32 input, in A-tile
+ * layout). */
+static void ax_head_finish(const att_ctx *C, const ax_rows *R, int i0, int h, const ax_head *H) {
+    const int d = C->d;
+    const size_t qs = (size_t)C->nh * d;
+    for (int r = 0; r < R->n; r++) {
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(H->L + 16 * r)));
+        const float *src = H->O + (size_t)r * d;
+        int i = i0 + r;
+        if (C->otiles) {
             uint16_t *o = C->otiles + ((size_t)(i / 16) * C->onkb + (size_t)h * d / 32) * 512 + 32 * (i % 16);
             for (int x = 0; x < d; x += 32)
                 _mm512_store_si512(o + (size_t)x * 16,
-                                   (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x + 16), inv),
-                                                                _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv)));
+                                   (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_load_ps(src + x + 16), inv),
+                                                                _mm512_mul_ps(_mm512_load_ps(src + x), inv)));
+        } else {
+            float *o = C->out + (size_t)i * qs + (size_t)h * d;
+            for (int x = 0; x < d; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(src + x), inv));
         }
-    else
-        for (int r = 0; r < n; r++) {
-            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_load_ps(L + 16 * r)));
-            float *o = C->out + (size_t)(i0 + r) * qs + (size_t)h * d;
-            for (int x = 0; x < d; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * d + x), inv));
-        }
+    }
+}
+
+/* Query rows [i0, i1) (at most AX_BQ) of the hn query heads h0 .. h0 + hn - 1 (one KV head's).  hn == 1: the
+ * head's key blocks in one run.  hn > 1 (grouped, for long key ranges): the keys in chunks of kc (a multiple of
+ * BK), each chunk run for every head of the group in turn, so that the chunk's packed K and V (kc x d x 4
+ * bytes) are read from memory once and from L2 by the other heads (a KV head's K and V for 16k keys, 4 MB at
+ * d 64, no longer fit the 2 MB L2).  Each head's values are the same bits either way: a chunk ends with its
+ * pending P V accumulated into O (a round trip of f32 tiles through memory), so every output element still
+ * gets the same products in the same order.  qn, nn: the q rows of the thread's likely next task (prefetched
+ * near the end). */
+__attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *C, int i0, int i1, int h0, int hn,
+                                                                  int kc, float *scr, const float *qn, int nn) {
+    ax_rows R;
+    ax_rows_init(C, i0, i1, &R);
+    const int kh = h0 / (C->nh / C->nkv);
+    float *Sb = scr;
+    uint16_t *Pb = (uint16_t *)(Sb + 2 * AX_BQ * BK); /* Pb: [AX_PB][32][64], rows >= n zero (the rows < n are */
+    for (int r = R.n; r < AX_BQ; r++)                /* written in full by every block before a P V reads them) */
+        for (int j = 0; j < AX_PB; j++) memset(Pb + (j * AX_BQ + r) * BK, 0, sizeof(uint16_t) * BK);
+    ax_head H[AX_MAX_HEADS];
+    for (int j = 0; j < hn; j++)
+        H[j] = ax_head_init(C, &R, i0, h0 + j, scr + ax_shared_floats() + (size_t)j * ax_head_floats(C->d));
+    if (hn == 1 || kc <= 0) kc = INT32_MAX / 2 / BK * BK;
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8000); /* FTZ (see ax_exp2); restored below */
+    MEMBAR();
+    _tile_loadconfig(&att_tcfg);
+    for (int kb0 = R.kfirst; kb0 <= R.tpmax; kb0 += kc) {
+        int last = kb0 + kc > R.tpmax;
+        for (int j = 0; j < hn; j++)
+            ax_blocks(C, &R, kh, &H[j], Sb, Pb, kb0, kb0 + kc, i0, h0 + j, last, qn, last && j == hn - 1 ? nn : 0);
+    }
+    _tile_release();
+    MEMBAR();
+    for (int j = 0; j < hn; j++) ax_head_finish(C, &R, i0, h0 + j, &H[j]);
     _mm_setcsr(csr);
 }
 
@@ -616,6 +690,14 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
  * start, and its out rows, written at its end: strided lines, ~5-10 % of the amx kernel's time as misses). */
 static void prefetch_rows(const float *a, int i0, int i1, int nh, int h, int d) {
     for (int i = i0; i < i1; i++) prefetch_row(a + ((size_t)i * nh + h) * d, d, _MM_HINT_T1);
+}
+
+static int ax_group_keys; /* fp_attention_amx_group */
+
+int fp_attention_amx_group(int chunk_keys) {
+    int old = ax_group_keys;
+    ax_group_keys = chunk_keys;
+    return old;
 }
 
 int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
@@ -630,11 +712,21 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
     att_ctx C = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (d + 15) & ~15, pmax / BK + 1,
                  (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL, amx ? otiles : NULL, nh * d / 32};
     const int bq = amx ? AX_BQ : EX_BQ, b0 = kmin / BK, nb = C.nblk - b0;
+    int nth = omp_get_max_threads(), ntiles = (nq + bq - 1) / bq;
+    /* amx tasks: hpt query heads of one KV head over key chunks of kc (grouped, hpt > 1: fewer tasks, split
+     * into subgroups only so that each thread gets two or more), or one query head per task (hpt = 1) */
+    int group = nh / nkv, hpt = 1, kc = 0;
+    if (amx && group > 1 && ax_group_keys >= 0) {
+        kc = ax_group_keys > 0 ? (ax_group_keys + BK - 1) / BK * BK : MAX(BK, AX_GROUP_CHUNK_BYTES / (4 * d) / BK * BK);
+        int want = (2 * nth + nkv * ntiles - 1) / (nkv * ntiles); /* subgroups per KV head and tile */
+        want = MAX(want, (group + AX_MAX_HEADS - 1) / AX_MAX_HEADS);
+        hpt = (group + MIN(want, group) - 1) / MIN(want, group);
+    }
+    const int hsub = (group + hpt - 1) / hpt; /* tasks per KV head and tile */
     size_t packb = (size_t)nkv * C.nblk * BK * d * (amx ? 2 * sizeof(uint16_t) : sizeof(float));
-    size_t per = sizeof(float) * (amx ? ax_scratch_floats(d) : ex_scratch_floats(C.dp));
+    size_t per = sizeof(float) * (amx ? ax_scratch_floats(d, hpt) : ex_scratch_floats(C.dp));
     per = (per + 63) & ~(size_t)63;
     packb = (packb + 63) & ~(size_t)63;
-    int nth = omp_get_max_threads();
     size_t total = packb + per * (size_t)nth;
     /* the calling thread's kernel scratch (shared with the GEMMs, which never run inside this call): no
      * allocation per call, and its pages stay mapped between the layers' calls */
@@ -645,7 +737,7 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
         C.vb = C.kb + (size_t)nkv * C.nblk * BK * d;
     } else
         C.kt = (float *)buf;
-    int ntiles = (nq + bq - 1) / bq;
+    const int ntasks = hpt > 1 ? ntiles * nkv * hsub : ntiles * nh;
 #pragma omp parallel num_threads(nth)
     {
         float *scr = (float *)(buf + packb + per * (size_t)omp_get_thread_num());
@@ -655,8 +747,14 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
             else pack_exact(&C, t / nb, b0 + t % nb, pmax);
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < nh * ntiles; task++) {
+        for (int task = 0; task < ntasks; task++) {
             /* Largest tiles first: the last query tiles see the most keys. */
+            if (hpt > 1) { /* (tile, KV head, subgroup of its query heads) */
+                int tile = ntiles - 1 - task / (nkv * hsub), g = task % (nkv * hsub), kh = g / hsub, s0 = g % hsub;
+                int h0 = kh * group + s0 * hpt, i0 = tile * bq;
+                ax_task(&C, i0, MIN(i0 + bq, nq), h0, MIN(hpt, group - s0 * hpt), kc, scr, q, 0);
+                continue;
+            }
             int tile = ntiles - 1 - task / nh, h = task % nh;
             int i0 = tile * bq, i1 = MIN(i0 + bq, nq);
             if (amx) {
@@ -669,7 +767,7 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
                     prefetch_rows(q, t2 * bq, t2 * bq + n2, nh, nt % nh, d);
                 }
                 if (!C.otiles) prefetch_rows(out, i0, i1, nh, h, d);
-                ax_task(&C, i0, i1, h, scr, q2, n2);
+                ax_task(&C, i0, i1, h, 1, 0, scr, q2, n2);
             } else
                 ex_task(&C, i0, i1, h, scr);
         }

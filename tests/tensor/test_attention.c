@@ -391,6 +391,74 @@ static int test_tiles_out(void) {
     return 0;
 }
 
+/* The amx kernel's grouped tasks (all query heads of a KV head over key chunks; the default wherever a KV head
+ * has 2+ query heads) against per-head tasks: the same bits, f32 rows and bf16 tiles, for chunks of one block
+ * up to longer than T, subgroups (32 heads on one KV head: tasks of at most 16), query subsets, packed
+ * sequences, and scores that move the rows' reference maximum within and across chunks. */
+static int test_grouped(void) {
+    int amx = fp_cpu_max_kernel() >= FP_KERN_AVX512 && fp_cpu_has_amx_bf16() && fp_cpu_has_avx512bf16();
+    if (!amx) return TH_SKIP; /* no AMX here: the f32 kernels have no grouped tasks */
+    static const struct { int T, nq, nh, nkv, d, packed; float amp; } cs[] = {
+        {2100, 0, 14, 2, 64, 0, 1.0f},  {1000, 50, 12, 2, 128, 1, 1.0f}, {700, 0, 32, 1, 64, 0, 1.0f},
+        {1, 0, 8, 1, 64, 0, 1.0f},      {257, 3, 14, 2, 64, 0, 1.0f},    {1500, 0, 14, 2, 64, 0, -2.0f},
+        {600, 0, 12, 2, 128, 1, 7.7f},  {300, 0, 6, 3, 96, 0, 1.0f},
+    };
+    static const int chunks[] = {64, 200, 1024, 100000, 0};
+    int nmax = omp_get_max_threads(), ncmp = 0;
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int T = cs[c].T, nq = cs[c].nq ? cs[c].nq : T, nh = cs[c].nh, nkv = cs[c].nkv, d = cs[c].d;
+        size_t no = (size_t)nq * nh * d, nk = (size_t)T * nkv * d, tb = fp_matmul_tiles_bytes(nq, nh * d);
+        float *q = malloc(sizeof(float) * no), *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nk);
+        float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no);
+        uint16_t *t1 = aligned_alloc(64, (tb + 63) & ~(size_t)63), *t2 = aligned_alloc(64, (tb + 63) & ~(size_t)63);
+        int *qpos = NULL, *kst = NULL;
+        float amp = fabsf(cs[c].amp);
+        for (size_t i = 0; i < no; i++) q[i] = frand() * amp;
+        for (size_t i = 0; i < nk; i++) k[i] = frand() * amp, v[i] = frand();
+        if (cs[c].amp < 0) { /* a ramp: scores grow along the keys, the reference maximum keeps moving */
+            for (size_t i = 0; i < no; i++) q[i] = fabsf(q[i]);
+            for (size_t i = 0; i < nk; i++) k[i] = fabsf(k[i]) * (1.0f + 3.0f * (float)(i / ((size_t)nkv * d)) / T);
+        }
+        if (cs[c].nq) { /* the last rows, unsorted, one repeated */
+            qpos = malloc(sizeof(int) * nq);
+            for (int i = 0; i < nq; i++) qpos[i] = T - 1 - (int)((i * 7919L) % (T < 97 ? T : 97));
+            if (nq > 2) qpos[nq - 1] = qpos[0];
+        }
+        if (cs[c].packed) {
+            kst = malloc(sizeof(int) * nq);
+            for (int i = 0; i < nq; i++) {
+                int p = qpos ? qpos[i] : i;
+                kst[i] = p / (T / 3 + 1) * (T / 3 + 1);
+            }
+        }
+        for (int nth = 1; nth <= 2; nth++) {
+            omp_set_num_threads(nth);
+            int old = fp_attention_amx_group(-1); /* per-head tasks */
+            memset(t1, 0xff, tb);
+            CHECK_OK(fp_attention_forward_ex(0, o1, q, k, v, qpos, kst, nq, T, nh, nkv, d));
+            CHECK(fp_attention_forward_tiles(t1, q, k, v, qpos, kst, nq, T, nh, nkv, d) == 0);
+            for (size_t j = 0; j < sizeof chunks / sizeof chunks[0]; j++) {
+                fp_attention_amx_group(chunks[j]);
+                for (size_t i = 0; i < no; i++) o2[i] = NAN;
+                memset(t2, 0xff, tb);
+                CHECK_OK(fp_attention_forward_ex(0, o2, q, k, v, qpos, kst, nq, T, nh, nkv, d));
+                CHECK(fp_attention_forward_tiles(t2, q, k, v, qpos, kst, nq, T, nh, nkv, d) == 0);
+                size_t bad = 0;
+                for (size_t i = 0; i < no; i++) bad += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+                CHECK_MSG(bad == 0 && !memcmp(t1, t2, tb),
+                          "T=%d nq=%d nh=%d/%d d=%d chunk %d, %d thread(s): %zu of %zu outputs differ%s", T, nq, nh,
+                          nkv, d, chunks[j], nth, bad, no, memcmp(t1, t2, tb) ? ", tiles differ" : "");
+                ncmp++;
+            }
+            fp_attention_amx_group(old);
+        }
+        omp_set_num_threads(nmax);
+        free(q); free(k); free(v); free(o1); free(o2); free(t1); free(t2); free(qpos); free(kst);
+    }
+    printf("  %d comparisons\n", ncmp);
+    return 0;
+}
+
 int main(void) {
     RUN(test_dispatch);
     RUN(test_shapes_d64);
@@ -401,6 +469,7 @@ int main(void) {
     RUN(test_long);
     RUN(test_nan);
     RUN(test_tiles_out);
+    RUN(test_grouped);
     for (int vi = 0; vi < NVAR; vi++) {
         if (variants[vi].level > fp_cpu_max_kernel()) continue;
         printf("  %-11s (level %s, %s): max err/tol %.3g", fp_attention_kernel_name(variants[vi].level, variants[vi].exact,
