@@ -4,8 +4,9 @@
  *
  * Both kernels are a flash-attention style online softmax over blocks of BK = 64 keys.  Per call, the keys
  * a query can see (min kstart .. max qpos) are packed once per KV head, in parallel, into a scratch buffer
- * shared by all query heads of the group and all query tiles; then OpenMP runs tasks = (query head, tile of
- * query rows), the latest tiles (most keys) first.  The softmax keeps, per query row, the running maximum m
+ * shared by all query heads of the group and all query tiles; then OpenMP runs tasks, the latest tiles of
+ * query rows (most keys) first: (query head, tile) for the exact kernel and for MHA; for the amx kernel with
+ * GQA, (KV head, tile) running all the query heads of the KV head over the keys in chunks (ax_task).  The softmax keeps, per query row, the running maximum m
  * of the raw scores and works in base 2: p = 2^(s c - m c) with c = log2(e) / sqrt(d), mc = m c rounded
  * once and reused for the rescaling factor 2^(mc_old - mc_new), so every weight of a row is shifted by the
  * same exponent (which cancels in o = sum p v / sum p).  Masks (causal, kstart) only on boundary blocks.
