@@ -6,10 +6,11 @@
  * a query can see (min kstart .. max qpos) are packed once per KV head, in parallel, into a scratch buffer
  * shared by all query heads of the group and all query tiles; then OpenMP runs tasks, the latest tiles of
  * query rows (most keys) first: (query head, tile) for the exact kernel and for MHA; for the amx kernel with
- * GQA, (KV head, tile) running all the query heads of the KV head over the keys in chunks (ax_task).  The softmax keeps, per query row, the running maximum m
- * of the raw scores and works in base 2: p = 2^(s c - m c) with c = log2(e) / sqrt(d), mc = m c rounded
- * once and reused for the rescaling factor 2^(mc_old - mc_new), so every weight of a row is shifted by the
- * same exponent (which cancels in o = sum p v / sum p).  Masks (causal, kstart) only on boundary blocks.
+ * GQA, (KV head, tile) running all the query heads of the KV head over the keys in chunks (ax_task).  The
+ * softmax keeps, per query row, the running maximum m of the raw scores and works in base 2:
+ * p = 2^(s c - m c) with c = log2(e) / sqrt(d), mc = m c rounded once and reused for the rescaling factor
+ * 2^(mc_old - mc_new), so every weight of a row is shifted by the same exponent (which cancels in
+ * o = sum p v / sum p).  Masks (causal, kstart) only on boundary blocks.
  *
  * exact (f32): K^T packed as [block][d][64] f32.  A task = 48 query rows; for each key block, micro-tiles of
  *   6 rows: S (6 x 64) in 24 zmm accumulators (x outer: 4 vector loads of K^T, 6 broadcasts of q, 24 FMAs),
@@ -354,9 +355,9 @@ static const att_tilecfg att_tcfg __attribute__((aligned(64))) = {
 
 #define AX_PEND 3 /* blocks of P whose P V is deferred, then accumulated into O with one load / store of its tiles */
 #define AX_PB (AX_PEND + 1) /* P buffers (a ring) */
-/* Per-thread scratch of the amx kernel: the blocks' S and P buffers, then one state per query head of the task
- * (hn heads: 1, or a KV group in the grouped mode, see ax_task). */
-static size_t ax_shared_floats(void) { return 2 * AX_BQ * BK + AX_PB * AX_BQ * BK / 2; } /* S [2][32][64] f32, P ring [AX_PB][32][64] bf16 */
+/* Per-thread scratch of the amx kernel: the blocks' S and P buffers (S [2][32][64] f32, P ring [AX_PB][32][64]
+ * bf16), then one state per query head of the task (hn heads: 1, or a KV group's in the grouped mode). */
+static size_t ax_shared_floats(void) { return 2 * AX_BQ * BK + AX_PB * AX_BQ * BK / 2; }
 /* One head: O [32][d] f32, L [32][16], M, MC, CR [32], Qb [32][d] bf16 (a multiple of 16 floats: d % 32 == 0) */
 static size_t ax_head_floats(int d) { return (size_t)AX_BQ * d + AX_BQ * 16 + 3 * AX_BQ + (size_t)AX_BQ * d / 2; }
 static size_t ax_scratch_floats(int d, int hn) { return ax_shared_floats() + (size_t)hn * ax_head_floats(d) + 32; }
@@ -697,7 +698,7 @@ static int ax_group_keys; /* fp_attention_amx_group */
 
 int fp_attention_amx_group(int chunk_keys) {
     int old = ax_group_keys;
-    ax_group_keys = chunk_keys;
+    ax_group_keys = chunk_keys > (1 << 24) ? 1 << 24 : chunk_keys; /* (rounded up to BK without overflow) */
     return old;
 }
 

@@ -415,17 +415,37 @@ typedef struct {
 
 /* Groups as wide as the panel budget allows (the activations are read once per group), their number rounded
  * up to a multiple of the threads and their widths equal to within 32 columns, so that every thread gets the
- * same work (7 groups of 128 columns for a 896-wide output left one of 2 threads idle an eighth of the time). */
+ * same work (7 groups of 128 columns for a 896-wide output left one of 2 threads idle an eighth of the time).
+ * K over one chunk (AMX_KMAX; the down projections): the fewest groups of <= AMX_NC_MAX columns instead, and
+ * as many k chunks as their panel needs to fit AMX_PANEL_WIDE_BYTES.  The activations of
+ * such a GEMM are the largest (0.5B, 2048 rows: 20 MB of bf16 tiles), so each group's pass over them costs
+ * more than the extra round trips of the f32 outputs between k chunks: the 0.5B shape's down projection after
+ * the gate/up GEMM (as in the model) went from 8 groups x 2 chunks to 2 x 5, 9.4-9.7 -> 8.0-8.4 ms at 2048
+ * rows, 2.6 -> 2.4 ms at 512.  The sums are the same bits whatever the chunks (a C tile's products run in k
+ * order, and its round trip through out between chunks is exact). */
+#define AMX_PANEL_WIDE_BYTES (900 * 1024)
 static void amx_plan_make(amx_plan *p, int T, int K, int N, int nth) {
     int Kp = (K + 31) & ~31;
     int nch = (Kp + AMX_KMAX - 1) / AMX_KMAX;
-    p->kc = ((Kp + nch - 1) / nch + 31) & ~31;
     p->units = (N + 31) / 32;
-    int maxu = AMX_PANEL_BYTES / (p->kc * 2) / 32; /* units that fit the panel budget */
-    maxu = maxu < 1 ? 1 : maxu > AMX_NC_MAX / 32 ? AMX_NC_MAX / 32 : maxu;
-    int g = (p->units + maxu - 1) / maxu;
-    if (nth > 1) g = (g + nth - 1) / nth * nth;
-    if (g > p->units) g = p->units;
+    int g = 0;
+    if (nch > 1) {
+        int gw = (p->units + AMX_NC_MAX / 32 - 1) / (AMX_NC_MAX / 32);
+        if (nth > 1) gw = (gw + nth - 1) / nth * nth;
+        if (gw > p->units) gw = p->units;
+        size_t panel = (size_t)(p->units + gw - 1) / gw * 32 * Kp * 2; /* all of K */
+        int nw = (int)((panel + AMX_PANEL_WIDE_BYTES - 1) / AMX_PANEL_WIDE_BYTES);
+        if (nw > nch) nch = nw; /* kc stays ~900 or more: a group is at most AMX_NC_MAX columns */
+        g = gw;
+    }
+    p->kc = ((Kp + nch - 1) / nch + 31) & ~31;
+    if (!g) {
+        int maxu = AMX_PANEL_BYTES / (p->kc * 2) / 32; /* units that fit the panel budget */
+        maxu = maxu < 1 ? 1 : maxu > AMX_NC_MAX / 32 ? AMX_NC_MAX / 32 : maxu;
+        g = (p->units + maxu - 1) / maxu;
+        if (nth > 1) g = (g + nth - 1) / nth * nth;
+        if (g > p->units) g = p->units;
+    }
     p->ngroups = g;
     p->nc = (p->units + g - 1) / g * 32;
     int tb = 1; /* more row blocks only when there are fewer groups than threads (each row block re-packs) */

@@ -168,7 +168,10 @@ static int test_amx_bf16(void) { return run_level(V_AVX512_AMX); }
 
 /* The AMX kernel's blocking edges (amx_plan in matmul_avx512.c): k chunks (K > 4096 is split into equal
  * chunks of <= 4096, multiples of 32: K = 4864 -> 2 x 2432, 8960 -> 2 x 3008 + 2944, 4100 -> 2080 + 2048
- * with a ragged tail), column groups of up to 512 (several groups, a ragged last group, N % 64 != 0), row
+ * with a ragged tail; with wide outputs into more chunks, so that a group of up to 512 columns over a chunk
+ * fits the panel: at 2 threads K x N = 4864 x 600 -> 4 x 1216, 8960 x 520 -> 5 x 1504 + 1440, 4864 x 896
+ * -> 4 x 992 + 896, 4100 x 1030 -> 3 x 1376 with a ragged tail), column groups of up to 512 (several groups,
+ * a ragged last group, N % 64 != 0), row
  * blocks (with 2+ threads; T % 32 != 0, 5 <= T <= 40), at 1 thread and at the default thread count
  * (the plan depends on it).  Same checks and tolerances as check_case. */
 static int test_amx_blocking(void) {
@@ -179,6 +182,7 @@ static int test_amx_blocking(void) {
     static const int amx_shapes[][3] = { /* T, K, N */
         {37, 4864, 70}, {21, 8960, 45}, {70, 4100, 130}, {45, 96, 1100}, {5, 300, 600},  {40, 1536, 520},
         {200, 256, 200}, {33, 896, 1000}, {9, 4864, 129}, {130, 160, 700}, {64, 8960, 64}, {6, 33, 513},
+        {50, 4864, 600}, {33, 8960, 520}, {70, 4864, 896}, {8, 4100, 1030},
     };
     int nmax = omp_get_max_threads();
     for (int pass = 0; pass < 2; pass++) {
