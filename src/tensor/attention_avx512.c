@@ -652,8 +652,8 @@ static void ax_head_finish(const att_ctx *C, const ax_rows *R, int i0, int h, co
 }
 
 /* Query rows [i0, i1) (at most AX_BQ) of the hn query heads h0 .. h0 + hn - 1 (one KV head's).  hn == 1: the
- * head's key blocks in one run.  hn > 1 (grouped, for long key ranges): the keys in chunks of kc (a multiple of
- * BK), each chunk run for every head of the group in turn, so that the chunk's packed K and V (kc x d x 4
+ * head's key blocks in one run.  hn > 1 (grouped, the default with GQA): the keys in chunks of kc (a multiple
+ * of BK), each chunk run for every head of the group in turn, so that the chunk's packed K and V (kc x d x 4
  * bytes) are read from memory once and from L2 by the other heads (a KV head's K and V for 16k keys, 4 MB at
  * d 64, no longer fit the 2 MB L2).  Each head's values are the same bits either way: a chunk ends with its
  * pending P V accumulated into O (a round trip of f32 tiles through memory), so every output element still
@@ -671,7 +671,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void ax_task(const att_ctx *
     ax_head H[AX_MAX_HEADS];
     for (int j = 0; j < hn; j++)
         H[j] = ax_head_init(C, &R, i0, h0 + j, scr + ax_shared_floats() + (size_t)j * ax_head_floats(C->d));
-    if (hn == 1 || kc <= 0) kc = INT32_MAX / 2 / BK * BK;
+    if (hn == 1 || kc <= 0) kc = R.tpmax / BK * BK + BK - R.kfirst; /* one chunk: all the blocks */
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | 0x8000); /* FTZ (see ax_exp2); restored below */
     MEMBAR();

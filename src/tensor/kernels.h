@@ -151,7 +151,7 @@ const char *fp_attention_kernel_name(int level, int exact, int amx, int d);
  * scratch cannot be allocated. */
 int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
                         const int *qpos, const int *kstart, int nq, int nh, int nkv, int d);
-/* The amx kernel's grouped tasks (all query heads of a KV head over key chunks, for long key ranges; the same
+/* The amx kernel's grouped tasks (all query heads of a KV head over key chunks; the default with GQA, the same
  * bits as per-head tasks): chunk_keys > 0 forces them with chunks of that many keys (rounded up to 64), 0 (the
  * default) leaves the choice to the kernel, < 0 turns them off.  Returns the previous setting.  For tests and
  * benchmarks; not thread-safe against concurrent attention calls. */

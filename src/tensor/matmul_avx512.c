@@ -428,24 +428,18 @@ static void amx_plan_make(amx_plan *p, int T, int K, int N, int nth) {
     int Kp = (K + 31) & ~31;
     int nch = (Kp + AMX_KMAX - 1) / AMX_KMAX;
     p->units = (N + 31) / 32;
-    int g = 0;
-    if (nch > 1) {
-        int gw = (p->units + AMX_NC_MAX / 32 - 1) / (AMX_NC_MAX / 32);
-        if (nth > 1) gw = (gw + nth - 1) / nth * nth;
-        if (gw > p->units) gw = p->units;
-        size_t panel = (size_t)(p->units + gw - 1) / gw * 32 * Kp * 2; /* all of K */
+    int maxu = AMX_NC_MAX / 32; /* units per group: one k chunk, as many as fit the panel budget */
+    if (nch == 1) maxu = MIN(maxu, AMX_PANEL_BYTES / (Kp * 2) / 32);
+    if (maxu < 1) maxu = 1;
+    int g = (p->units + maxu - 1) / maxu;
+    if (nth > 1) g = (g + nth - 1) / nth * nth;
+    if (g > p->units) g = p->units;
+    if (nch > 1) { /* k chunks as short as the group's panel needs (kc stays ~900 or more: nc <= AMX_NC_MAX) */
+        size_t panel = (size_t)(p->units + g - 1) / g * 32 * Kp * 2; /* all of K */
         int nw = (int)((panel + AMX_PANEL_WIDE_BYTES - 1) / AMX_PANEL_WIDE_BYTES);
-        if (nw > nch) nch = nw; /* kc stays ~900 or more: a group is at most AMX_NC_MAX columns */
-        g = gw;
+        if (nw > nch) nch = nw;
     }
     p->kc = ((Kp + nch - 1) / nch + 31) & ~31;
-    if (!g) {
-        int maxu = AMX_PANEL_BYTES / (p->kc * 2) / 32; /* units that fit the panel budget */
-        maxu = maxu < 1 ? 1 : maxu > AMX_NC_MAX / 32 ? AMX_NC_MAX / 32 : maxu;
-        g = (p->units + maxu - 1) / maxu;
-        if (nth > 1) g = (g + nth - 1) / nth * nth;
-        if (g > p->units) g = p->units;
-    }
     p->ngroups = g;
     p->nc = (p->units + g - 1) / g * 32;
     int tb = 1; /* more row blocks only when there are fewer groups than threads (each row block re-packs) */
