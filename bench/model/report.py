@@ -18,12 +18,14 @@ def main():
     kern = {}
     longt = []
     longtorch = {}  # (shape, T) -> PyTorch tok/s at the long lengths
+    longruns = {}  # (shape, T) -> PyTorch's timed runs there
     for r in rows:
         p = r["peer"]
         if p == "load":
             continue
         if p == "torch-long":
             longtorch[(r["shape"], r["T"])] = r["tok_s"]
+            longruns[(r["shape"], r["T"])] = len(r.get("runs", [1]))
             continue
         key = f"{p}:{r['type']}:{r['mode']}" if p == "fluxprm" else f"{p}:{r['type']}"
         if p in ("fluxprm", "fluxprm-long"):
@@ -101,11 +103,12 @@ def main():
                 print(f"{shape}: fluxprm peak RSS through T={T}: q8_0 {a:.0f}, bf16 {b:.0f}, q8_0/bf16 = {a / b:.3f}")
     if longt:
         print()
-        print("# long sequences (fluxprm bf16 fast and PyTorch bf16, one run each)")
+        print("# long sequences (fluxprm bf16 fast and PyTorch bf16, one process each; tok/s of the median run)")
         for shape, x, r in longt:
             t = longtorch.get((shape, x["T"]))
-            vs = f"; torch bf16 {t:.1f} tok/s, fluxprm / torch = {x['tok_s'] / t:.2f}" if t else ""
-            print(f"{shape} T={x['T']}: {x['tok_s']:.1f} tok/s, {x['median_s']:.1f} s, {x['gflops']:.1f} GFLOP/s, "
+            vs = (f"; torch bf16 {t:.1f} tok/s ({longruns[(shape, x['T'])]} runs), fluxprm / torch = "
+                  f"{x['tok_s'] / t:.2f}") if t else ""
+            print(f"{shape} T={x['T']}: {x['tok_s']:.1f} tok/s ({r.get('repeat', 1)} runs), {x['median_s']:.1f} s, {x['gflops']:.1f} GFLOP/s, "
                   f"cpu-tok/s {x.get('cpu_tok_s', 0):.1f}, peak RSS {r['peak_rss_mb']:.0f} MB{vs}")
 
 

@@ -7,7 +7,11 @@
 #   LONG=1 sh bench/model/run.sh          also fluxprm and PyTorch at T=8192,16384 on 0.5b (one run each)
 # Env: BUILD (default build-bench; models go to $BUILD/models, results to $BUILD/bench-model), FLUXPRM (a
 #      fluxprm binary to run instead of building $BUILD/fluxprm), THREADS (2),
-#      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF.
+#      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF,
+#      REPEAT (3: timed runs per round of fluxprm fast and of PyTorch, whose median is the round's figure;
+#      fluxprm exact and llama-bench run once a round), LONG_REPEAT (2: the same at LONG_TOKENS).
+# PyTorch's single runs at T=512 spread 438-958 tok/s within one process on this machine (2026-11-27), so a
+# round's figure is the median of REPEAT runs in one process rather than one run.
 # Without pyref (no torch, no llama-bench, no way to make the models) the benchmark is skipped, visibly.
 set -eu
 BUILD=${BUILD:-build-bench}
@@ -17,6 +21,8 @@ THREADS=${THREADS:-2}
 if [ "${QUICK:-0}" = 1 ]; then R=${R:-1}; SHAPES=${SHAPES:-0.5b}; TOKENS=${TOKENS:-512}
 else R=${R:-3}; SHAPES=${SHAPES:-"0.5b 1.5b"}; TOKENS=${TOKENS:-512,2048}; fi
 PEERS=${PEERS:-"llama torch"}
+REPEAT=${REPEAT:-3}
+LONG_REPEAT=${LONG_REPEAT:-2}
 if [ ! -x "$PYREF" ]; then
   echo "bench/model: SKIPPED (no pyref at $PYREF: it makes the models and runs llama-bench and PyTorch)"
   exit 0
@@ -51,10 +57,10 @@ for line in sys.stdin:
     if line.startswith("{"):
         d = json.loads(line); d.update(extra); print(json.dumps(d))' "$1"
 }
-fp_run() { # round shape mode file-suffix [fluxprm bench options...]
-  r=$1 s=$2 mode=$3 ty=$4; shift 4
+fp_run() { # round shape mode file-suffix repeat [fluxprm bench options...]
+  r=$1 s=$2 mode=$3 ty=$4 rep=$5; shift 5
   note "$r" "fluxprm $s $ty $mode"
-  "$FP" bench "$@" --model "$M/qwen2-$s-$ty.gguf" --tokens "$TOKENS" --threads "$THREADS" --repeat 1 \
+  "$FP" bench "$@" --model "$M/qwen2-$s-$ty.gguf" --tokens "$TOKENS" --threads "$THREADS" --repeat "$rep" \
       --warmup 1 --no-profile --json | tag "{\"peer\": \"fluxprm\", \"mode\": \"$mode\", \"shape\": \"$s\", \"type\": \"$ty\", \"round\": $r}" >> "$RES"
 }
 llama_run() { # round shape type
@@ -68,18 +74,18 @@ for t in json.load(sys.stdin):
 }
 torch_run() { # round shape
   note "$1" "torch $2"
-  "$PYREF" run bench/model/torch_prefill.py "$M/qwen2-$2" "$THREADS" 1 $(echo "$TOKENS" | tr , ' ') 2>/dev/null |
+  "$PYREF" run bench/model/torch_prefill.py "$M/qwen2-$2" "$THREADS" "$REPEAT" $(echo "$TOKENS" | tr , ' ') 2>/dev/null |
     tag "{\"peer\": \"torch\", \"mode\": \"torch bf16\", \"shape\": \"$2\", \"type\": \"bf16\", \"round\": $1}" >> "$RES"
 }
 r=1
 while [ "$r" -le "$R" ]; do
   for s in $SHAPES; do
     echo "bench/model: round $r/$R, $s (load $(cut -d' ' -f1-3 /proc/loadavg))"
-    fp_run "$r" "$s" fast bf16 --precision fast
+    fp_run "$r" "$s" fast bf16 "$REPEAT" --precision fast
     case " $PEERS " in *" llama "*) llama_run "$r" "$s" bf16;; esac
-    fp_run "$r" "$s" exact bf16 --precision exact
+    fp_run "$r" "$s" exact bf16 1 --precision exact
     case " $PEERS " in *" torch "*) torch_run "$r" "$s";; esac
-    fp_run "$r" "$s" fast q8_0 --precision fast
+    fp_run "$r" "$s" fast q8_0 "$REPEAT" --precision fast
     case " $PEERS " in *" llama "*) llama_run "$r" "$s" q8_0;; esac
   done
   r=$((r + 1))
@@ -91,10 +97,10 @@ note 0 "fluxprm profile $s1"
 if [ "${LONG:-0}" = 1 ]; then
   note 0 "fluxprm long 0.5b"
   "$FP" bench --precision fast --model "$M/qwen2-0.5b-bf16.gguf" --tokens "${LONG_TOKENS:-8192,16384}" --threads "$THREADS" \
-    --repeat 1 --no-profile --json | tag '{"peer": "fluxprm-long", "mode": "fast", "shape": "0.5b", "type": "bf16", "round": 0}' >> "$RES"
+    --repeat "$LONG_REPEAT" --no-profile --json | tag '{"peer": "fluxprm-long", "mode": "fast", "shape": "0.5b", "type": "bf16", "round": 0}' >> "$RES"
   case " $PEERS " in *" torch "*)
     note 0 "torch long 0.5b"
-    "$PYREF" run bench/model/torch_prefill.py "$M/qwen2-0.5b" "$THREADS" 1 $(echo "${LONG_TOKENS:-8192,16384}" | tr , ' ') 2>/dev/null |
+    "$PYREF" run bench/model/torch_prefill.py "$M/qwen2-0.5b" "$THREADS" "$LONG_REPEAT" $(echo "${LONG_TOKENS:-8192,16384}" | tr , ' ') 2>/dev/null |
       tag '{"peer": "torch-long", "mode": "torch bf16", "shape": "0.5b", "type": "bf16", "round": 0}' >> "$RES";;
   esac
 fi
