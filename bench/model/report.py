@@ -17,15 +17,13 @@ def main():
     rss_t = defaultdict(float)  # (shape, T, key) -> fluxprm peak RSS after length T (lengths ascend in a run)
     kern = {}
     longt = []
-    longtorch = {}  # (shape, T) -> PyTorch tok/s at the long lengths
-    longruns = {}  # (shape, T) -> PyTorch's timed runs there
+    longtorch = {}  # (shape, T) -> PyTorch's record at the long lengths
     for r in rows:
         p = r["peer"]
         if p == "load":
             continue
         if p == "torch-long":
-            longtorch[(r["shape"], r["T"])] = r["tok_s"]
-            longruns[(r["shape"], r["T"])] = len(r.get("runs", [1]))
+            longtorch[(r["shape"], r["T"])] = r
             continue
         key = f"{p}:{r['type']}:{r['mode']}" if p == "fluxprm" else f"{p}:{r['type']}"
         if p in ("fluxprm", "fluxprm-long"):
@@ -106,10 +104,10 @@ def main():
         print("# long sequences (fluxprm bf16 fast and PyTorch bf16, one process each; tok/s of the median run)")
         for shape, x, r in longt:
             t = longtorch.get((shape, x["T"]))
-            vs = (f"; torch bf16 {t:.1f} tok/s ({longruns[(shape, x['T'])]} runs), fluxprm / torch = "
-                  f"{x['tok_s'] / t:.2f}") if t else ""
-            print(f"{shape} T={x['T']}: {x['tok_s']:.1f} tok/s ({r.get('repeat', 1)} runs), {x['median_s']:.1f} s, {x['gflops']:.1f} GFLOP/s, "
-                  f"cpu-tok/s {x.get('cpu_tok_s', 0):.1f}, peak RSS {r['peak_rss_mb']:.0f} MB{vs}")
+            vs = (f"; torch bf16 {t['tok_s']:.1f} tok/s ({len(t.get('runs', [1]))} runs), fluxprm / torch = "
+                  f"{x['tok_s'] / t['tok_s']:.2f}") if t else ""
+            print(f"{shape} T={x['T']}: {x['tok_s']:.1f} tok/s ({r.get('repeat', 1)} runs), {x['median_s']:.1f} s, "
+                  f"{x['gflops']:.1f} GFLOP/s, cpu-tok/s {x.get('cpu_tok_s', 0):.1f}, peak RSS {r['peak_rss_mb']:.0f} MB{vs}")
 
 
 if __name__ == "__main__":

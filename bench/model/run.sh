@@ -4,13 +4,13 @@
 # then a table of medians and ratios fluxprm/peer (bench/model/report.py).  From the repository root:
 #   sh bench/model/run.sh                 full: 0.5b and 1.5b, T=512,2048, R=3 rounds
 #   QUICK=1 sh bench/model/run.sh         0.5b, T=512, R=1
-#   LONG=1 sh bench/model/run.sh          also fluxprm and PyTorch at T=8192,16384 on 0.5b (one run each)
+#   LONG=1 sh bench/model/run.sh          also fluxprm and PyTorch at T=8192,16384 on 0.5b (LONG_REPEAT runs)
 # Env: BUILD (default build-bench; models go to $BUILD/models, results to $BUILD/bench-model), FLUXPRM (a
 #      fluxprm binary to run instead of building $BUILD/fluxprm), THREADS (2),
 #      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF,
 #      REPEAT (3: timed runs per round of fluxprm fast and of PyTorch, whose median is the round's figure;
 #      fluxprm exact and llama-bench run once a round), LONG_REPEAT (2: the same at LONG_TOKENS).
-# PyTorch's single runs at T=512 spread 438-958 tok/s within one process on this machine (2026-11-27), so a
+# PyTorch's single runs at T=512 spread 438-958 tok/s within one process on this machine (2026-11-26), so a
 # round's figure is the median of REPEAT runs in one process rather than one run.
 # Without pyref (no torch, no llama-bench, no way to make the models) the benchmark is skipped, visibly.
 set -eu

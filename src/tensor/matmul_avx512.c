@@ -521,31 +521,38 @@ static int amx_nsub(int nkb) { return (nkb + AMX_SUB_KB - 1) / AMX_SUB_KB; }
         (kb1) = ((s) + 1) * (nkb) / (nsub);     \
     } while (0)
 /* Software prefetch of the activations a job reads next: the next L1 sub-chunk of this row block, else the
- * first sub-chunk of the next row block (more_rows), both 16-row halves.  A job reads A from L3 (the
- * activations of all rows exceed L2 at 2048 rows), and the first column block of a sub-chunk waited for it.
- * Prefetched into L1, an equal share per column block of the current sub-chunk: in the 0.5B MLP sequence
- * (24 layers' weights, 2048 rows) the down projection ran 8-10 % faster and the fused gate/up ~3 %; 512 rows
- * level; into L2 (prefetcht1) slightly less.  A0 is the current row block's first tile of the chunk, nkb_all
- * the k blocks of a whole row
- * (the tile row stride), nkbc those of the chunk.  Returns the lines per half; *pa the first one. */
-static size_t amx_next_a(const uint16_t *A0, int nkb_all, int sub, int nsub, int nkbc, int more_rows,
-                         const char **pa) {
-    int b0, b1;
+ * first sub-chunk of the next row block, both 16-row halves.  A job reads A from L3 (the activations of all
+ * rows exceed L2 at 2048 rows), and the first column block of a sub-chunk waited for it.  Prefetched into L1,
+ * an equal share per column block of the current sub-chunk: in the 0.5B MLP sequence (24 layers' weights,
+ * 2048 rows) the down projection ran 8-10 % faster and the fused gate/up ~3 %; 512 rows level; into L2
+ * (prefetcht1) slightly less. */
+typedef struct {
+    const char *p; /* first line of the upper half; the lower half is half bytes further */
+    size_t half, lines, per, done; /* lines per half, issued per column block, issued so far */
+} amx_apf;
+/* A0: the current row block's first tile of the k chunk; nkb_all: k blocks of a whole row (the tile row
+ * stride); nkbc: those of the chunk; sub of nsub: the current sub-chunk; more_rows: a row block follows in
+ * this job; nblocks: column blocks per sub-chunk. */
+static void amx_apf_init(amx_apf *f, const uint16_t *A0, int nkb_all, int sub, int nsub, int nkbc, int more_rows,
+                         int nblocks) {
+    int b0 = 0, b1 = 0;
     if (sub + 1 < nsub) {
         AMX_SUB_RANGE(sub + 1, nsub, nkbc, b0, b1);
-        *pa = (const char *)(A0 + (size_t)b0 * 512);
     } else if (more_rows) {
         AMX_SUB_RANGE(0, nsub, nkbc, b0, b1);
-        *pa = (const char *)(A0 + ((size_t)2 * nkb_all + b0) * 512);
-    } else
-        return 0;
-    return (size_t)(b1 - b0) * 16;
+        A0 += (size_t)2 * nkb_all * 512;
+    }
+    f->p = (const char *)(A0 + (size_t)b0 * 512);
+    f->half = (size_t)nkb_all * 1024;
+    f->lines = (size_t)(b1 - b0) * 16;
+    f->per = (f->lines + nblocks - 1) / nblocks;
+    f->done = 0;
 }
-/* Issues the next share of those prefetches: per lines of each half, from *done on. */
-AI void amx_prefetch_a(const char *pa, size_t half_bytes, size_t lines, size_t per, size_t *done) {
-    for (size_t q = 0; q < per && *done < lines; q++, (*done)++) {
-        _mm_prefetch(pa + 64 * *done, _MM_HINT_T0);
-        _mm_prefetch(pa + half_bytes + 64 * *done, _MM_HINT_T0);
+/* Issues one column block's share. */
+AI void amx_apf_step(amx_apf *f) {
+    for (size_t q = 0; q < f->per && f->done < f->lines; q++, f->done++) {
+        _mm_prefetch(f->p + 64 * f->done, _MM_HINT_T0);
+        _mm_prefetch(f->p + f->half + 64 * f->done, _MM_HINT_T0);
     }
 }
 /* Bytes of the C parking buffer for nc panel columns: one contiguous [32][32] f32 block per 32 columns. */
@@ -596,13 +603,12 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_job(const job_args 
             for (int sub = 0; sub < nsub; sub++) {
                 int kb0, kb1;
                 AMX_SUB_RANGE(sub, nsub, kc / 32, kb0, kb1);
-                const char *pa = NULL;
-                size_t pf_lines = amx_next_a(A0, nkb, sub, nsub, kc / 32, t + AMX_MR < t1, &pa), pf_done = 0;
-                size_t pf_per = (pf_lines + ntc / 2 - 1) / (ntc / 2);
+                amx_apf apf;
+                amx_apf_init(&apf, A0, nkb, sub, nsub, kc / 32, t + AMX_MR < t1, ntc / 2);
                 for (int cg = 0; cg < nvalid; cg += 32) {
                     const uint32_t *Bp = panel + (cg / 16) * 256;
                     float *park = cpark + (size_t)(cg / 32) * 32 * 32;
-                    amx_prefetch_a(pa, (size_t)nkb * 1024, pf_lines, pf_per, &pf_done);
+                    amx_apf_step(&apf);
                     /* full 32 x 32 block: the C tiles start from out (later chunks) or the replicated bias and
                      * are stored straight into out; ragged blocks start from the same values staged in ctmp and
                      * are stored through it */
@@ -740,13 +746,12 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_swiglu_job(const jo
         for (int sub = 0; sub < nsub; sub++) {
             int kb0, kb1;
             AMX_SUB_RANGE(sub, nsub, nkb, kb0, kb1);
-            const char *pa = NULL;
-            size_t pf_lines = amx_next_a(A0, nkb, sub, nsub, nkb, t + AMX_MR < t1, &pa), pf_done = 0;
-            size_t pf_per = (pf_lines + ntc / 2 - 1) / (ntc / 2);
+            amx_apf apf;
+            amx_apf_init(&apf, A0, nkb, sub, nsub, nkb, t + AMX_MR < t1, ntc / 2);
             for (int cg = 0; cg < ntc * 16; cg += 32) {
                 const uint32_t *Bp = panel + (cg / 16) * 256;
                 float *park = cpark + (size_t)(cg / 32) * 32 * 32;
-                amx_prefetch_a(pa, (size_t)nkb * 1024, pf_lines, pf_per, &pf_done);
+                amx_apf_step(&apf);
                 if (sub > 0)
                     AMX_C_LOAD(park);
                 else {
