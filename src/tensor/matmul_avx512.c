@@ -417,11 +417,11 @@ typedef struct {
  * up to a multiple of the threads and their widths equal to within 32 columns, so that every thread gets the
  * same work (7 groups of 128 columns for a 896-wide output left one of 2 threads idle an eighth of the time).
  * K over one chunk (AMX_KMAX; the down projections): the fewest groups of <= AMX_NC_MAX columns instead, and
- * as many k chunks as their panel needs to fit AMX_PANEL_WIDE_BYTES.  The activations of
- * such a GEMM are the largest (0.5B, 2048 rows: 20 MB of bf16 tiles), so each group's pass over them costs
- * more than the extra round trips of the f32 outputs between k chunks: the 0.5B shape's down projection after
- * the gate/up GEMM (as in the model) went from 8 groups x 2 chunks to 2 x 5, 9.4-9.7 -> 8.0-8.4 ms at 2048
- * rows, 2.6 -> 2.4 ms at 512.  The sums are the same bits whatever the chunks (a C tile's products run in k
+ * as many k chunks as their panel needs to fit AMX_PANEL_WIDE_BYTES.  The activations of such a GEMM are the
+ * largest (0.5B, 2048 rows: 20 MB of bf16 tiles), so each group's pass over them costs more than the extra
+ * round trips of the f32 outputs between k chunks: the 0.5B shape's down projection after the gate/up GEMM
+ * (as in the model) went from 8 groups x 2 chunks to 2 x 5, 9.4-9.7 -> 8.0-8.4 ms at 2048 rows, 2.6 -> 2.4 ms
+ * at 512.  The sums are the same bits whatever the chunks (a C tile's products run in k
  * order, and its round trip through out between chunks is exact). */
 #define AMX_PANEL_WIDE_BYTES (900 * 1024)
 static void amx_plan_make(amx_plan *p, int T, int K, int N, int nth) {

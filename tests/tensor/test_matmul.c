@@ -171,9 +171,8 @@ static int test_amx_bf16(void) { return run_level(V_AVX512_AMX); }
  * with a ragged tail; with wide outputs into more chunks, so that a group of up to 512 columns over a chunk
  * fits the panel: at 2 threads K x N = 4864 x 600 -> 4 x 1216, 8960 x 520 -> 5 x 1504 + 1440, 4864 x 896
  * -> 4 x 992 + 896, 4100 x 1030 -> 3 x 1376 with a ragged tail), column groups of up to 512 (several groups,
- * a ragged last group, N % 64 != 0), row
- * blocks (with 2+ threads; T % 32 != 0, 5 <= T <= 40), at 1 thread and at the default thread count
- * (the plan depends on it).  Same checks and tolerances as check_case. */
+ * a ragged last group, N % 64 != 0), row blocks (with 2+ threads; T % 32 != 0, 5 <= T <= 40), at 1 thread
+ * and at the default thread count (the plan depends on it).  Same checks and tolerances as check_case. */
 static int test_amx_blocking(void) {
     if (fp_cpu_max_kernel() < FP_KERN_AVX512 || !fp_cpu_has_amx_bf16()) {
         printf("  (no AMX-BF16 on this CPU/OS)\n");
