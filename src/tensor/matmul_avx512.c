@@ -421,8 +421,8 @@ typedef struct {
  * largest (0.5B, 2048 rows: 20 MB of bf16 tiles), so each group's pass over them costs more than the extra
  * round trips of the f32 outputs between k chunks: the 0.5B shape's down projection after the gate/up GEMM
  * (as in the model) went from 8 groups x 2 chunks to 2 x 5, 9.4-9.7 -> 8.0-8.4 ms at 2048 rows, 2.6 -> 2.4 ms
- * at 512.  The sums are the same bits whatever the chunks (a C tile's products run in k
- * order, and its round trip through out between chunks is exact). */
+ * at 512.  The sums are the same bits whatever the chunks (a C tile's products run in k order, and its round
+ * trip through out between chunks is exact). */
 #define AMX_PANEL_WIDE_BYTES (900 * 1024)
 static void amx_plan_make(amx_plan *p, int T, int K, int N, int nth) {
     int Kp = (K + 31) & ~31;
