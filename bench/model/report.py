@@ -39,6 +39,8 @@ def main():
                 rss[(r["shape"], key)] = max(rss[(r["shape"], key)], r["peak_rss_mb"])
                 kern[key] = r["kernel"]
         else:
+            if p == "llama" and r.get("variant"):
+                kern[key] = f"ggml-cpu-{r['variant']}"
             tok[(r["shape"], r["T"], key)].append(r["tok_s"])
             if "cpu_tok_s" in r:
                 cpu[(r["shape"], r["T"], key)].append(r["cpu_tok_s"])
@@ -49,19 +51,23 @@ def main():
         la = [float(l["loadavg"].split()[0]) for l in loads]
         print(f"# load average (1 min) during the run: min {min(la):.1f}, median {statistics.median(la):.1f}, "
               f"max {max(la):.1f}; {loads[0]['time']} - {loads[-1]['time']} UTC")
+        isa = loads[0].get("isa", "native")
+        print(f"# ISA={isa}: " + ("AMX off for every peer (fluxprm FLUXPRM_AMX=0, PyTorch ONEDNN_MAX_CPU_ISA="
+                                  "AVX512_CORE_BF16, llama.cpp's Zen 4 CPU variant)" if isa == "noamx" else
+                                  "each peer's best kernels for this CPU"))
     names = {
         "fluxprm:bf16:fast": "fluxprm bf16 fast", "fluxprm:bf16:exact": "fluxprm bf16 exact",
         "fluxprm:q8_0:fast": "fluxprm q8_0 fast", "llama:bf16": "llama.cpp bf16", "llama:q8_0": "llama.cpp q8_0",
         "torch:bf16": "torch bf16",
     }
-    print(f"{'shape':6} {'T':>6} {'runner':22} {'kernel':14} {'n':>2} {'tok/s':>8} {'min':>8} {'max':>8} {'cpu-tok/s':>10}")
+    print(f"{'shape':6} {'T':>6} {'runner':22} {'kernel':23} {'n':>2} {'tok/s':>8} {'min':>8} {'max':>8} {'cpu-tok/s':>10}")
     for (shape, T) in sorted({(k[0], k[1]) for k in tok}):
         for key, name in names.items():
             v = tok.get((shape, T, key))
             if not v:
                 continue
             c = cpu.get((shape, T, key))
-            print(f"{shape:6} {T:>6} {name:22} {kern.get(key, '-'):14} {len(v):>2} {statistics.median(v):8.1f} "
+            print(f"{shape:6} {T:>6} {name:22} {kern.get(key, '-'):23} {len(v):>2} {statistics.median(v):8.1f} "
                   f"{min(v):8.1f} {max(v):8.1f} {statistics.median(c) if c else float('nan'):10.1f}")
     print()
     print("# ratios of medians (same run, interleaved)")

@@ -9,7 +9,14 @@
 #      fluxprm binary to run instead of building $BUILD/fluxprm), THREADS (2),
 #      R, SHAPES ("0.5b 1.5b"), TOKENS ("512,2048"), PEERS ("llama torch"), PYREF,
 #      REPEAT (3: timed runs per round of fluxprm fast and of PyTorch, whose median is the round's figure;
-#      fluxprm exact and llama-bench run once a round), LONG_REPEAT (2: the same at LONG_TOKENS).
+#      fluxprm exact and llama-bench run once a round), LONG_REPEAT (2: the same at LONG_TOKENS),
+#      ISA (native: every peer picks its best kernels for this CPU; noamx: below).
+# ISA=noamx measures the issue's machine class (AVX-512 BF16 / VNNI without AMX: its reference figures are
+# from a Zen 4) on a CPU that has AMX, by turning AMX off for every peer alike: fluxprm FLUXPRM_AMX=0,
+# PyTorch ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (oneDNN's kernels for that ISA), llama.cpp Debian's Zen 4
+# build of its CPU backend (libggml-cpu-zen4.so, made the only variant in pyref's private mount namespace of
+# that call; the AMX variant otherwise loads, and its AMX-INT8 kernels run Q8_0).  Slow: PyTorch runs ~10x
+# slower without AMX (0.5B T=2048 ~40 s a run), so use REPEAT=1 there.
 # PyTorch's single runs at T=512 spread 438-958 tok/s within one process on this machine (2026-11-26), so a
 # round's figure is the median of REPEAT runs in one process rather than one run.
 # Without pyref (no torch, no llama-bench, no way to make the models) the benchmark is skipped, visibly.
@@ -21,6 +28,12 @@ THREADS=${THREADS:-2}
 if [ "${QUICK:-0}" = 1 ]; then R=${R:-1}; SHAPES=${SHAPES:-0.5b}; TOKENS=${TOKENS:-512}
 else R=${R:-3}; SHAPES=${SHAPES:-"0.5b 1.5b"}; TOKENS=${TOKENS:-512,2048}; fi
 PEERS=${PEERS:-"llama torch"}
+ISA=${ISA:-native}
+case "$ISA" in
+  native) ;;
+  noamx) export FLUXPRM_AMX=0 ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 ;;
+  *) echo "bench/model: ISA must be native or noamx (got '$ISA')" >&2; exit 2 ;;
+esac
 REPEAT=${REPEAT:-3}
 LONG_REPEAT=${LONG_REPEAT:-2}
 if [ ! -x "$PYREF" ]; then
@@ -33,7 +46,7 @@ M=$BUILD/models
 OUT=$BUILD/bench-model/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$M" "$OUT"
 RES=$OUT/results.jsonl
-echo "bench/model: results in $RES"
+echo "bench/model: results in $RES (ISA=$ISA)"
 # the models (random weights, seeded; tokenizer files only so that llama.cpp accepts the GGUF)
 for s in $SHAPES; do
   d=$M/qwen2-$s
@@ -46,8 +59,8 @@ for s in $SHAPES; do
   done
 done
 note() { # machine state next to each measurement
-  printf '{"peer": "load", "round": %s, "what": "%s", "loadavg": "%s", "time": "%s"}\n' "$1" "$2" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%H:%M:%S)" >> "$RES"
+  printf '{"peer": "load", "round": %s, "what": "%s", "loadavg": "%s", "time": "%s", "isa": "%s"}\n' "$1" "$2" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%H:%M:%S)" "$ISA" >> "$RES"
 }
 tag() { # prefixes a JSON object line with run metadata
   python3 -c 'import json,sys
@@ -63,13 +76,29 @@ fp_run() { # round shape mode file-suffix repeat [fluxprm bench options...]
   "$FP" bench "$@" --model "$M/qwen2-$s-$ty.gguf" --tokens "$TOKENS" --threads "$THREADS" --repeat "$rep" \
       --warmup 1 --no-profile --json | tag "{\"peer\": \"fluxprm\", \"mode\": \"$mode\", \"shape\": \"$s\", \"type\": \"$ty\", \"round\": $r}" >> "$RES"
 }
+GGML_VARIANTS=/usr/lib/x86_64-linux-gnu/ggml/backends0 # in pyref's chroot
 llama_run() { # round shape type
   note "$1" "llama-bench $2 $3"
-  "$PYREF" exec llama-bench -m "$M/qwen2-$2-$3.gguf" -p "$TOKENS" -n 0 -t "$THREADS" -r 1 -o json 2>/dev/null |
-    python3 -c 'import json,sys
-for t in json.load(sys.stdin):
+  lb="llama-bench -m '$M/qwen2-$2-$3.gguf' -p '$TOKENS' -n 0 -t '$THREADS' -r 1 -o json"
+  if [ "$ISA" = noamx ]; then # the Zen 4 variant alone in the variants directory (a private mount; see above)
+    mkdir -p "$BUILD/ggml-zen4"
+    lb="cp $GGML_VARIANTS/libggml-cpu-zen4.so '$BUILD/ggml-zen4/' && mount --bind '$BUILD/ggml-zen4' $GGML_VARIANTS && $lb"
+  fi
+  if ! "$PYREF" exec sh -c "$lb" >"$OUT/llama.json" 2>"$OUT/llama.err"; then
+    echo "bench/model: llama-bench failed on $2 $3 (see $OUT/llama.err): no llama.cpp figure in round $1" >&2
+    return 0
+  fi
+  # the CPU backend variant it loaded (llama-bench's log line "load_backend: loaded CPU backend from ...")
+  variant=$(sed -n 's/.*loaded CPU backend from .*libggml-cpu-\(.*\)\.so.*/\1/p' "$OUT/llama.err" | head -n 1)
+  if [ "$ISA" = noamx ] && [ "$variant" != zen4 ]; then
+    echo "bench/model: llama-bench did not run the Zen 4 variant (got '${variant:-none}'; see $OUT/llama.err)" >&2
+    exit 1
+  fi
+  python3 -c 'import json,sys
+for t in json.load(open(sys.argv[1])):
     print(json.dumps({"T": t["n_prompt"], "tok_s": t["avg_ts"], "build": t.get("build_commit", "?"),
-                      "cpu": t.get("cpu_info", "?"), "backends": t.get("backends", "?")}))' |
+                      "cpu": t.get("cpu_info", "?"), "backends": t.get("backends", "?"), "variant": sys.argv[2]}))' \
+    "$OUT/llama.json" "${variant:-?}" |
     tag "{\"peer\": \"llama\", \"mode\": \"llama.cpp (Debian)\", \"shape\": \"$2\", \"type\": \"$3\", \"round\": $1}" >> "$RES"
 }
 torch_run() { # round shape

@@ -5,6 +5,7 @@ attention, torch.set_num_threads(THREADS), on seeded random token ids.  Prints o
 usage (repository root): /work/shared/tools/pyref run bench/model/torch_prefill.py MODEL_DIR THREADS REPEAT T...
 """
 import json
+import os
 import resource
 import statistics
 import sys
@@ -38,7 +39,8 @@ def main():
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         print(json.dumps({"peer": "torch-bf16", "T": T, "median_s": med, "tok_s": T / med, "runs": runs,
                           "cpu_tok_s": T / (statistics.median(cpus) / threads),
-                          "threads": threads, "torch": torch.__version__, "peak_rss_mb": rss}), flush=True)
+                          "threads": threads, "torch": torch.__version__, "peak_rss_mb": rss,
+                          "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}), flush=True)
 
 
 if __name__ == "__main__":
