@@ -66,6 +66,15 @@ size_t fp_model_mlp_gate_floats(const fp_model *m, int chunk) {
     return tiles > tail ? tiles : tail;
 }
 
+/* Chunks of n rows: as few as chunks of at most `rows` allow, of equal size (a multiple of 16 rows, the AMX
+ * tile height, where that stays <= rows) but the last, so no chunk is left with a few rows for the GEMV
+ * kernels (whose fast precision rounds differently).  Never more than rows (the buffers' height); n may
+ * exceed it (requested positions may repeat rows). */
+static int balanced_step(int n, int rows) {
+    int nch = (n + rows - 1) / rows, step = (n + nch - 1) / nch, step16 = (step + 15) / 16 * 16;
+    return nch == 1 ? n : step16 <= rows ? step16 : step;
+}
+
 /* x[n,H] += MLP(rmsnorm(x)), in chunks of rows. xn: [n,H] scratch; gate: gate_cap floats of scratch
  * (fp_model_mlp_gate_floats); up: up_cap floats of scratch (>= chunk * H; fp_model_mlp_up_floats). */
 int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn, float *gate, size_t gate_cap,
@@ -90,8 +99,10 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
     if (!xt) fp_rmsnorm_forward(xn, x, y->post_norm, eps, n, H);
     LAP(FP_PROFILE_RMSNORM);
     const int nkb_h = (H + 31) / 32; /* k blocks of the xt tiles */
-    for (int r0 = 0; r0 < n; r0 += chunk) {
-        int c = n - r0 < chunk ? n - r0 : chunk;
+    /* equal chunks (the tiles path: of `chunk` rows, whose row blocks start on 32-row tile boundaries) */
+    const int step = xt ? chunk : balanced_step(n, chunk);
+    for (int r0 = 0; r0 < n; r0 += step) {
+        int c = n - r0 < step ? n - r0 : step;
         const float *xin = xt ? NULL : xn + (size_t)r0 * H;
         /* down -> up's storage ([c,H] fits in [c,I] only when H <= I; use xn rows already consumed otherwise) */
         float *d = H <= I ? up : (float *)xin;
@@ -143,6 +154,22 @@ int fp_model_mlp_block(const fp_model *m, const fp_layer *y, float *x, float *xn
     return FP_OK;
 }
 
+/* The rows per pass over the weights that all the MLP's GEMMs share when it runs unfused in every layer (gate
+ * GEMM + up GEMM + SwiGLU, then down: fp_matmul_rows_per_weight_pass), else 0. */
+static int mlp_rows_per_weight_pass(const fp_model *m) {
+    int H = m->cfg.hidden_size, I = m->cfg.intermediate_size, pass = 0;
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const fp_tensor *w[3] = {m->layers[l].gate_w, m->layers[l].up_w, m->layers[l].down_w};
+        if (fp_matmul_swiglu_fused(!m->fast, w[0]->dtype, FP_MLP_CHUNK_ROWS, H, I)) return 0;
+        for (int i = 0; i < 3; i++) {
+            int p = fp_matmul_rows_per_weight_pass(!m->fast, w[i]->dtype);
+            if (p <= 0 || (pass && p != pass)) return 0;
+            pass = p;
+        }
+    }
+    return pass;
+}
+
 /* Bytes of the buffers that grow with the rows of a chunk: normed rows and q ([rows, wide] f32 each), the
  * MLP's gate and up scratch, and the GEMMs' bf16 copy of their widest input (counted as [rows, I]). */
 static size_t chunk_bytes(const fp_model *m, int rows) {
@@ -161,6 +188,11 @@ int fp_model_mlp_chunk_rows(const fp_model *m) {
     }
     int rows = FP_MLP_CHUNK_ROWS;
     while (rows < FP_MLP_CHUNK_ROWS_MAX && chunk_bytes(m, 2 * rows) <= wbytes / 8) rows *= 2;
+    /* an unfused MLP whose GEMM kernels read the weights once per block of rows anyway (f32 FMA, VNNI: exact
+     * precision, or no AMX) gains nothing from taller chunks but holds [rows, I] gate and up in f32: chunks of
+     * that block height then (0.5B Q8_0 on VNNI, T=512: peak RSS 394 -> 384 MB) */
+    int pass = mlp_rows_per_weight_pass(m);
+    if (pass > 0 && pass < rows) rows = pass;
     return rows;
 }
 
@@ -173,14 +205,6 @@ int fp_model_layer_chunk_rows(const fp_model *m, int T) {
     return T < rows ? T : rows;
 }
 
-/* Chunks of n rows: as few as chunks of at most `rows` allow, of equal size (a multiple of 16 rows, the AMX
- * tile height, where that stays <= rows) but the last, so no chunk is left with a few rows for the GEMV
- * kernels (whose fast precision rounds differently).  Never more than rows (the buffers' height); n may
- * exceed it (requested positions may repeat rows). */
-static int balanced_step(int n, int rows) {
-    int nch = (n + rows - 1) / rows, step = (n + nch - 1) / nch, step16 = (step + 15) / 16 * 16;
-    return nch == 1 ? n : step16 <= rows ? step16 : step;
-}
 
 /* The rest of a layer for n query rows whose normed input is in b->xn, q (after q-norm and RoPE) in b->q, at
  * positions qpos, with every key and value they see already in the first nkeys rows of b->k, b->v:

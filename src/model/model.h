@@ -56,7 +56,9 @@ int fp_model_apply_head(fp_model *m, const float *h, int n, float *logits);
  * (0.5B, AMX); at T=2048, 2048-row chunks ran ~10 % faster than 512-row ones.  So fp_model_mlp_chunk_rows
  * takes FP_MLP_CHUNK_ROWS doubled (up to FP_MLP_CHUNK_ROWS_MAX) while the buffers that grow with the rows
  * stay within 1/8 of the layers' weight bytes: a quantised model (chosen to save memory, and cheaper to
- * re-read) keeps shorter chunks than the same model in bf16. */
+ * re-read) keeps shorter chunks than the same model in bf16.  Where the MLP runs unfused on GEMM kernels that
+ * read the weights once per block of rows anyway (f32 FMA and VNNI: 256 rows; exact precision, or no AMX),
+ * the chunk is that block: taller ones only hold more of the [rows, I] f32 gate and up. */
 #define FP_MLP_CHUNK_ROWS 512
 #define FP_MLP_CHUNK_ROWS_MAX 2048
 int fp_model_mlp_chunk_rows(const fp_model *m);

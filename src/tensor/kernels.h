@@ -44,6 +44,10 @@ void *fp_matmul_scratch(size_t bytes);
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni);
 const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni);
+/* Activation rows per pass over the weights of the kernel fp_matmul_avx512 picks (the f32 FMA and VNNI kernels
+ * pack each panel for blocks of at most this many rows, so a taller call reads the weights once per block);
+ * 0 for the AMX and vdpbf16ps kernels, which read them once per call. */
+int fp_matmul_avx512_rows_per_pass(fp_dtype wt, int bf16_kernel, int use_vnni);
 int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                    int N);
 
@@ -96,6 +100,11 @@ int fp_matmul_amx_ok(int exact, fp_dtype wt, int T, int K);
 /* 1 when fp_matmul_swiglu_forward_ex(exact, ...) at the current kernel level runs the fused AMX kernel for
  * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward(_fast). */
 int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);
+/* Activation rows per pass over the weights of fp_matmul_forward_ex(exact, ...) for weights of dtype wt at the
+ * current kernel level: a caller that splits its rows into calls of at least this height reads the weights no
+ * more often than one tall call would.  0 when the kernel reads them once per call (AMX, vdpbf16ps, AVX2, the
+ * reference; F32 weights with OpenBLAS in use). */
+int fp_matmul_rows_per_weight_pass(int exact, fp_dtype wt);
 
 /* Runs fp_matmul_forward's algorithm at the given level (clamped to what the CPU supports). */
 void fp_matmul_forward_level(int level, float *out, const float *inp, const void *w, fp_dtype wt,

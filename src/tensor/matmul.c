@@ -183,6 +183,14 @@ int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N) {
     return N > 0 && ((K + 31) & ~31) <= FP_AMX_SWIGLU_MAX_K && fp_matmul_amx_ok(exact, wt, T, K);
 }
 
+int fp_matmul_rows_per_weight_pass(int exact, fp_dtype wt) {
+    int level = fp_kernel_level(), max = fp_cpu_max_kernel();
+    if (level > max) level = max;
+    if (level < FP_KERN_AVX512 || (wt == FP_F32 && fp_matmul_blas_mode() != FP_BLAS_OFF)) return 0;
+    return fp_matmul_avx512_rows_per_pass(wt, exact ? FP_BF16_FMA : fp_cpu_bf16_kernel(),
+                                          exact ? 0 : fp_cpu_has_avx512vnni());
+}
+
 size_t fp_matmul_tiles_bytes(int T, int N) { return (size_t)((T + 31) & ~31) * (size_t)((N + 31) & ~31) * 2; }
 
 int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int T, int K, int N) {

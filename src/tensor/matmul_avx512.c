@@ -44,6 +44,9 @@ static int t_blocks(int T, int npanels, int mr, int nth, int mc) {
     if (mc > 0 && (T + tb - 1) / tb > mc) tb = (T + mc - 1) / mc;
     return tb;
 }
+/* Rows per activation block of the f32 FMA and VNNI kernels (t_blocks' mc): their f32 / int8 rows would be
+ * re-streamed per panel otherwise. */
+#define ACT_BLOCK_ROWS 256
 static void t_range(int T, int tb, int mr, int j, int *t0, int *t1) {
     int rows = (T + tb - 1) / tb;
     rows = (rows + mr - 1) / mr * mr;
@@ -1060,6 +1063,11 @@ static int pick(fp_dtype wt, int bf16_kernel, int use_vnni) {
     return K_F32;
 }
 
+int fp_matmul_avx512_rows_per_pass(fp_dtype wt, int bf16_kernel, int use_vnni) {
+    int kind = pick(wt, bf16_kernel, use_vnni);
+    return kind == K_F32 || kind == K_Q ? ACT_BLOCK_ROWS : 0;
+}
+
 const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni) {
     switch (pick(wt, bf16_kernel, use_vnni)) {
     case K_AMX: return wt == FP_Q8_0 ? "amx-bf16-q8" : wt == FP_Q4_0 ? "amx-bf16-q4" : "amx-bf16";
@@ -1146,7 +1154,7 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
     if (kind == K_AMX) nr = pl.nc;
     /* activation blocks of ~256 rows for the f32 and VNNI kernels (f32/int8 rows re-streamed per panel
      * otherwise); none for AMX and vdpbf16ps, whose packing per block would cost more than it saves */
-    int tb = kind == K_AMX ? pl.tb : t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? 256 : 0);
+    int tb = kind == K_AMX ? pl.tb : t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? ACT_BLOCK_ROWS : 0);
     int njobs = npanels * tb;
 #pragma omp parallel num_threads(nth)
     {

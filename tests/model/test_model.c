@@ -577,8 +577,13 @@ static int test_layer_chunks(void) {
         CHECK_OK(fp_model_trunk_forward(m, ids, T, all, T, sub));
         CHECK_OK(fp_model_trunk_forward(m, ids, T2, NULL, 0, pre));
         CHECK(fp_model_layer_chunk_rows(m, T) == FP_MLP_CHUNK_ROWS); /* the chunking the comment above describes */
-        /* a tiny model's buffers outweigh its weights: the shortest MLP chunk; long inputs take ~T/8 */
-        CHECK(fp_model_mlp_chunk_rows(m) == FP_MLP_CHUNK_ROWS);
+        /* a tiny model's buffers outweigh its weights: the shortest MLP chunk, or, where the MLP runs unfused on
+         * GEMM kernels that read the weights once per block of rows anyway (exact precision on AVX-512: f32
+         * FMA, 256-row blocks), that block; long inputs take ~T/8 */
+        int pass = fp_matmul_swiglu_fused(!prec, FP_BF16, FP_MLP_CHUNK_ROWS, H, info.intermediate_size)
+                       ? 0 : fp_matmul_rows_per_weight_pass(!prec, FP_BF16);
+        CHECK(fp_model_mlp_chunk_rows(m) == (pass > 0 && pass < FP_MLP_CHUNK_ROWS ? pass : FP_MLP_CHUNK_ROWS));
+        CHECK(prec || fp_cpu_max_kernel() < FP_KERN_AVX512 || fp_model_mlp_chunk_rows(m) == 256);
         CHECK(fp_model_layer_chunk_rows(m, 8192) == 2 * FP_MLP_CHUNK_ROWS && fp_model_layer_chunk_rows(m, 100) == 100);
         const int C = FP_MLP_CHUNK_ROWS;
         double scale = max_abs(full, n), d_sub = max_diff(full, sub, n), d_pre = max_diff(full, pre, (size_t)C * H),
