@@ -205,7 +205,6 @@ int fp_model_layer_chunk_rows(const fp_model *m, int T) {
     return T < rows ? T : rows;
 }
 
-
 /* The rest of a layer for n query rows whose normed input is in b->xn, q (after q-norm and RoPE) in b->q, at
  * positions qpos, with every key and value they see already in the first nkeys rows of b->k, b->v:
  * attention -> b->xn, o_proj -> b->q, xres[n,H] += that, then xres += MLP(xres). */
