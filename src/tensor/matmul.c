@@ -145,7 +145,10 @@ int fp_matmul_blas(float *out, const float *inp, const float *w, const float *bi
 #endif
 
 /* exact: keep f32 activations (bf16/f16/q weights widened to f32 + FMA) instead of the bf16-dot / AMX / VNNI
- * kernels that round activations to bf16 or int8. */
+ * kernels that round activations to bf16 or int8: fp_matmul_avx512's bf16_kernel and use_vnni arguments. */
+static int avx512_bf16_kernel(int exact) { return exact ? FP_BF16_FMA : fp_cpu_bf16_kernel(); }
+static int avx512_use_vnni(int exact) { return exact ? 0 : fp_cpu_has_avx512vnni(); }
+
 static void matmul_dispatch(int level, int exact, float *out, const float *inp, const void *w, fp_dtype wt,
                             const float *bias, int T, int K, int N) {
     if (T <= 0 || N <= 0) return;
@@ -159,8 +162,7 @@ static void matmul_dispatch(int level, int exact, float *out, const float *inp, 
     if (valid_shape(wt, T, K, N)) {
         if (fp_matmul_blas_use(level, wt, T, K, N) && fp_matmul_blas(out, inp, w, bias, T, K, N) == 0) return;
         if (level >= FP_KERN_AVX512 &&
-            fp_matmul_avx512(out, inp, w, wt, bias, T, K, N, exact ? FP_BF16_FMA : fp_cpu_bf16_kernel(),
-                             exact ? 0 : fp_cpu_has_avx512vnni()) == 0)
+            fp_matmul_avx512(out, inp, w, wt, bias, T, K, N, avx512_bf16_kernel(exact), avx512_use_vnni(exact)) == 0)
             return;
         if (level >= FP_KERN_AVX2 && fp_matmul_avx2(out, inp, w, wt, bias, T, K, N) == 0) return;
     }
@@ -187,8 +189,7 @@ int fp_matmul_rows_per_weight_pass(int exact, fp_dtype wt) {
     int level = fp_kernel_level(), max = fp_cpu_max_kernel();
     if (level > max) level = max;
     if (level < FP_KERN_AVX512 || (wt == FP_F32 && fp_matmul_blas_mode() != FP_BLAS_OFF)) return 0;
-    return fp_matmul_avx512_rows_per_pass(wt, exact ? FP_BF16_FMA : fp_cpu_bf16_kernel(),
-                                          exact ? 0 : fp_cpu_has_avx512vnni());
+    return fp_matmul_avx512_rows_per_pass(wt, avx512_bf16_kernel(exact), avx512_use_vnni(exact));
 }
 
 size_t fp_matmul_tiles_bytes(int T, int N) { return (size_t)((T + 31) & ~31) * (size_t)((N + 31) & ~31) * 2; }
