@@ -34,12 +34,13 @@ static void matmul(const fp_model *m, float *out, const float *inp, const fp_ten
 
 size_t fp_model_mlp_up_floats(const fp_model *m, int chunk) {
     int H = m->cfg.hidden_size, I = m->cfg.intermediate_size;
-    /* the fused kernel needs no up scratch: only the down projection's [chunk, H] output lives there */
+    /* the fused AMX kernel and the SwiGLU pair need no up scratch: only the down projection's [chunk, H]
+     * output lives there */
     int fused = 1;
     for (int l = 0; l < m->cfg.num_layers && fused; l++) {
         const fp_tensor *gw = m->layers[l].gate_w, *uw = m->layers[l].up_w;
         fused = gw->dtype == uw->dtype && gw->shape[0] == uw->shape[0] && gw->shape[1] == uw->shape[1] &&
-                fp_matmul_swiglu_fused(!m->fast, gw->dtype, chunk, H, I);
+                !fp_matmul_swiglu_needs_up(!m->fast, gw->dtype, chunk, H, I);
     }
     return (size_t)chunk * (size_t)(fused || I < H ? H : I);
 }

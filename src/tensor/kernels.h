@@ -44,6 +44,14 @@ void *fp_matmul_scratch(size_t bytes);
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni);
 const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni);
+/* The SwiGLU pair on the kernel fp_matmul_avx512(..., bf16_kernel, use_vnni) picks when it is not AMX (f32 FMA,
+ * vdpbf16ps, VNNI): out[T,N] = silu(inp Wg^T) * (inp Wu^T), with no [T,N] up buffer.  Each job computes its
+ * columns of both GEMMs (the same panels, sums and order as fp_matmul_avx512 on wg and on wu) into per-thread
+ * blocks, then applies the SwiGLU of fp_swiglu_forward (swiglu_exact) or fp_swiglu_forward_fast: out has the
+ * bits of the two GEMMs followed by that SwiGLU.  0 done; 1 not handled (an AMX kind, T <= FP_GEMV_MAX_T, K
+ * not a multiple of 32 for Q8_0/Q4_0); -1 no scratch. */
+int fp_matmul_avx512_swiglu_pair(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T,
+                                 int K, int N, int bf16_kernel, int use_vnni, int swiglu_exact);
 /* Activation rows per pass over the weights of the kernel fp_matmul_avx512 picks (the f32 FMA and VNNI kernels
  * pack each panel for blocks of at most this many rows, so a taller call reads the weights once per block);
  * 0 for the AMX and vdpbf16ps kernels, which read them once per call. */
@@ -98,8 +106,12 @@ int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int
  * input. */
 int fp_matmul_amx_ok(int exact, fp_dtype wt, int T, int K);
 /* 1 when fp_matmul_swiglu_forward_ex(exact, ...) at the current kernel level runs the fused AMX kernel for
- * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward(_fast). */
+ * this shape ("amx-bf16-swiglu"), 0 when it runs gate GEMM + up GEMM + fp_swiglu_forward(_fast) (as the
+ * SwiGLU pair of fp_matmul_avx512_swiglu_pair or as three calls). */
 int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);
+/* 1 when fp_matmul_swiglu_forward_buf(exact, ...) at the current kernel level needs its [T,N] up scratch (the
+ * three-call path), 0 when a fused AMX kernel or the SwiGLU pair runs it without. */
+int fp_matmul_swiglu_needs_up(int exact, fp_dtype wt, int T, int K, int N);
 /* Activation rows per pass over the weights of fp_matmul_forward_ex(exact, ...) for weights of dtype wt at the
  * current kernel level: a caller that splits its rows into calls of at least this height reads the weights no
  * more often than one tall call would.  0 when the kernel reads them once per call (AMX, vdpbf16ps, AVX2, the

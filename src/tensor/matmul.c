@@ -199,11 +199,30 @@ int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int
            (down_wt == FP_BF16 || ((down_wt == FP_Q8_0 || down_wt == FP_Q4_0) && N % 32 == 0));
 }
 
+/* The SwiGLU pair runs where the GEMMs would run fp_matmul_avx512's blocked non-AMX kernels (not OpenBLAS, not
+ * AMX, T > FP_GEMV_MAX_T, a shape the kernels take): the same GEMMs, so the same bits, without [T,N] of up. */
+static int swiglu_pair_ok(int exact, fp_dtype wt, int T, int K, int N) {
+    int level = fp_kernel_level(), max = fp_cpu_max_kernel();
+    if (level > max) level = max;
+    return level >= FP_KERN_AVX512 && valid_shape(wt, T, K, N) && T > FP_GEMV_MAX_T &&
+           !fp_matmul_blas_use(level, wt, T, K, N) && !fp_matmul_swiglu_fused(exact, wt, T, K, N) &&
+           !(avx512_bf16_kernel(exact) == FP_BF16_AMX && (wt == FP_BF16 || wt == FP_Q8_0 || wt == FP_Q4_0));
+}
+
+int fp_matmul_swiglu_needs_up(int exact, fp_dtype wt, int T, int K, int N) {
+    return !fp_matmul_swiglu_fused(exact, wt, T, K, N) && !swiglu_pair_ok(exact, wt, T, K, N);
+}
+
 int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const void *wg, const void *wu,
                                  fp_dtype wt, int T, int K, int N, float *up) {
     if (T <= 0 || N <= 0) return 0;
     if (fp_matmul_swiglu_fused(exact, wt, T, K, N) && fp_matmul_avx512_swiglu(out, inp, wg, wu, wt, T, K, N) == 0)
         return 0;
+    if (swiglu_pair_ok(exact, wt, T, K, N)) {
+        int rc = fp_matmul_avx512_swiglu_pair(out, inp, wg, wu, wt, T, K, N, avx512_bf16_kernel(exact),
+                                              avx512_use_vnni(exact), exact);
+        if (rc <= 0) return rc;
+    }
     /* unfused: exactly what the model ran before the fused kernel (gate in place, then SwiGLU over it) */
     float *u = up ? up : malloc(sizeof(float) * (size_t)T * (size_t)N);
     if (!u) return -1;

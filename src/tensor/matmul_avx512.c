@@ -22,6 +22,7 @@
  */
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
+#include "tensor/swiglu16.h"
 #include "tensor/swiglu16_fast.h"
 #include <immintrin.h>
 #include <math.h>
@@ -251,7 +252,11 @@ typedef struct {
     const amx_segs *segs; /* AMX: the output segments (out, w, bias, N above: the first / only one) */
 } job_args;
 
-static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel) {
+/* The jobs of the vdpbf16ps, f32 FMA and VNNI kernels: columns [n0, n0 + NR) of out (weight rows of w) for
+ * rows [t0, t1); C0: the output of row t0, column n0, rows ldc floats apart (out itself, or a per-thread block
+ * for the SwiGLU pair jobs). */
+static void bf16_job(const job_args *a, const void *w, int n0, int t0, int t1, uint32_t *panel, float *C0,
+                     size_t ldc) {
     int nvalid = MIN(BF_NR, a->N - n0), Kp = (a->K + 1) & ~1;
     __mmask16 cm[4];
     for (int v = 0; v < 4; v++) cm[v] = col_mask(nvalid, v);
@@ -259,17 +264,17 @@ static void bf16_job(const job_args *a, int n0, int t0, int t1, uint32_t *panel)
     const float *bias = a->bias ? a->bias + n0 : NULL;
     for (int k0 = 0; k0 < Kp; k0 += BF_KC) {
         int kc = MIN(BF_KC, Kp - k0), np = kc / 2;
-        pack_bf16(panel, a->w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
+        pack_bf16(panel, w, a->wt, fp_dtype_row_bytes(a->wt, a->K), a->K, n0, nvalid, k0, kc);
         for (int t = t0; t < t1; t += BF_MR) {
             const uint32_t *At = A + (size_t)t * a->lda + k0 / 2;
-            float *C = a->out + (size_t)t * a->N + n0;
+            float *C = C0 + (size_t)(t - t0) * ldc;
             switch (MIN(BF_MR, t1 - t)) {
-            case 6: bf16_tile(6, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
-            case 5: bf16_tile(5, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
-            case 4: bf16_tile(4, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
-            case 3: bf16_tile(3, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
-            case 2: bf16_tile(2, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
-            default: bf16_tile(1, At, a->lda, panel, np, C, a->N, cm, k0 > 0, bias); break;
+            case 6: bf16_tile(6, At, a->lda, panel, np, C, ldc, cm, k0 > 0, bias); break;
+            case 5: bf16_tile(5, At, a->lda, panel, np, C, ldc, cm, k0 > 0, bias); break;
+            case 4: bf16_tile(4, At, a->lda, panel, np, C, ldc, cm, k0 > 0, bias); break;
+            case 3: bf16_tile(3, At, a->lda, panel, np, C, ldc, cm, k0 > 0, bias); break;
+            case 2: bf16_tile(2, At, a->lda, panel, np, C, ldc, cm, k0 > 0, bias); break;
+            default: bf16_tile(1, At, a->lda, panel, np, C, ldc, cm, k0 > 0, bias); break;
             }
         }
     }
@@ -845,7 +850,7 @@ AI void f32_tile(const int MR, const float *A, size_t lda, const float *B, int k
     }
 }
 
-static void f32_job(const job_args *a, int n0, int t0, int t1, float *panel) {
+static void f32_job(const job_args *a, const void *w, int n0, int t0, int t1, float *panel, float *C0, size_t ldc) {
     int nvalid = MIN(F_NR, a->N - n0), K = a->K;
     size_t rb = fp_dtype_row_bytes(a->wt, K);
     __mmask16 cm[4];
@@ -853,17 +858,17 @@ static void f32_job(const job_args *a, int n0, int t0, int t1, float *panel) {
     const float *bias = a->bias ? a->bias + n0 : NULL;
     for (int k0 = 0; k0 < K; k0 += F_KC) {
         int kc = MIN(F_KC, K - k0);
-        pack_f32(panel, a->w, a->wt, rb, K, n0, nvalid, k0, kc);
+        pack_f32(panel, w, a->wt, rb, K, n0, nvalid, k0, kc);
         for (int t = t0; t < t1; t += F_MR) {
             const float *At = a->inp + (size_t)t * K + k0;
-            float *C = a->out + (size_t)t * a->N + n0;
+            float *C = C0 + (size_t)(t - t0) * ldc;
             switch (MIN(F_MR, t1 - t)) {
-            case 6: f32_tile(6, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
-            case 5: f32_tile(5, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
-            case 4: f32_tile(4, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
-            case 3: f32_tile(3, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
-            case 2: f32_tile(2, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
-            default: f32_tile(1, At, K, panel, kc, C, a->N, cm, k0 > 0, bias); break;
+            case 6: f32_tile(6, At, K, panel, kc, C, ldc, cm, k0 > 0, bias); break;
+            case 5: f32_tile(5, At, K, panel, kc, C, ldc, cm, k0 > 0, bias); break;
+            case 4: f32_tile(4, At, K, panel, kc, C, ldc, cm, k0 > 0, bias); break;
+            case 3: f32_tile(3, At, K, panel, kc, C, ldc, cm, k0 > 0, bias); break;
+            case 2: f32_tile(2, At, K, panel, kc, C, ldc, cm, k0 > 0, bias); break;
+            default: f32_tile(1, At, K, panel, kc, C, ldc, cm, k0 > 0, bias); break;
             }
         }
     }
@@ -983,7 +988,7 @@ AI void q_tile(const int MR, const int8_t *A, size_t lda, const float *ad, const
     }
 }
 
-static void q_job(const job_args *a, int n0, int t0, int t1, uint8_t *panel) {
+static void q_job(const job_args *a, const void *w, int n0, int t0, int t1, uint8_t *panel, float *C0, size_t ldc) {
     int nvalid = MIN(Q_NR, a->N - n0), K = a->K, nb = K / 32;
     size_t rb = fp_dtype_row_bytes(a->wt, K);
     __mmask16 cm[2] = {col_mask(nvalid, 0), col_mask(nvalid, 1)};
@@ -991,19 +996,19 @@ static void q_job(const job_args *a, int n0, int t0, int t1, uint8_t *panel) {
     const int8_t *A = a->act;
     for (int b0 = 0; b0 < nb; b0 += Q_KC / 32) {
         int nblk = MIN(Q_KC / 32, nb - b0);
-        pack_q(panel, a->w, a->wt, rb, n0, nvalid, b0, nblk);
+        pack_q(panel, w, a->wt, rb, n0, nvalid, b0, nblk);
         for (int t = t0; t < t1; t += Q_MR) {
             const int8_t *At = A + (size_t)t * K + 32 * b0;
             const float *ad = a->ad + (size_t)t * nb + b0;
             const int32_t *ac = a->ac + (size_t)t * nb + b0;
-            float *C = a->out + (size_t)t * a->N + n0;
+            float *C = C0 + (size_t)(t - t0) * ldc;
             switch (MIN(Q_MR, t1 - t)) {
-            case 6: q_tile(6, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
-            case 5: q_tile(5, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
-            case 4: q_tile(4, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
-            case 3: q_tile(3, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
-            case 2: q_tile(2, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
-            default: q_tile(1, At, K, ad, ac, nb, panel, nblk, C, a->N, cm, b0 > 0, bias); break;
+            case 6: q_tile(6, At, K, ad, ac, nb, panel, nblk, C, ldc, cm, b0 > 0, bias); break;
+            case 5: q_tile(5, At, K, ad, ac, nb, panel, nblk, C, ldc, cm, b0 > 0, bias); break;
+            case 4: q_tile(4, At, K, ad, ac, nb, panel, nblk, C, ldc, cm, b0 > 0, bias); break;
+            case 3: q_tile(3, At, K, ad, ac, nb, panel, nblk, C, ldc, cm, b0 > 0, bias); break;
+            case 2: q_tile(2, At, K, ad, ac, nb, panel, nblk, C, ldc, cm, b0 > 0, bias); break;
+            default: q_tile(1, At, K, ad, ac, nb, panel, nblk, C, ldc, cm, b0 > 0, bias); break;
             }
         }
     }
@@ -1063,6 +1068,36 @@ static int pick(fp_dtype wt, int bf16_kernel, int use_vnni) {
     return K_F32;
 }
 
+static void run_job(int kind, const job_args *a, const void *w, int n0, int t0, int t1, void *panel, float *C0,
+                    size_t ldc) {
+    if (kind == K_BF16) bf16_job(a, w, n0, t0, t1, panel, C0, ldc);
+    else if (kind == K_Q) q_job(a, w, n0, t0, t1, panel, C0, ldc);
+    else f32_job(a, w, n0, t0, t1, panel, C0, ldc);
+}
+/* out rows (ldo floats apart) = silu(g) * u over nvalid columns of `rows` rows of the [rows][nr] blocks cg,
+ * cu: fp_swiglu_forward's 16-value code (exact) or fp_swiglu_forward_fast's, a ragged last group zero padded
+ * as theirs, so every value has the bits of the unfused SwiGLU. */
+static void swiglu_pair_store(float *out, size_t ldo, const float *cg, const float *cu, int nr, int rows, int nvalid,
+                              int exact) {
+    for (int r = 0; r < rows; r++) {
+        const float *g = cg + (size_t)r * nr, *u = cu + (size_t)r * nr;
+        float *o = out + (size_t)r * ldo;
+        for (int c = 0; c < nvalid; c += 16) {
+            if (c + 16 <= nvalid) {
+                if (exact) fp_swiglu16(o + c, g + c, u + c);
+                else fp_swiglu16_fast(o + c, g + c, u + c);
+                continue;
+            }
+            __mmask16 m = col_mask(nvalid - c, 0);
+            float gb[16] __attribute__((aligned(64))), ub[16] __attribute__((aligned(64))), ob[16] __attribute__((aligned(64)));
+            _mm512_store_ps(gb, _mm512_maskz_loadu_ps(m, g + c));
+            _mm512_store_ps(ub, _mm512_maskz_loadu_ps(m, u + c));
+            if (exact) fp_swiglu16(ob, gb, ub);
+            else fp_swiglu16_fast(ob, gb, ub);
+            _mm512_mask_storeu_ps(o + c, m, _mm512_load_ps(ob));
+        }
+    }
+}
 int fp_matmul_avx512_rows_per_pass(fp_dtype wt, int bf16_kernel, int use_vnni) {
     int kind = pick(wt, bf16_kernel, use_vnni);
     return kind == K_F32 || kind == K_Q ? ACT_BLOCK_ROWS : 0;
@@ -1077,16 +1112,30 @@ const char *fp_matmul_avx512_name(fp_dtype wt, int bf16_kernel, int use_vnni) {
     }
 }
 
+/* wu != NULL: the SwiGLU pair (fp_matmul_avx512_swiglu_pair), swiglu_exact its SwiGLU */
+typedef struct {
+    const void *wu;
+    int swiglu_exact;
+} pair_args;
 static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const void *w, fp_dtype wt,
-                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni, const amx_segs *segs);
+                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni, const amx_segs *segs,
+                      const pair_args *pair);
 int fp_matmul_avx512(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                      int N, int bf16_kernel, int use_vnni) {
-    return matmul_run(out, inp, NULL, w, wt, bias, T, K, N, bf16_kernel, use_vnni, NULL);
+    return matmul_run(out, inp, NULL, w, wt, bias, T, K, N, bf16_kernel, use_vnni, NULL, NULL);
+}
+int fp_matmul_avx512_swiglu_pair(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T,
+                                 int K, int N, int bf16_kernel, int use_vnni, int swiglu_exact) {
+    if (T <= FP_GEMV_MAX_T || K <= 0 || N <= 0 || pick(wt, bf16_kernel, use_vnni) == K_AMX ||
+        ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32))
+        return 1;
+    pair_args pa = {wu, swiglu_exact};
+    return matmul_run(out, inp, NULL, wg, wt, NULL, T, K, N, bf16_kernel, use_vnni, NULL, &pa);
 }
 int fp_matmul_avx512_tiles(float *out, const uint16_t *tiles, const void *w, fp_dtype wt, const float *bias, int T,
                            int K, int N) {
     if (T <= FP_GEMV_MAX_T || K <= 0 || N <= 0 || pick(wt, FP_BF16_AMX, 0) != K_AMX) return 1;
-    return matmul_run(out, NULL, tiles, w, wt, bias, T, K, N, FP_BF16_AMX, 0, NULL);
+    return matmul_run(out, NULL, tiles, w, wt, bias, T, K, N, FP_BF16_AMX, 0, NULL, NULL);
 }
 int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], const float *const bias[],
                            const int N[], fp_dtype wt, const float *inp, const uint16_t *tiles, int T, int K) {
@@ -1104,12 +1153,15 @@ int fp_matmul_avx512_multi(int nseg, float *const out[], const void *const w[], 
         g.bias[s] = bias ? bias[s] : NULL;
         ntot += N[s];
     }
-    return matmul_run(out[0], inp, tiles, w[0], wt, g.bias[0], T, K, ntot, FP_BF16_AMX, 0, &g);
+    return matmul_run(out[0], inp, tiles, w[0], wt, g.bias[0], T, K, ntot, FP_BF16_AMX, 0, &g, NULL);
 }
 /* tiles: the activations already in act_to_bf16_tiles' layout (AMX only; inp unused); segs: AMX output
- * segments (NULL: one, out / w / bias / N) */
+ * segments (NULL: one, out / w / bias / N); pair: the SwiGLU pair (not AMX, T > FP_GEMV_MAX_T, no bias): each
+ * job runs its columns of w (the gate) and of pair->wu (up) into two per-thread [rows][NR] blocks, with the
+ * same panels, sums and order as two plain calls, then writes silu(gate) * up to out. */
 static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const void *w, fp_dtype wt,
-                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni, const amx_segs *segs) {
+                      const float *bias, int T, int K, int N, int bf16_kernel, int use_vnni, const amx_segs *segs,
+                      const pair_args *pair) {
     if (T <= FP_GEMV_MAX_T) {
         job_args g = {out, inp, w, wt, bias, T, K, N, NULL, 0, NULL, NULL, NULL};
         gemv(&g);
@@ -1138,6 +1190,18 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
         amx_plan_make(&pl, T, K, N, nth);
         panel_bytes = amx_panel_bytes(&pl) + 32 * 32 * 4 + (size_t)16 * pl.nc * 4 + amx_cpark_bytes(pl.nc);
     }
+    int npanels = kind == K_AMX ? pl.ngroups : (N + nr - 1) / nr;
+    /* activation blocks of ~256 rows for the f32 and VNNI kernels (f32/int8 rows re-streamed per panel
+     * otherwise); none for AMX and vdpbf16ps, whose packing per block would cost more than it saves */
+    int tb = kind == K_AMX ? pl.tb : t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? ACT_BLOCK_ROWS : 0);
+    size_t pair_off = 0, pair_bytes = 0; /* the pair's two output blocks, each pair_bytes, after the panel */
+    if (pair) {
+        int t0, t1;
+        t_range(T, tb, mr, 0, &t0, &t1); /* the first block is the tallest */
+        pair_off = round64(panel_bytes);
+        pair_bytes = round64(sizeof(float) * (size_t)(t1 - t0) * nr);
+        panel_bytes = pair_off + 2 * pair_bytes;
+    }
     uint8_t *scratch = fp_matmul_scratch(act_bytes + (size_t)nth * panel_bytes);
     if (!scratch) return -1;
 
@@ -1150,11 +1214,7 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
         a.ad = (const float *)(scratch + ad_off);
         a.ac = (const int32_t *)(scratch + ac_off);
     }
-    int npanels = kind == K_AMX ? pl.ngroups : (N + nr - 1) / nr;
     if (kind == K_AMX) nr = pl.nc;
-    /* activation blocks of ~256 rows for the f32 and VNNI kernels (f32/int8 rows re-streamed per panel
-     * otherwise); none for AMX and vdpbf16ps, whose packing per block would cost more than it saves */
-    int tb = kind == K_AMX ? pl.tb : t_blocks(T, npanels, mr, nth, kind == K_F32 || kind == K_Q ? ACT_BLOCK_ROWS : 0);
     int njobs = npanels * tb;
 #pragma omp parallel num_threads(nth)
     {
@@ -1176,9 +1236,13 @@ static int matmul_run(float *out, const float *inp, const uint16_t *tiles, const
                 amx_job(&a, &pl, 32 * u0, MIN(32 * u1, N) - 32 * u0, t0, t1, panel, ctmp, ctmp + 32 * 32,
                         ctmp + 32 * 32 + (size_t)16 * pl.nc);
             }
-            else if (kind == K_BF16) bf16_job(&a, n0, t0, t1, panel);
-            else if (kind == K_Q) q_job(&a, n0, t0, t1, panel);
-            else f32_job(&a, n0, t0, t1, panel);
+            else if (pair) {
+                float *cg = (float *)((uint8_t *)panel + pair_off), *cu = (float *)((uint8_t *)panel + pair_off + pair_bytes);
+                run_job(kind, &a, w, n0, t0, t1, panel, cg, (size_t)nr);
+                run_job(kind, &a, pair->wu, n0, t0, t1, panel, cu, (size_t)nr);
+                swiglu_pair_store(out + (size_t)t0 * N + n0, (size_t)N, cg, cu, nr, t1 - t0, MIN(nr, N - n0),
+                                  pair->swiglu_exact);
+            } else run_job(kind, &a, w, n0, t0, t1, panel, out + (size_t)t0 * N + n0, (size_t)N);
         }
     }
     return 0;
