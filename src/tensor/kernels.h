@@ -58,6 +58,14 @@ int fp_matmul_avx512_swiglu_pair(float *out, const float *inp, const void *wg, c
 int fp_matmul_avx512_rows_per_pass(fp_dtype wt, int bf16_kernel, int use_vnni);
 int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K,
                    int N);
+/* Rows per activation block of fp_matmul_avx2 (it packs each panel once per block). */
+#define FP_AVX2_ACT_BLOCK_ROWS 256
+/* The SwiGLU pair on the AVX2 kernel (as fp_matmul_avx512_swiglu_pair): out[T,N] = silu(inp Wg^T) * (inp Wu^T)
+ * with the bits of two fp_matmul_avx2 calls followed by fp_swiglu_forward at the AVX2 level (which
+ * fp_swiglu_forward_fast runs there too), without a [T,N] up buffer.  0 done; 1 not handled (T <=
+ * FP_GEMV_MAX_T, K not a multiple of 32 for Q8_0/Q4_0); -1 no scratch. */
+int fp_matmul_avx2_swiglu_pair(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
+                               int N);
 
 /* Several GEMMs over the same activations in one pass (q/k/v): out[s][T,N[s]] = inp[T,K] w[s]^T + bias[s]
  * (bias NULL or bias[s] NULL: none) for s < nseg <= FP_MATMUL_MAX_SEGS, all weights in dtype wt; on AMX
@@ -114,7 +122,7 @@ int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N);
 int fp_matmul_swiglu_needs_up(int exact, fp_dtype wt, int T, int K, int N);
 /* Activation rows per pass over the weights of fp_matmul_forward_ex(exact, ...) for weights of dtype wt at the
  * current kernel level: a caller that splits its rows into calls of at least this height reads the weights no
- * more often than one tall call would.  0 when the kernel reads them once per call (AMX, vdpbf16ps, AVX2, the
+ * more often than one tall call would.  0 when the kernel reads them once per call (AMX, vdpbf16ps, the
  * reference; F32 weights with OpenBLAS in use). */
 int fp_matmul_rows_per_weight_pass(int exact, fp_dtype wt);
 

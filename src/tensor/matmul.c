@@ -188,7 +188,8 @@ int fp_matmul_swiglu_fused(int exact, fp_dtype wt, int T, int K, int N) {
 int fp_matmul_rows_per_weight_pass(int exact, fp_dtype wt) {
     int level = fp_kernel_level(), max = fp_cpu_max_kernel();
     if (level > max) level = max;
-    if (level < FP_KERN_AVX512 || (wt == FP_F32 && fp_matmul_blas_mode() != FP_BLAS_OFF)) return 0;
+    if (level < FP_KERN_AVX2 || (wt == FP_F32 && fp_matmul_blas_mode() != FP_BLAS_OFF)) return 0;
+    if (level < FP_KERN_AVX512) return FP_AVX2_ACT_BLOCK_ROWS;
     return fp_matmul_avx512_rows_per_pass(wt, avx512_bf16_kernel(exact), avx512_use_vnni(exact));
 }
 
@@ -199,18 +200,23 @@ int fp_matmul_swiglu_tiles_ok(int exact, fp_dtype gate_wt, fp_dtype down_wt, int
            (down_wt == FP_BF16 || ((down_wt == FP_Q8_0 || down_wt == FP_Q4_0) && N % 32 == 0));
 }
 
-/* The SwiGLU pair runs where the GEMMs would run fp_matmul_avx512's blocked non-AMX kernels (not OpenBLAS, not
- * AMX, T > FP_GEMV_MAX_T, a shape the kernels take): the same GEMMs, so the same bits, without [T,N] of up. */
-static int swiglu_pair_ok(int exact, fp_dtype wt, int T, int K, int N) {
+/* The SwiGLU pair runs where the GEMMs would run the blocked non-AMX kernels of fp_matmul_avx512 or
+ * fp_matmul_avx2 (not OpenBLAS, not AMX, T > FP_GEMV_MAX_T, a shape the kernels take): the same GEMMs, so the
+ * same bits, without [T,N] of up.  Returns the level it runs at (0: it does not run). */
+static int swiglu_pair_level(int exact, fp_dtype wt, int T, int K, int N) {
     int level = fp_kernel_level(), max = fp_cpu_max_kernel();
     if (level > max) level = max;
-    return level >= FP_KERN_AVX512 && valid_shape(wt, T, K, N) && T > FP_GEMV_MAX_T &&
-           !fp_matmul_blas_use(level, wt, T, K, N) && !fp_matmul_swiglu_fused(exact, wt, T, K, N) &&
-           !(avx512_bf16_kernel(exact) == FP_BF16_AMX && (wt == FP_BF16 || wt == FP_Q8_0 || wt == FP_Q4_0));
+    if (level < FP_KERN_AVX2 || !valid_shape(wt, T, K, N) || T <= FP_GEMV_MAX_T || fp_matmul_blas_use(level, wt, T, K, N))
+        return 0;
+    if (level >= FP_KERN_AVX512 && (fp_matmul_swiglu_fused(exact, wt, T, K, N) ||
+                                    (avx512_bf16_kernel(exact) == FP_BF16_AMX &&
+                                     (wt == FP_BF16 || wt == FP_Q8_0 || wt == FP_Q4_0))))
+        return 0;
+    return level;
 }
 
 int fp_matmul_swiglu_needs_up(int exact, fp_dtype wt, int T, int K, int N) {
-    return !fp_matmul_swiglu_fused(exact, wt, T, K, N) && !swiglu_pair_ok(exact, wt, T, K, N);
+    return !fp_matmul_swiglu_fused(exact, wt, T, K, N) && !swiglu_pair_level(exact, wt, T, K, N);
 }
 
 int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const void *wg, const void *wu,
@@ -218,9 +224,12 @@ int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const 
     if (T <= 0 || N <= 0) return 0;
     if (fp_matmul_swiglu_fused(exact, wt, T, K, N) && fp_matmul_avx512_swiglu(out, inp, wg, wu, wt, T, K, N) == 0)
         return 0;
-    if (swiglu_pair_ok(exact, wt, T, K, N)) {
-        int rc = fp_matmul_avx512_swiglu_pair(out, inp, wg, wu, wt, T, K, N, avx512_bf16_kernel(exact),
-                                              avx512_use_vnni(exact), exact);
+    int pair = swiglu_pair_level(exact, wt, T, K, N);
+    if (pair) {
+        int rc = pair >= FP_KERN_AVX512 ? fp_matmul_avx512_swiglu_pair(out, inp, wg, wu, wt, T, K, N,
+                                                                       avx512_bf16_kernel(exact),
+                                                                       avx512_use_vnni(exact), exact)
+                                        : fp_matmul_avx2_swiglu_pair(out, inp, wg, wu, wt, T, K, N);
         if (rc <= 0) return rc;
     }
     /* unfused: exactly what the model ran before the fused kernel (gate in place, then SwiGLU over it) */

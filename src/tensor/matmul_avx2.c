@@ -5,6 +5,7 @@
  * over its rows.  Activations stay f32 (no rounding): results match the reference up to summation order.
  * Up to FP_GEMV_MAX_T rows a GEMV-style kernel reads the weight rows directly instead. */
 #include "tensor/kernels.h"
+#include "tensor/swiglu16.h"
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
@@ -117,23 +118,26 @@ typedef struct {
     int T, K, N;
 } args2;
 
-static void job(const args2 *a, int n0, int t0, int t1, float *panel, float *tmp) {
+/* Columns [n0, n0 + A2_NR) (weight rows of w) for rows [t0, t1); C0: the output of row t0, column n0, rows
+ * ldc floats apart (out itself, or a per-thread block for the SwiGLU pair). */
+static void job(const args2 *a, const void *w, int n0, int t0, int t1, float *panel, float *tmp, float *C0,
+                size_t ldc) {
     int nvalid = MIN(A2_NR, a->N - n0), K = a->K;
     size_t rb = fp_dtype_row_bytes(a->wt, K);
     const float *bias = a->bias ? a->bias + n0 : NULL;
     for (int k0 = 0; k0 < K; k0 += A2_KC) {
         int kc = MIN(A2_KC, K - k0);
-        pack(panel, tmp, a->w, a->wt, rb, n0, nvalid, k0, kc);
+        pack(panel, tmp, w, a->wt, rb, n0, nvalid, k0, kc);
         for (int t = t0; t < t1; t += A2_MR) {
             const float *At = a->inp + (size_t)t * K + k0;
-            float *C = a->out + (size_t)t * a->N + n0;
+            float *C = C0 + (size_t)(t - t0) * ldc;
             switch (MIN(A2_MR, t1 - t)) {
-            case 6: tile(6, At, K, panel, kc, C, a->N, nvalid, k0 > 0, bias); break;
-            case 5: tile(5, At, K, panel, kc, C, a->N, nvalid, k0 > 0, bias); break;
-            case 4: tile(4, At, K, panel, kc, C, a->N, nvalid, k0 > 0, bias); break;
-            case 3: tile(3, At, K, panel, kc, C, a->N, nvalid, k0 > 0, bias); break;
-            case 2: tile(2, At, K, panel, kc, C, a->N, nvalid, k0 > 0, bias); break;
-            default: tile(1, At, K, panel, kc, C, a->N, nvalid, k0 > 0, bias); break;
+            case 6: tile(6, At, K, panel, kc, C, ldc, nvalid, k0 > 0, bias); break;
+            case 5: tile(5, At, K, panel, kc, C, ldc, nvalid, k0 > 0, bias); break;
+            case 4: tile(4, At, K, panel, kc, C, ldc, nvalid, k0 > 0, bias); break;
+            case 3: tile(3, At, K, panel, kc, C, ldc, nvalid, k0 > 0, bias); break;
+            case 2: tile(2, At, K, panel, kc, C, ldc, nvalid, k0 > 0, bias); break;
+            default: tile(1, At, K, panel, kc, C, ldc, nvalid, k0 > 0, bias); break;
             }
         }
     }
@@ -197,34 +201,78 @@ static void gemv(const args2 *a) {
     }
 }
 
-int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K, int N) {
+/* out rows (ldo floats apart) = silu(g) * u over the nvalid (<= 16) columns of `rows` rows of the [rows][16]
+ * blocks cg, cu: fp_swiglu16, the code of fp_swiglu_forward at this level (and of fp_swiglu_forward_fast, which
+ * has no AVX2 kernel of its own), a ragged group zero padded as there. */
+static void swiglu_pair_store(float *out, size_t ldo, const float *cg, const float *cu, int rows, int nvalid) {
+    for (int r = 0; r < rows; r++) {
+        const float *g = cg + (size_t)r * A2_NR, *u = cu + (size_t)r * A2_NR;
+        float *o = out + (size_t)r * ldo;
+        if (nvalid == A2_NR) {
+            fp_swiglu16(o, g, u);
+            continue;
+        }
+        float gb[16] = {0}, ub[16] = {0}, ob[16];
+        memcpy(gb, g, sizeof(float) * (size_t)nvalid);
+        memcpy(ub, u, sizeof(float) * (size_t)nvalid);
+        fp_swiglu16(ob, gb, ub);
+        memcpy(o, ob, sizeof(float) * (size_t)nvalid);
+    }
+}
+
+/* wu != NULL: the SwiGLU pair (fp_matmul_avx2_swiglu_pair): each job runs its columns of w (the gate) and of
+ * wu into two per-thread [rows][16] blocks, the same panels, sums and order as two plain calls, then writes
+ * silu(gate) * up to out. */
+static int run(float *out, const float *inp, const void *w, const void *wu, fp_dtype wt, const float *bias, int T,
+               int K, int N) {
     if (T <= FP_GEMV_MAX_T) {
         args2 g = {out, inp, w, wt, bias, T, K, N};
         gemv(&g);
         return 0;
     }
-    size_t per_thread = (size_t)A2_KC * A2_NR * 4 + (size_t)A2_KC * 4;
     int nth = omp_get_max_threads();
     if (nth < 1) nth = 1;
-    uint8_t *scratch = fp_matmul_scratch((size_t)nth * per_thread);
-    if (!scratch) return -1;
-    args2 a = {out, inp, w, wt, bias, T, K, N};
     int npanels = (N + A2_NR - 1) / A2_NR;
     int tb = 1;
     while (npanels * tb < 4 * nth && T / (tb * 2) >= 4 * A2_MR) tb *= 2;
-    if ((T + tb - 1) / tb > 256) tb = (T + 255) / 256; /* activation blocks stay in L2 across panels */
+    /* activation blocks stay in L2 across panels */
+    if ((T + tb - 1) / tb > FP_AVX2_ACT_BLOCK_ROWS) tb = (T + FP_AVX2_ACT_BLOCK_ROWS - 1) / FP_AVX2_ACT_BLOCK_ROWS;
     int rows = (T + tb - 1) / tb;
     rows = (rows + A2_MR - 1) / A2_MR * A2_MR;
+    size_t pair_floats = wu ? (size_t)rows * A2_NR : 0; /* each of the pair's two blocks */
+    size_t per_thread = (size_t)A2_KC * A2_NR * 4 + (size_t)A2_KC * 4 + 2 * pair_floats * 4;
+    uint8_t *scratch = fp_matmul_scratch((size_t)nth * per_thread);
+    if (!scratch) return -1;
+    args2 a = {out, inp, w, wt, bias, T, K, N};
     int njobs = npanels * tb;
 #pragma omp parallel num_threads(nth)
     {
         float *panel = (float *)(scratch + (size_t)omp_get_thread_num() * per_thread);
         float *tmp = panel + (size_t)A2_KC * A2_NR;
+        float *cg = tmp + A2_KC, *cu = cg + pair_floats;
 #pragma omp for schedule(dynamic, 1)
         for (int j = 0; j < njobs; j++) {
             int t0 = MIN(T, (j / npanels) * rows), t1 = MIN(T, t0 + rows); /* block-major order */
-            if (t0 < t1) job(&a, (j % npanels) * A2_NR, t0, t1, panel, tmp);
+            int n0 = (j % npanels) * A2_NR;
+            if (t0 >= t1) continue;
+            if (!wu) {
+                job(&a, w, n0, t0, t1, panel, tmp, out + (size_t)t0 * N + n0, (size_t)N);
+                continue;
+            }
+            job(&a, w, n0, t0, t1, panel, tmp, cg, A2_NR);
+            job(&a, wu, n0, t0, t1, panel, tmp, cu, A2_NR);
+            swiglu_pair_store(out + (size_t)t0 * N + n0, (size_t)N, cg, cu, t1 - t0, MIN(A2_NR, N - n0));
         }
     }
     return 0;
+}
+
+int fp_matmul_avx2(float *out, const float *inp, const void *w, fp_dtype wt, const float *bias, int T, int K, int N) {
+    return run(out, inp, w, NULL, wt, bias, T, K, N);
+}
+
+int fp_matmul_avx2_swiglu_pair(float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt, int T, int K,
+                               int N) {
+    if (T <= FP_GEMV_MAX_T || K <= 0 || N <= 0 || ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32)) return 1;
+    return run(out, inp, wg, wu, wt, NULL, T, K, N);
 }

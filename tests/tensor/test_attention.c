@@ -331,7 +331,8 @@ static int test_tiles_out(void) {
         {70, 0, 4, 2, 64, 0}, {300, 0, 14, 2, 64, 1}, {257, 40, 12, 2, 128, 0}, {1000, 5, 8, 8, 64, 0},
         {130, 33, 2, 1, 128, 1}, {64, 0, 2, 2, 32, 0},
     };
-    int nmax = omp_get_max_threads(), amx = fp_cpu_max_kernel() >= FP_KERN_AVX512 && fp_cpu_has_amx_bf16() &&
+    /* the level in use (FLUXPRM_KERNEL may cap it below what the CPU has) */
+    int nmax = omp_get_max_threads(), amx = fp_kernel_level() >= FP_KERN_AVX512 && fp_cpu_has_amx_bf16() &&
                                             fp_cpu_has_avx512bf16();
     int ncases = 0;
     for (int nth = 1; nth <= 2; nth++) {
@@ -396,8 +397,8 @@ static int test_tiles_out(void) {
  * up to longer than T, subgroups (32 heads on one KV head: tasks of at most 16), query subsets, packed
  * sequences, and scores that move the rows' reference maximum within and across chunks. */
 static int test_grouped(void) {
-    int amx = fp_cpu_max_kernel() >= FP_KERN_AVX512 && fp_cpu_has_amx_bf16() && fp_cpu_has_avx512bf16();
-    if (!amx) return TH_SKIP; /* no AMX here: the f32 kernels have no grouped tasks */
+    int amx = fp_kernel_level() >= FP_KERN_AVX512 && fp_cpu_has_amx_bf16() && fp_cpu_has_avx512bf16();
+    if (!amx) return TH_SKIP; /* no AMX here (or FLUXPRM_KERNEL caps the level): the f32 kernels have no grouped tasks */
     static const struct { int T, nq, nh, nkv, d, packed; float amp; } cs[] = {
         {2100, 0, 14, 2, 64, 0, 1.0f},  {1000, 50, 12, 2, 128, 1, 1.0f}, {700, 0, 32, 1, 64, 0, 1.0f},
         {1, 0, 8, 1, 64, 0, 1.0f},      {257, 3, 14, 2, 64, 0, 1.0f},    {1500, 0, 14, 2, 64, 0, -2.0f},

@@ -305,7 +305,8 @@ static int test_tiles_handoff(void) {
  * (swiglu_exact) or fp_swiglu_forward_fast, every element written; F32 / F16 / BF16 / Q8_0 / Q4_0 weights; T
  * across the kernels' 6-row tiles and 256-row activation blocks (5, 6, 7, 31, 257, 700), K with and without
  * a ragged last chunk, N across the 32 / 64-column panels (1, 17, 64, 100, 130); 1 and 2 threads.  The
- * accuracy of those GEMMs and SwiGLUs themselves: test_matmul, test_ops and the oracle of the levels above. */
+ * accuracy of those GEMMs and SwiGLUs themselves: test_matmul, test_ops and the oracle of the levels above.
+ * Then the AVX2 kernel's pair the same way, on half of those cases. */
 static int test_pair_kernels(void) {
     if (fp_cpu_max_kernel() < FP_KERN_AVX512) {
         printf("  (CPU lacks avx512)\n");
@@ -358,6 +359,42 @@ static int test_pair_kernels(void) {
                 free(x); free(wf); free(g); free(u); free(ref); free(out); free(wg); free(wu);
             }
     }
+    /* the AVX2 kernel's pair: its two GEMMs, then fp_swiglu_forward at the AVX2 level (what the fast SwiGLU runs
+     * there too) */
+    int navx2 = 0;
+    fp_kernel_force(FP_KERN_AVX2);
+    for (int nth = 1; nth <= 2; nth++) {
+        omp_set_num_threads(nth);
+        for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++)
+            for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+                int T = sh[s][0], K = sh[s][1], N = sh[s][2];
+                fp_dtype wt = types[ty];
+                if (((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32) || (s + ty + nth) % 2) continue;
+                size_t TN = (size_t)T * N;
+                float *x = malloc(sizeof(float) * T * K), *wf = malloc(sizeof(float) * (size_t)N * K);
+                float *g = malloc(sizeof(float) * TN), *u = malloc(sizeof(float) * TN), *ref = malloc(sizeof(float) * TN);
+                float *out = malloc(sizeof(float) * TN);
+                for (int i = 0; i < T * K; i++) x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
+                void *wg = make_weights(wt, N, K, NULL, wf), *wu = make_weights(wt, N, K, NULL, wf);
+                for (size_t i = 0; i < TN; i++) out[i] = NAN;
+                CHECK(fp_matmul_avx2(g, x, wg, wt, NULL, T, K, N) == 0);
+                CHECK(fp_matmul_avx2(u, x, wu, wt, NULL, T, K, N) == 0);
+                fp_swiglu_forward(ref, g, u, T, N);
+                int rc = fp_matmul_avx2_swiglu_pair(out, x, wg, wu, wt, T, K, N);
+                CHECK_MSG(rc == (T <= FP_GEMV_MAX_T ? 1 : 0), "avx2 %s T=%d: rc %d", fp_dtype_name(wt), T, rc);
+                if (!rc) {
+                    int nbits = 0;
+                    for (size_t i = 0; i < TN; i++)
+                        if (!same_bits(out[i], ref[i]) && nbits++ < 3)
+                            fprintf(stderr, "  pair avx2 %s T=%d K=%d N=%d [%zu,%zu]: %.9g vs %.9g\n", fp_dtype_name(wt),
+                                    T, K, N, i / N, i % N, out[i], ref[i]);
+                    CHECK_MSG(nbits == 0, "pair avx2 %s T=%d K=%d N=%d: %d outputs differ", fp_dtype_name(wt), T, K,
+                              N, nbits);
+                    navx2++;
+                }
+                free(x); free(wf); free(g); free(u); free(ref); free(out); free(wg); free(wu);
+            }
+    }
     /* the AMX kind is not the pair's (it returns 1: the caller's fallback) */
     if (fp_cpu_has_amx_bf16()) {
         float o[6 * 32], xx[6 * 32] = {0}, w1f[32 * 32];
@@ -367,8 +404,8 @@ static int test_pair_kernels(void) {
     }
     fp_kernel_force(-1);
     omp_set_num_threads(nmax);
-    printf("  %d pair cases (%d vdpbf16ps, %d VNNI)\n", ncases, nbf16dp, nvnni);
-    CHECK(ncases > 100);
+    printf("  %d pair cases (%d vdpbf16ps, %d VNNI), %d on AVX2\n", ncases, nbf16dp, nvnni, navx2);
+    CHECK(ncases > 100 && navx2 > 20);
     if (fp_cpu_has_avx512bf16()) CHECK(nbf16dp > 0);
     if (fp_cpu_has_avx512vnni()) CHECK(nvnni > 0);
     return 0;
