@@ -299,14 +299,55 @@ static int test_tiles_handoff(void) {
     return 0;
 }
 
+/* Inputs of one SwiGLU pair case: activations and random gate / up weights in dtype wt. */
+typedef struct {
+    float *x, *wf;
+    void *wg, *wu;
+} pair_inputs;
+static void pair_inputs_make(pair_inputs *p, fp_dtype wt, int T, int K, int N) {
+    p->x = malloc(sizeof(float) * T * K);
+    p->wf = malloc(sizeof(float) * (size_t)N * K);
+    for (int i = 0; i < T * K; i++) p->x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
+    p->wg = make_weights(wt, N, K, NULL, p->wf);
+    p->wu = make_weights(wt, N, K, NULL, p->wf);
+}
+static void pair_inputs_free(pair_inputs *p) { free(p->x); free(p->wf); free(p->wg); free(p->wu); }
+
+/* The pair of the AVX2 kernel (avx2) or of the AVX-512 kernel fp_matmul_avx512(..., bk, vnni) picks against
+ * that kernel's two GEMMs followed by fp_swiglu_forward (swiglu_exact) or fp_swiglu_forward_fast at the forced
+ * level: every element bit for bit (out starts as NaN: every element must be written).  Returns 1 when
+ * compared, 0 when the pair declined (T <= FP_GEMV_MAX_T, as it must). */
+static int pair_compare(int avx2, int bk, int vnni, int swiglu_exact, fp_dtype wt, int T, int K, int N,
+                        const pair_inputs *p) {
+    size_t TN = (size_t)T * N;
+    float *g = malloc(sizeof(float) * TN), *u = malloc(sizeof(float) * TN), *ref = malloc(sizeof(float) * TN);
+    float *out = malloc(sizeof(float) * TN);
+    for (size_t i = 0; i < TN; i++) out[i] = NAN;
+    const char *kn = avx2 ? "avx2-f32fma" : fp_matmul_avx512_name(wt, bk, vnni);
+    CHECK((avx2 ? fp_matmul_avx2(g, p->x, p->wg, wt, NULL, T, K, N) : fp_matmul_avx512(g, p->x, p->wg, wt, NULL, T, K, N, bk, vnni)) == 0);
+    CHECK((avx2 ? fp_matmul_avx2(u, p->x, p->wu, wt, NULL, T, K, N) : fp_matmul_avx512(u, p->x, p->wu, wt, NULL, T, K, N, bk, vnni)) == 0);
+    if (swiglu_exact) fp_swiglu_forward(ref, g, u, T, N);
+    else fp_swiglu_forward_fast(ref, g, u, T, N);
+    int rc = avx2 ? fp_matmul_avx2_swiglu_pair(out, p->x, p->wg, p->wu, wt, T, K, N)
+                  : fp_matmul_avx512_swiglu_pair(out, p->x, p->wg, p->wu, wt, T, K, N, bk, vnni, swiglu_exact);
+    CHECK_MSG(rc == (T <= FP_GEMV_MAX_T ? 1 : 0), "pair %s %s T=%d: rc %d", kn, fp_dtype_name(wt), T, rc);
+    int nbits = 0;
+    for (size_t i = 0; i < TN && rc == 0; i++)
+        if (!same_bits(out[i], ref[i]) && nbits++ < 3)
+            fprintf(stderr, "  pair %s %s %s T=%d K=%d N=%d [%zu,%zu]: %.9g vs %.9g\n", kn, fp_dtype_name(wt),
+                    swiglu_exact ? "exact" : "fast", T, K, N, i / N, i % N, out[i], ref[i]);
+    CHECK_MSG(nbits == 0, "pair %s %s T=%d K=%d N=%d: %d outputs differ", kn, fp_dtype_name(wt), T, K, N, nbits);
+    free(g); free(u); free(ref); free(out);
+    return rc == 0;
+}
+
 /* The SwiGLU pair (fp_matmul_avx512_swiglu_pair) on every non-AMX AVX-512 kernel, forced (the model picks one
- * per CPU: f32 FMA for exact precision everywhere; VNNI, vdpbf16ps or f32 FMA in fast precision without AMX):
- * bit for bit the two fp_matmul_avx512 calls on the same kernel (gate, up) followed by fp_swiglu_forward
- * (swiglu_exact) or fp_swiglu_forward_fast, every element written; F32 / F16 / BF16 / Q8_0 / Q4_0 weights; T
- * across the kernels' 6-row tiles and 256-row activation blocks (5, 6, 7, 31, 257, 700), K with and without
- * a ragged last chunk, N across the 32 / 64-column panels (1, 17, 64, 100, 130); 1 and 2 threads.  The
- * accuracy of those GEMMs and SwiGLUs themselves: test_matmul, test_ops and the oracle of the levels above.
- * Then the AVX2 kernel's pair the same way, on half of those cases. */
+ * per CPU: f32 FMA for exact precision everywhere; VNNI, vdpbf16ps or f32 FMA in fast precision without AMX),
+ * and the AVX2 kernel's (fp_matmul_avx2_swiglu_pair, on half of the cases), with pair_compare: F32 / F16 /
+ * BF16 / Q8_0 / Q4_0 weights; T across the kernels' 6-row tiles and 256-row activation blocks (5, 6, 7, 31,
+ * 257, 700), K with and without a ragged last chunk, N across the 16 / 32 / 64-column panels (1, 17, 64, 100,
+ * 130); both SwiGLUs; 1 and 2 threads.  The accuracy of those GEMMs and SwiGLUs themselves: test_matmul,
+ * test_ops and the oracle of the levels above. */
 static int test_pair_kernels(void) {
     if (fp_cpu_max_kernel() < FP_KERN_AVX512) {
         printf("  (CPU lacks avx512)\n");
@@ -315,9 +356,8 @@ static int test_pair_kernels(void) {
     static const int sh[][3] = {{5, 64, 17},   {6, 96, 64},    {7, 896, 100}, {31, 32, 130},  {257, 896, 100},
                                 {700, 96, 1}, {257, 160, 130}, {64, 4864, 64}, {33, 1536, 17}};
     static const fp_dtype types[] = {FP_F32, FP_F16, FP_BF16, FP_Q8_0, FP_Q4_0};
-    struct { int bk, vnni; const char *name; } kinds[] = {{FP_BF16_FMA, 0, "f32fma"}, {FP_BF16_DP, 1, "bf16dp/vnni"}};
-    int nmax = omp_get_max_threads(), ncases = 0, nbf16dp = 0, nvnni = 0;
-    fp_kernel_force(FP_KERN_AVX512);
+    static const int kinds[][2] = {{FP_BF16_FMA, 0}, {FP_BF16_DP, 1}}; /* bf16_kernel, use_vnni */
+    int nmax = omp_get_max_threads(), ncases = 0, nbf16dp = 0, nvnni = 0, navx2 = 0;
     for (int nth = 1; nth <= 2; nth++) {
         omp_set_num_threads(nth);
         for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++)
@@ -325,74 +365,24 @@ static int test_pair_kernels(void) {
                 int T = sh[s][0], K = sh[s][1], N = sh[s][2];
                 fp_dtype wt = types[ty];
                 if ((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32) continue;
-                size_t TN = (size_t)T * N;
-                float *x = malloc(sizeof(float) * T * K), *wf = malloc(sizeof(float) * (size_t)N * K);
-                float *g = malloc(sizeof(float) * TN), *u = malloc(sizeof(float) * TN), *ref = malloc(sizeof(float) * TN);
-                float *out = malloc(sizeof(float) * TN);
-                for (int i = 0; i < T * K; i++) x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
-                void *wg = make_weights(wt, N, K, NULL, wf), *wu = make_weights(wt, N, K, NULL, wf);
+                pair_inputs in;
+                pair_inputs_make(&in, wt, T, K, N);
+                fp_kernel_force(FP_KERN_AVX512); /* the level of fp_swiglu_forward(_fast) */
                 for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
                     for (int sx = 0; sx <= 1; sx++) {
-                        int bk = kinds[k].bk, vnni = kinds[k].vnni;
+                        int bk = kinds[k][0], vnni = kinds[k][1];
                         if (bk == FP_BF16_DP && !fp_cpu_has_avx512bf16()) bk = FP_BF16_FMA;
                         if (vnni && !fp_cpu_has_avx512vnni()) vnni = 0;
-                        for (size_t i = 0; i < TN; i++) out[i] = NAN;
-                        CHECK(fp_matmul_avx512(g, x, wg, wt, NULL, T, K, N, bk, vnni) == 0);
-                        CHECK(fp_matmul_avx512(u, x, wu, wt, NULL, T, K, N, bk, vnni) == 0);
-                        if (sx) fp_swiglu_forward(ref, g, u, T, N);
-                        else fp_swiglu_forward_fast(ref, g, u, T, N);
-                        int rc = fp_matmul_avx512_swiglu_pair(out, x, wg, wu, wt, T, K, N, bk, vnni, sx);
+                        if (!pair_compare(0, bk, vnni, sx, wt, T, K, N, &in)) continue;
                         const char *kn = fp_matmul_avx512_name(wt, bk, vnni);
-                        CHECK_MSG(rc == (T <= FP_GEMV_MAX_T ? 1 : 0), "%s %s T=%d: rc %d", kn, fp_dtype_name(wt), T, rc);
-                        if (rc) continue;
-                        int nbits = 0;
-                        for (size_t i = 0; i < TN; i++)
-                            if (!same_bits(out[i], ref[i]) && nbits++ < 3)
-                                fprintf(stderr, "  pair %s %s %s T=%d K=%d N=%d [%zu,%zu]: %.9g vs %.9g\n", kn,
-                                        fp_dtype_name(wt), sx ? "exact" : "fast", T, K, N, i / N, i % N, out[i], ref[i]);
-                        CHECK_MSG(nbits == 0, "pair %s %s T=%d K=%d N=%d: %d outputs differ", kn, fp_dtype_name(wt), T,
-                                  K, N, nbits);
                         ncases++;
                         nbf16dp += strcmp(kn, "avx512-bf16dp") == 0;
                         nvnni += strstr(kn, "vnni") != NULL;
                     }
-                free(x); free(wf); free(g); free(u); free(ref); free(out); free(wg); free(wu);
-            }
-    }
-    /* the AVX2 kernel's pair: its two GEMMs, then fp_swiglu_forward at the AVX2 level (what the fast SwiGLU runs
-     * there too) */
-    int navx2 = 0;
-    fp_kernel_force(FP_KERN_AVX2);
-    for (int nth = 1; nth <= 2; nth++) {
-        omp_set_num_threads(nth);
-        for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++)
-            for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
-                int T = sh[s][0], K = sh[s][1], N = sh[s][2];
-                fp_dtype wt = types[ty];
-                if (((wt == FP_Q8_0 || wt == FP_Q4_0) && K % 32) || (s + ty + nth) % 2) continue;
-                size_t TN = (size_t)T * N;
-                float *x = malloc(sizeof(float) * T * K), *wf = malloc(sizeof(float) * (size_t)N * K);
-                float *g = malloc(sizeof(float) * TN), *u = malloc(sizeof(float) * TN), *ref = malloc(sizeof(float) * TN);
-                float *out = malloc(sizeof(float) * TN);
-                for (int i = 0; i < T * K; i++) x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
-                void *wg = make_weights(wt, N, K, NULL, wf), *wu = make_weights(wt, N, K, NULL, wf);
-                for (size_t i = 0; i < TN; i++) out[i] = NAN;
-                CHECK(fp_matmul_avx2(g, x, wg, wt, NULL, T, K, N) == 0);
-                CHECK(fp_matmul_avx2(u, x, wu, wt, NULL, T, K, N) == 0);
-                fp_swiglu_forward(ref, g, u, T, N);
-                int rc = fp_matmul_avx2_swiglu_pair(out, x, wg, wu, wt, T, K, N);
-                CHECK_MSG(rc == (T <= FP_GEMV_MAX_T ? 1 : 0), "avx2 %s T=%d: rc %d", fp_dtype_name(wt), T, rc);
-                if (!rc) {
-                    int nbits = 0;
-                    for (size_t i = 0; i < TN; i++)
-                        if (!same_bits(out[i], ref[i]) && nbits++ < 3)
-                            fprintf(stderr, "  pair avx2 %s T=%d K=%d N=%d [%zu,%zu]: %.9g vs %.9g\n", fp_dtype_name(wt),
-                                    T, K, N, i / N, i % N, out[i], ref[i]);
-                    CHECK_MSG(nbits == 0, "pair avx2 %s T=%d K=%d N=%d: %d outputs differ", fp_dtype_name(wt), T, K,
-                              N, nbits);
-                    navx2++;
-                }
-                free(x); free(wf); free(g); free(u); free(ref); free(out); free(wg); free(wu);
+                /* AVX2: fp_swiglu_forward at that level, which fp_swiglu_forward_fast runs there too */
+                fp_kernel_force(FP_KERN_AVX2);
+                if ((s + ty + nth) % 2 == 0) navx2 += pair_compare(1, 0, 0, 1, wt, T, K, N, &in);
+                pair_inputs_free(&in);
             }
     }
     /* the AMX kind is not the pair's (it returns 1: the caller's fallback) */
