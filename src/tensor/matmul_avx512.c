@@ -18,7 +18,9 @@
  *   F32/F16 (and BF16/Q without the above) -> f32 FMA, tile 6 x 64, panel [KC][64] f32
  *   Q8_0 / Q4_0 (VNNI, no AMX) -> vpdpbusd, tile 6 x 32, per block of 32 k: [8 quads][32 cols][4 u8] + 32 scales
  * plus fp_matmul_avx512_swiglu: the AMX kernel for silu(x Wg^T) * (x Wu^T) with gate and up tiles side by
- * side in the panel and SwiGLU applied to the C tiles (amx_swiglu_job).
+ * side in the panel and SwiGLU applied to the C tiles (amx_swiglu_job), and fp_matmul_avx512_swiglu_pair: the
+ * same for the other three kernels, each job running its gate and up columns into per-thread blocks with the
+ * SwiGLU as epilogue (swiglu_pair_store).
  */
 #include "tensor/kernels.h"
 #include "tensor/ops.h"

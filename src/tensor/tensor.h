@@ -39,12 +39,15 @@ void fp_matmul_forward_ex(int exact, float *out, const float *inp, const void *w
  * no bias; Wg, Wu [N,K] in dtype wt).  Always the same values as fp_matmul_forward_ex(exact) into gate and
  * up, then fp_swiglu_forward (exact) or fp_swiglu_forward_fast (exact == 0), bit for bit; with exact == 0, AMX-BF16, BF16/Q8_0/Q4_0 weights, T > 4 and
  * K <= 4096 it runs as one fused AMX kernel (gate and up tiles side by side, SwiGLU on the tiles: the [T,N]
- * gate and up buffers never exist).  Otherwise it runs the two GEMMs, the up one into a scratch of T*N
- * floats (malloc'd per call).  0, or -1 when that scratch cannot be allocated.  out must not alias inp. */
+ * gate and up buffers never exist).  Where the two GEMMs run on the blocked AVX-512 (non-AMX) or AVX2 kernels
+ * it runs them per column block into small per-thread buffers with the SwiGLU as their epilogue (the "SwiGLU
+ * pair": no [T,N] up buffer).  Otherwise (OpenBLAS, T <= 4, the reference level) it runs the two GEMMs, the
+ * up one into a scratch of T*N floats (malloc'd per call).  0, or -1 when scratch cannot be allocated.  out
+ * must not alias inp. */
 int fp_matmul_swiglu_forward_ex(int exact, float *out, const float *inp, const void *wg, const void *wu, fp_dtype wt,
                                 int T, int K, int N);
 /* The same with the caller's scratch for the unfused path: up[T*N] floats (not aliasing out or inp; unused
- * by the fused kernel); up == NULL allocates as above. */
+ * by the fused kernel and the pair); up == NULL allocates as above. */
 int fp_matmul_swiglu_forward_buf(int exact, float *out, const float *inp, const void *wg, const void *wu,
                                  fp_dtype wt, int T, int K, int N, float *up);
 /* The plain scalar reference used to test every fast path. */
