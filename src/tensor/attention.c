@@ -1,7 +1,9 @@
 /* Causal grouped-query attention as a tiled online softmax (flash-attention style, no T x T buffer).
  * Dispatch (fp_attention_forward_level):
  *   avx512 level           -> attention_avx512.c: exact = register-blocked f32 kernel ("avx512-f32");
- *                             fast (exact=0) with AMX-BF16 and d % 32 == 0 = tdpbf16ps kernel ("amx-bf16")
+ *                             fast (exact=0) with AMX-BF16 and d % 32 == 0 = tdpbf16ps kernel ("amx-bf16"),
+ *                             else with AVX512-BF16 where preferred (AMD) and d % 32 == 0 = vdpbf16ps kernel
+ *                             ("avx512-bf16dp"), else the f32 kernel
  *   avx2 level / ref level -> the one-row-at-a-time f32 kernel below, compiled for AVX2+FMA ("avx2-f32") or
  *                             the baseline ISA ("generic-f32"); the fast path falls back to it. */
 #include "tensor/ops.h"
@@ -189,23 +191,25 @@ static int att_rows(int isa, float *out, const float *q, const float *k, const f
 }
 
 /* Which kernel fp_attention_forward_level runs. */
-enum { ATT_GENERIC, ATT_AVX2, ATT_ROW512, ATT_AVX512, ATT_AMX };
-static int att_kernel(int level, int exact, int amx, int d) {
+enum { ATT_GENERIC, ATT_AVX2, ATT_ROW512, ATT_AVX512, ATT_DP, ATT_AMX };
+static int att_kernel(int level, int exact, int fast, int d) {
     int max = fp_cpu_max_kernel();
     if (level > max) level = max;
     if (exact == 2) return level >= FP_KERN_AVX512 ? ATT_ROW512 : level >= FP_KERN_AVX2 ? ATT_AVX2 : ATT_GENERIC;
     if (level >= FP_KERN_AVX512) {
-        if (!exact && amx && d % 32 == 0 && d <= FP_ATT_AMX_MAX_D && fp_cpu_has_amx_bf16() &&
-            fp_cpu_has_avx512bf16())
-            return ATT_AMX;
+        if (exact || fast == FP_ATT_FAST_F32 || !fp_cpu_has_avx512bf16()) return ATT_AVX512;
+        if (fast == FP_ATT_FAST_AUTO && d % 32 == 0 && d <= FP_ATT_AMX_MAX_D && fp_cpu_has_amx_bf16()) return ATT_AMX;
+        /* the shapes the AMX kernel takes: fast precision rounds attention on the same models on every machine */
+        if (d % 32 == 0 && (fast == FP_ATT_FAST_DP || fp_cpu_prefer_bf16_dp())) return ATT_DP;
         return ATT_AVX512;
     }
     return level >= FP_KERN_AVX2 ? ATT_AVX2 : ATT_GENERIC;
 }
 
-const char *fp_attention_kernel_name(int level, int exact, int amx, int d) {
-    switch (att_kernel(level, exact, amx, d)) {
+const char *fp_attention_kernel_name(int level, int exact, int fast, int d) {
+    switch (att_kernel(level, exact, fast, d)) {
     case ATT_AMX: return "amx-bf16";
+    case ATT_DP: return "avx512-bf16dp";
     case ATT_AVX512: return "avx512-f32";
     case ATT_AVX2: return "avx2-f32";
     case ATT_ROW512: return "avx512-f32-rows";
@@ -213,27 +217,29 @@ const char *fp_attention_kernel_name(int level, int exact, int amx, int d) {
     return "generic-f32";
 }
 
-int fp_attention_forward_level(int level, int exact, int amx, float *out, const float *q, const float *k,
+int fp_attention_forward_level(int level, int exact, int fast, float *out, const float *q, const float *k,
                                const float *v, const int *qpos, const int *kstart, int nq, int T, int nh,
                                int nkv, int d) {
     (void)T;
     if (nq <= 0 || nh <= 0 || d <= 0) return 0;
-    int kern = att_kernel(level, exact, amx, d);
+    int kern = att_kernel(level, exact, fast, d);
     if (kern >= ATT_AVX512)
-        return fp_attention_avx512(kern == ATT_AMX, out, NULL, q, k, v, qpos, kstart, nq, nh, nkv, d);
+        return fp_attention_avx512(kern == ATT_AMX ? FP_ATT_AMX : kern == ATT_DP ? FP_ATT_DP : FP_ATT_F32, out, NULL, q,
+                                   k, v, qpos, kstart, nq, nh, nkv, d);
     return att_rows(kern == ATT_ROW512 ? 2 : kern == ATT_AVX2, out, q, k, v, qpos, kstart, nq, nh, nkv, d);
 }
 
 int fp_attention_forward_ex(int exact, float *out, const float *q, const float *k, const float *v, const int *qpos,
                             const int *kstart, int nq, int T, int nh, int nkv, int d) {
-    return fp_attention_forward_level(fp_kernel_level(), exact, 1, out, q, k, v, qpos, kstart, nq, T, nh, nkv, d);
+    return fp_attention_forward_level(fp_kernel_level(), exact, FP_ATT_FAST_AUTO, out, q, k, v, qpos, kstart, nq, T, nh,
+                                      nkv, d);
 }
 
 int fp_attention_forward_tiles(uint16_t *otiles, const float *q, const float *k, const float *v, const int *qpos,
                                const int *kstart, int nq, int T, int nh, int nkv, int d) {
     (void)T;
-    if (nq <= 0 || nh <= 0 || d <= 0 || att_kernel(fp_kernel_level(), 0, 1, d) != ATT_AMX) return 1;
-    return fp_attention_avx512(1, NULL, otiles, q, k, v, qpos, kstart, nq, nh, nkv, d);
+    if (nq <= 0 || nh <= 0 || d <= 0 || att_kernel(fp_kernel_level(), 0, FP_ATT_FAST_AUTO, d) != ATT_AMX) return 1;
+    return fp_attention_avx512(FP_ATT_AMX, NULL, otiles, q, k, v, qpos, kstart, nq, nh, nkv, d);
 }
 
 int fp_attention_forward(float *out, const float *q, const float *k, const float *v, const int *qpos,

@@ -67,7 +67,8 @@ typedef struct {
     int nblk;               /* key blocks 0 .. nblk-1 exist in the packed buffers (those below kb0 unpacked) */
     float c;                /* log2(e) / sqrt(d) */
     float *kt;              /* exact: [nkv][nblk][d][BK] f32 */
-    uint16_t *kb, *vb;      /* amx: [nkv][nblk][4][d/2][16][2] and [nkv][nblk][2][16][d][2] bf16 */
+    uint16_t *kb, *vb;      /* amx: [nkv][nblk][4][d/2][16][2] and [nkv][nblk][2][16][d][2] bf16; dp: vb only */
+    uint32_t *kd;           /* dp: K as [nkv][nblk][d/2][BK] bf16 pairs (k[2p], k[2p+1]) of each key */
     uint16_t *otiles;       /* amx: output as bf16 A tiles (NULL: f32 rows in out); onkb tiles of 32 per 16 rows */
     int onkb;
 } att_ctx;
@@ -180,6 +181,32 @@ static void pack_amx(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /*
     }
 }
 
+/* dp: K of each key as bf16 pairs, [d/2][BK] dwords (pair p of key j at p * BK + j), so that one zmm load is
+ * pair p of 16 keys; V as pack_amx's ([BK/2][d][2]: key pair jp, head dim x at jp * d + x as a dword). */
+static void pack_dp(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /* [2][d] */) {
+    const int d = C->d, dh = d / 2;
+    const size_t kvs = (size_t)C->nkv * d, blk = (size_t)BK * d;
+    uint32_t *kd = C->kd + ((size_t)kh * C->nblk + b) * BK * dh;
+    uint32_t *vd = (uint32_t *)(C->vb + ((size_t)kh * C->nblk + b) * blk);
+    for (int j = 0; j < BK; j += 2) {
+        for (int e = 0; e < 2; e++) {
+            int key = b * BK + j + e;
+            uint16_t *kr = tmp + (size_t)e * d;
+            if (key > pmax) memset(kr, 0, sizeof(uint16_t) * d);
+            else row_bf16(kr, C->k + (size_t)key * kvs + (size_t)kh * d, d);
+            const uint32_t *src = (const uint32_t *)kr;
+            for (int p = 0; p < dh; p++) kd[(size_t)p * BK + j + e] = src[p];
+        }
+        for (int e = 0; e < 2; e++) {
+            int key = b * BK + j + e;
+            if (key > pmax) memset(tmp + (size_t)e * d, 0, sizeof(uint16_t) * d);
+            else row_bf16(tmp + (size_t)e * d, C->v + (size_t)key * kvs + (size_t)kh * d, d);
+        }
+        uint32_t *dst = vd + (size_t)(j / 2) * d;
+        for (int x = 0; x < d; x++) dst[x] = (uint32_t)tmp[x] | (uint32_t)tmp[d + x] << 16;
+    }
+}
+
 /* ---------------------------------------------------------------- exact f32 kernel */
 /* P V for MR rows and NV vectors of head dims (the last masked with tm), keys jlo..jhi-1 of the block:
  * O[r] = O[r] * cr[r] + sum_j P[r][j] v_j. */
@@ -279,17 +306,135 @@ AI void ex_micro(const int MR, const att_ctx *C, const float *q0, size_t qs, con
     }
 }
 
-static size_t ex_scratch_floats(int dp) { return (size_t)EX_BQ * dp + EX_BQ * 16 + EX_MR * BK + 2 * EX_BQ + 32; }
+/* ---------------------------------------------------------------- bf16 dot-product (dp) kernel */
+/* The exact kernel's blocking with Q, K, V and the weights P rounded to bf16 and vdpbf16ps (two products per
+ * f32 lane) for S = Q K^T (over head-dim pairs) and P V (over key pairs): half the multiply instructions and
+ * loads of the f32 kernel.  The softmax and its statistics stay f32 (L sums the unrounded weights). */
 
-/* Query rows [i0, i1) (at most EX_BQ) of head h. */
-static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) {
+/* P V over key pairs jp0..jp1-1: O[r] = O[r] * cr[r] + sum_jp (P[r][2jp] v_2jp + P[r][2jp+1] v_2jp+1); vd: the
+ * block's V pairs at head dim x0 ([BK/2][d] dwords), Pb: [MR][BK/2] dwords of bf16 weight pairs. */
+AI void dp_pv(const int MR, const int NV, const uint32_t *Pb, const uint32_t *vd, int d, int jp0, int jp1,
+              __mmask16 tm, float *O, int dp, const float *cr) {
+    __m512 a[EX_MR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; c++) a[r][c] = _mm512_setzero_ps();
+    for (int jp = jp0; jp < jp1; jp++) {
+        const uint32_t *vj = vd + (size_t)jp * d;
+        __m512i vv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; c++)
+            vv[c] = c == NV - 1 ? _mm512_maskz_loadu_epi32(tm, vj + 16 * c) : _mm512_loadu_si512(vj + 16 * c);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m512i pb = _mm512_set1_epi32((int)Pb[r * (BK / 2) + jp]);
+            REG(pb);
+#pragma GCC unroll 4
+            for (int c = 0; c < NV; c++) a[r][c] = _mm512_dpbf16_ps(a[r][c], (__m512bh)pb, (__m512bh)vv[c]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        __m512 cb = _mm512_set1_ps(cr[r]);
+        float *o = O + (size_t)r * dp;
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; c++)
+            _mm512_store_ps(o + 16 * c, _mm512_fmadd_ps(_mm512_load_ps(o + 16 * c), cb, a[r][c]));
+    }
+}
+
+/* One dp micro-tile: MR query rows (qb: their bf16 pairs, rows dh dwords apart) against one key block (kd:
+ * [d/2][BK] K pairs, vd: [BK/2][d] V pairs); otherwise as ex_micro.  Pb: [MR][BK/2] dwords of scratch. */
+AI void dp_micro(const int MR, const att_ctx *C, const uint32_t *qb, const uint32_t *kd, const uint32_t *vd,
+                 const uint64_t *mask, int jlo, int jhi, float *O, float *L, float *M, float *MC, uint32_t *Pb) {
+    const int d = C->d, dp = C->dp, dh = d / 2;
+    __m512 s[EX_MR][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
+    for (int p = 0; p < dh; p++) {
+        const uint32_t *kp = kd + (size_t)p * BK;
+        __m512bh k0 = (__m512bh)_mm512_load_si512(kp), k1 = (__m512bh)_mm512_load_si512(kp + 16),
+                 k2 = (__m512bh)_mm512_load_si512(kp + 32), k3 = (__m512bh)_mm512_load_si512(kp + 48);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            __m512i qv = _mm512_set1_epi32((int)qb[(size_t)r * dh + p]);
+            REG(qv);
+            __m512bh q2 = (__m512bh)qv;
+            s[r][0] = _mm512_dpbf16_ps(s[r][0], q2, k0);
+            s[r][1] = _mm512_dpbf16_ps(s[r][1], q2, k1);
+            s[r][2] = _mm512_dpbf16_ps(s[r][2], q2, k2);
+            s[r][3] = _mm512_dpbf16_ps(s[r][3], q2, k3);
+        }
+    }
+    const __m512 cv = _mm512_set1_ps(C->c), ninf = _mm512_set1_ps(-INFINITY);
+    float ci[16] __attribute__((aligned(64))) = {0}, cr[16] __attribute__((aligned(64)));
+    __m512 ps[EX_MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        if (mask)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) s[r][c] = _mm512_mask_blend_ps((__mmask16)(mask[r] >> (16 * c)), ninf, s[r][c]);
+        float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(s[r][0], s[r][1]), _mm512_max_ps(s[r][2], s[r][3])));
+        float mn = bm > M[r] ? bm : M[r], mc = mn * C->c;
+        ci[r] = MC[r] - mc;
+        M[r] = mn;
+        MC[r] = mc;
+        __m512 mcv = _mm512_set1_ps(mc), e[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) { /* degree 5: < 4e-6 relative, well below the bf16 rounding of P (2^-9) */
+            e[c] = exp2_neg(_mm512_fmsub_ps(s[r][c], cv, mcv), 5);
+            if (mask) e[c] = _mm512_maskz_mov_ps((__mmask16)(mask[r] >> (16 * c)), e[c]);
+        }
+        _mm512_store_si512(Pb + r * (BK / 2), (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+        _mm512_store_si512(Pb + r * (BK / 2) + 16, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
+        ps[r] = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
+    }
+    _mm512_store_ps(cr, exp2_neg(_mm512_load_ps(ci), 7));
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+        _mm512_store_ps(L + 16 * r, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * r), _mm512_set1_ps(cr[r]), ps[r]));
+    const int jp0 = jlo / 2, jp1 = (jhi + 1) / 2; /* a pair's other key, if outside [jlo, jhi), has weight 0 */
+    for (int x0 = 0; x0 < d; x0 += 64) {
+        int rem = d - x0, nv = rem >= 64 ? 4 : (rem + 15) / 16;
+        __mmask16 tm = tail16(rem - 16 * (nv - 1));
+        switch (nv) {
+        case 4: dp_pv(MR, 4, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
+        case 3: dp_pv(MR, 3, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
+        case 2: dp_pv(MR, 2, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
+        default: dp_pv(MR, 1, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- tasks of the exact and dp kernels */
+/* Per-thread scratch: O [EX_BQ][dp], L [EX_BQ][16], P [EX_MR][BK] (dp: its bf16 pairs), M, MC [EX_BQ], and for
+ * dp the task's Q as bf16 pairs [EX_BQ][d/2] */
+static size_t ex_scratch_floats(int dp, int d, int dpk) {
+    return (size_t)EX_BQ * dp + EX_BQ * 16 + EX_MR * BK + 2 * EX_BQ + (dpk ? (size_t)EX_BQ * (d / 2) + 16 : 0) + 32;
+}
+
+#define EX_MICRO(MR)                                                                                              \
+    do {                                                                                                          \
+        if (DP)                                                                                                   \
+            dp_micro(MR, C, qb + (size_t)r0 * (d / 2), kd, vd, mp, jlo, jhi, o, l, m, mc, (uint32_t *)P);         \
+        else                                                                                                      \
+            ex_micro(MR, C, qh + (size_t)r0 * qs, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P);                      \
+    } while (0)
+
+/* Query rows [i0, i1) (at most EX_BQ) of head h; DP: the dp kernel, else the exact one. */
+AI void ex_task_kind(const att_ctx *C, int i0, int i1, int h, float *scr, const int DP) {
     const int d = C->d, dp = C->dp, n = i1 - i0, kh = h / (C->nh / C->nkv);
     const size_t qs = (size_t)C->nh * d, kvs = (size_t)C->nkv * d;
     float *O = scr, *L = O + (size_t)EX_BQ * dp, *P = L + EX_BQ * 16, *M = P + EX_MR * BK, *MC = M + EX_BQ;
+    uint32_t *qb = (uint32_t *)(MC + EX_BQ); /* dp only */
     int pos[EX_BQ], ks[EX_BQ];
     enum { NMT = (EX_BQ + EX_MR - 1) / EX_MR };
     int pmn[NMT], pmx[NMT], kmn[NMT], kmx[NMT];
     int tpmax = 0, tkmin = INT32_MAX;
+    const float *qh = C->q + (size_t)i0 * qs + (size_t)h * d;
     for (int r = 0; r < n; r++) {
         pos[r] = C->qpos ? C->qpos[i0 + r] : i0 + r;
         ks[r] = C->kstart ? C->kstart[i0 + r] : 0;
@@ -297,6 +442,7 @@ static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) {
         MC[r] = -FLT_MAX * C->c;
         for (int x = 0; x < dp; x++) O[(size_t)r * dp + x] = 0.0f;
         for (int x = 0; x < 16; x++) L[16 * r + x] = 0.0f;
+        if (DP) row_bf16((uint16_t *)(qb + (size_t)r * (d / 2)), qh + (size_t)r * qs, d);
         int mt = r / EX_MR;
         if (r % EX_MR == 0) {
             pmn[mt] = kmn[mt] = INT32_MAX;
@@ -309,10 +455,12 @@ static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) {
         tpmax = MAX(tpmax, pos[r]);
         tkmin = MIN(tkmin, ks[r]);
     }
-    const float *qh = C->q + (size_t)i0 * qs + (size_t)h * d;
     for (int kb = tkmin / BK * BK; kb <= tpmax; kb += BK) {
-        const float *kt = C->kt + ((size_t)kh * C->nblk + kb / BK) * d * BK;
+        const size_t bi = (size_t)kh * C->nblk + kb / BK;
+        const float *kt = DP ? NULL : C->kt + bi * d * BK;
         const float *vb = C->v + (size_t)kb * kvs + (size_t)kh * d;
+        const uint32_t *kd = DP ? C->kd + bi * BK * (d / 2) : NULL;
+        const uint32_t *vd = DP ? (const uint32_t *)(C->vb + bi * BK * d) : NULL;
         for (int r0 = 0; r0 < n; r0 += EX_MR) {
             int mt = r0 / EX_MR, mr = MIN(EX_MR, n - r0);
             if (kb > pmx[mt] || kb + BK <= kmn[mt]) continue;
@@ -322,15 +470,14 @@ static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) {
                 for (int r = 0; r < mr; r++) mk[r] = row_mask(kb, pos[r0 + r], ks[r0 + r]);
             int jlo = MAX(0, kmn[mt] - kb), jhi = MIN(BK, pmx[mt] - kb + 1);
             const uint64_t *mp = bnd ? mk : NULL;
-            const float *q0 = qh + (size_t)r0 * qs;
             float *o = O + (size_t)r0 * dp, *l = L + 16 * r0, *m = M + r0, *mc = MC + r0;
             switch (mr) {
-            case 6: ex_micro(6, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
-            case 5: ex_micro(5, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
-            case 4: ex_micro(4, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
-            case 3: ex_micro(3, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
-            case 2: ex_micro(2, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
-            default: ex_micro(1, C, q0, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P); break;
+            case 6: EX_MICRO(6); break;
+            case 5: EX_MICRO(5); break;
+            case 4: EX_MICRO(4); break;
+            case 3: EX_MICRO(3); break;
+            case 2: EX_MICRO(2); break;
+            default: EX_MICRO(1); break;
             }
         }
     }
@@ -341,6 +488,9 @@ static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) {
             _mm512_mask_storeu_ps(o + x, tail16(d - x), _mm512_mul_ps(_mm512_load_ps(O + (size_t)r * dp + x), inv));
     }
 }
+
+static void ex_task(const att_ctx *C, int i0, int i1, int h, float *scr) { ex_task_kind(C, i0, i1, h, scr, 0); }
+static void dp_task(const att_ctx *C, int i0, int i1, int h, float *scr) { ex_task_kind(C, i0, i1, h, scr, 1); }
 
 /* ---------------------------------------------------------------- AMX-BF16 kernel */
 typedef struct {
@@ -702,8 +852,9 @@ int fp_attention_amx_group(int chunk_keys) {
     return old;
 }
 
-int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
+int fp_attention_avx512(int kind, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
                         const int *qpos, const int *kstart, int nq, int nh, int nkv, int d) {
+    const int amx = kind == FP_ATT_AMX, dpk = kind == FP_ATT_DP;
     int pmax = 0, kmin = INT32_MAX;
     for (int i = 0; i < nq; i++) {
         int p = qpos ? qpos[i] : i, s = kstart ? kstart[i] : 0;
@@ -712,7 +863,7 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
     }
     kmin = MAX(0, MIN(kmin, pmax));
     att_ctx C = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (d + 15) & ~15, pmax / BK + 1,
-                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL, amx ? otiles : NULL, nh * d / 32};
+                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL, NULL, amx ? otiles : NULL, nh * d / 32};
     const int bq = amx ? AX_BQ : EX_BQ, b0 = kmin / BK, nb = C.nblk - b0;
     int nth = omp_get_max_threads(), ntiles = (nq + bq - 1) / bq;
     /* amx tasks: hpt query heads of one KV head over key chunks of kc (grouped, hpt > 1: fewer tasks, split
@@ -725,8 +876,8 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
         hpt = (group + MIN(want, group) - 1) / MIN(want, group);
     }
     const int hsub = (group + hpt - 1) / hpt; /* tasks per KV head and tile */
-    size_t packb = (size_t)nkv * C.nblk * BK * d * (amx ? 2 * sizeof(uint16_t) : sizeof(float));
-    size_t per = sizeof(float) * (amx ? ax_scratch_floats(d, hpt) : ex_scratch_floats(C.dp));
+    size_t packb = (size_t)nkv * C.nblk * BK * d * (amx || dpk ? 2 * sizeof(uint16_t) : sizeof(float));
+    size_t per = sizeof(float) * (amx ? ax_scratch_floats(d, hpt) : ex_scratch_floats(C.dp, d, dpk));
     per = (per + 63) & ~(size_t)63;
     packb = (packb + 63) & ~(size_t)63;
     size_t total = packb + per * (size_t)nth;
@@ -737,6 +888,9 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
     if (amx) {
         C.kb = (uint16_t *)buf;
         C.vb = C.kb + (size_t)nkv * C.nblk * BK * d;
+    } else if (dpk) {
+        C.kd = (uint32_t *)buf;
+        C.vb = (uint16_t *)(C.kd + (size_t)nkv * C.nblk * BK * (d / 2));
     } else
         C.kt = (float *)buf;
     const int ntasks = hpt > 1 ? ntiles * nkv * hsub : ntiles * nh;
@@ -746,6 +900,7 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < nkv * nb; t++) {
             if (amx) pack_amx(&C, t / nb, b0 + t % nb, pmax, (uint16_t *)scr);
+            else if (dpk) pack_dp(&C, t / nb, b0 + t % nb, pmax, (uint16_t *)scr);
             else pack_exact(&C, t / nb, b0 + t % nb, pmax);
         }
 #pragma omp for schedule(dynamic, 1)
@@ -770,7 +925,9 @@ int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, c
                 }
                 if (!C.otiles) prefetch_rows(out, i0, i1, nh, h, d);
                 ax_task(&C, i0, i1, h, 1, 0, scr, q2, n2);
-            } else
+            } else if (dpk)
+                dp_task(&C, i0, i1, h, scr);
+            else
                 ex_task(&C, i0, i1, h, scr);
         }
     }

@@ -163,22 +163,29 @@ const char *fp_matmul_kernel_name_gemm(int level, fp_dtype wt, int T, int K, int
 int fp_matmul_blas(float *out, const float *inp, const float *w, const float *bias, int T, int K, int N);
 
 /* ---- attention.c / attention_avx512.c */
-/* fp_attention_forward_ex at a given kernel level (clamped to the CPU): level >= avx512 runs
- * fp_attention_avx512 (exact: "avx512-f32"; !exact && amx && AMX-BF16 usable && d % 32 == 0 &&
- * d <= FP_ATT_AMX_MAX_D: "amx-bf16"), avx2 "avx2-f32", ref "generic-f32" (both the one-row f32 kernel).
- * amx = 0 keeps the fast path off AMX (tests).  exact == 2 runs the one-row f32 kernel at the level
- * (avx512: "avx512-f32-rows", the kernel before register blocking; benchmarks). */
+/* fp_attention_forward_ex at a given kernel level (clamped to the CPU).  fast selects the kernel of the fast path
+ * (exact = 0): FP_ATT_FAST_AUTO the best this CPU has, FP_ATT_FAST_F32 none of the bf16 kernels (the exact
+ * kernel of the level), FP_ATT_FAST_DP the vdpbf16ps kernel wherever AVX512-BF16 exists (tests, benchmarks).
+ * Level >= avx512 runs fp_attention_avx512: exact "avx512-f32"; fast with AVX512-BF16 and d % 32 == 0, d <=
+ * FP_ATT_AMX_MAX_D and AMX-BF16 usable (AUTO): "amx-bf16"; else fast with AVX512-BF16 and d % 32 == 0 (the
+ * shapes the AMX kernel takes, so that fast precision rounds attention on the same models everywhere) where bf16
+ * dot products are preferred (fp_cpu_prefer_bf16_dp: AMD; AUTO) or forced (DP): "avx512-bf16dp"; else
+ * "avx512-f32".
+ * avx2 "avx2-f32", ref "generic-f32" (both the one-row f32 kernel).  exact == 2 runs the one-row f32 kernel at
+ * the level (avx512: "avx512-f32-rows", the kernel before register blocking; benchmarks). */
 #define FP_ATT_AMX_MAX_D 256
-int fp_attention_forward_level(int level, int exact, int amx, float *out, const float *q, const float *k,
+enum { FP_ATT_FAST_F32 = 0, FP_ATT_FAST_AUTO = 1, FP_ATT_FAST_DP = 2 };
+int fp_attention_forward_level(int level, int exact, int fast, float *out, const float *q, const float *k,
                                const float *v, const int *qpos, const int *kstart, int nq, int T, int nh,
                                int nkv, int d);
-const char *fp_attention_kernel_name(int level, int exact, int amx, int d);
-/* attention_avx512.c: amx = 1 is the bf16 AMX kernel (caller checked AMX-BF16, AVX512-BF16, d % 32 == 0),
- * amx = 0 the f32 AVX-512 kernel (any d).  otiles (amx only; else NULL): the output as bf16 A tiles for the
- * o_proj GEMM (fp_matmul_tiles_bytes(nq, nh d), the layout of fp_matmul_avx512_swiglu_tiles, padding rows
- * zeroed; out unused), each value the f32 output rounded to bf16 as the GEMMs round f32 input.  0, or -1 when
- * scratch cannot be allocated. */
-int fp_attention_avx512(int amx, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
+const char *fp_attention_kernel_name(int level, int exact, int fast, int d);
+/* attention_avx512.c: kind FP_ATT_AMX is the bf16 AMX kernel (caller checked AMX-BF16, AVX512-BF16, d % 32 ==
+ * 0), FP_ATT_DP the vdpbf16ps kernel (AVX512-BF16; any even d), FP_ATT_F32 the f32 AVX-512 kernel (any d).  otiles
+ * (amx only; else NULL): the output as bf16 A tiles for the o_proj GEMM (fp_matmul_tiles_bytes(nq, nh d), the
+ * layout of fp_matmul_avx512_swiglu_tiles, padding rows zeroed; out unused), each value the f32 output rounded
+ * to bf16 as the GEMMs round f32 input.  0, or -1 when scratch cannot be allocated. */
+enum { FP_ATT_F32 = 0, FP_ATT_AMX = 1, FP_ATT_DP = 2 };
+int fp_attention_avx512(int kind, float *out, uint16_t *otiles, const float *q, const float *k, const float *v,
                         const int *qpos, const int *kstart, int nq, int nh, int nkv, int d);
 /* The amx kernel's grouped tasks (all query heads of a KV head over key chunks; the default with GQA, the same
  * bits as per-head tasks): chunk_keys > 0 forces them with chunks of that many keys (rounded up to 64), 0 (the

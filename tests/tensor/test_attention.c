@@ -1,5 +1,6 @@
 /* fp_attention_forward / fp_attention_forward_ex on every kernel this CPU has (generic-f32 = ref level,
- * avx2-f32, avx512-f32, amx-bf16; the fast path forced off AMX and at the lower levels, where it falls back to
+ * avx2-f32, avx512-f32, amx-bf16, avx512-bf16dp; the fast path forced off the bf16 kernels, forced onto the dp
+ * kernel, and at the lower levels, where it falls back to
  * the exact kernels), 1 and 2 threads, against fp_attention_forward_ref (double, two-pass softmax) and a
  * local double reference that also gives the error scales below.
  *
@@ -30,7 +31,10 @@
  *    2^-8 and P by 2^-8:
  *        tol_fast_f32 = (expm1(2 ds) + 2^-7) W + tol_exact
  *    (checked too; loose by construction for the large-score cases, where bf16 inputs really do change the
- *    softmax a lot - which is why the tight check is against the rounded-input reference). */
+ *    softmax a lot - which is why the tight check is against the rounded-input reference).
+ *  - avx512-bf16dp: the same roundings of Q, K, V and P and the same f32 normaliser, so the same two bounds; its
+ *    exp polynomial is of degree 5 (< 4e-6 relative, inside the 8e-5 above), and P V is summed per block of 64
+ *    keys then across blocks, as in the exact kernel. */
 #include "harness.h"
 #include "fluxprm.h"
 #include "tensor/kernels.h"
@@ -83,10 +87,11 @@ static void ref_scales(double *o, double *W, double *Smax, double *smax, const f
     free(w); free(acc); free(aw);
 }
 
-typedef struct { int level, exact, amx; } variant;
+typedef struct { int level, exact, amx; } variant; /* amx: the fast argument (FP_ATT_FAST_*) */
 static const variant variants[] = {
     {FP_KERN_REF, 1, 0}, {FP_KERN_AVX2, 1, 0}, {FP_KERN_AVX512, 1, 0}, /* exact */
-    {FP_KERN_AVX512, 0, 1}, {FP_KERN_AVX512, 0, 0}, {FP_KERN_AVX2, 0, 1}, {FP_KERN_REF, 0, 1}, /* fast */
+    {FP_KERN_AVX512, 0, FP_ATT_FAST_AUTO}, {FP_KERN_AVX512, 0, FP_ATT_FAST_F32}, {FP_KERN_AVX512, 0, FP_ATT_FAST_DP},
+    {FP_KERN_AVX2, 0, FP_ATT_FAST_AUTO}, {FP_KERN_REF, 0, FP_ATT_FAST_AUTO}, /* fast */
 };
 #define NVAR ((int)(sizeof variants / sizeof variants[0]))
 
@@ -154,7 +159,7 @@ static int run_case(const tcase *c) {
             const variant *va = &variants[vi];
             if (va->level > fp_cpu_max_kernel()) continue;
             const char *name = fp_attention_kernel_name(va->level, va->exact, va->amx, d);
-            int bf = !strcmp(name, "amx-bf16");
+            int bf = !strcmp(name, "amx-bf16") || !strcmp(name, "avx512-bf16dp");
             for (size_t e = 0; e < no; e++) out[e] = NAN;
             CHECK_OK(fp_attention_forward_level(va->level, va->exact, va->amx, out, q, k, v, qpos, kst, nq, T, nh,
                                                 nkv, d));
@@ -274,13 +279,23 @@ static int test_dispatch(void) {
     CHECK_OK(fp_attention_forward_level(fp_kernel_level(), 1, 0, o2, q, k, v, NULL, NULL, T, T, nh, nkv, d));
     CHECK(!memcmp(o1, o2, sizeof(float) * nq));
     CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_REF, 0, 1, 64), "generic-f32"));
+    const int bf16 = fp_cpu_max_kernel() >= FP_KERN_AVX512 && fp_cpu_has_avx512bf16();
+    const char *dp_or_f32 = bf16 && fp_cpu_prefer_bf16_dp() ? "avx512-bf16dp" : "avx512-f32";
     CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 0, 1, 40),
                   fp_cpu_max_kernel() >= FP_KERN_AVX512 ? "avx512-f32" : fp_cpu_max_kernel() ? "avx2-f32" : "generic-f32"));
     if (fp_cpu_max_kernel() >= FP_KERN_AVX512) {
         CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 1, 1, 64), "avx512-f32"));
         CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 0, 1, 64),
-                      fp_cpu_has_amx_bf16() && fp_cpu_has_avx512bf16() ? "amx-bf16" : "avx512-f32"));
+                      fp_cpu_has_amx_bf16() && bf16 ? "amx-bf16" : dp_or_f32));
+        /* forced: the dp kernel wherever AVX512-BF16 is (d % 32 == 0), never for exact or other d; off: f32 */
+        CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 0, FP_ATT_FAST_DP, 64), bf16 ? "avx512-bf16dp" : "avx512-f32"));
+        CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 0, FP_ATT_FAST_DP, 96), bf16 ? "avx512-bf16dp" : "avx512-f32"));
+        CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 0, FP_ATT_FAST_DP, 40), "avx512-f32"));
+        CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 1, FP_ATT_FAST_DP, 64), "avx512-f32"));
+        CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX512, 0, FP_ATT_FAST_F32, 64), "avx512-f32"));
     }
+    CHECK(!strcmp(fp_attention_kernel_name(FP_KERN_AVX2, 0, FP_ATT_FAST_DP, 64),
+                  fp_cpu_max_kernel() >= FP_KERN_AVX2 ? "avx2-f32" : "generic-f32"));
     printf("  level %s: exact -> %s, fast (d=64) -> %s, fast (d=40) -> %s%s\n", fp_kernel_level_name(fp_kernel_level()),
            fp_attention_kernel_name(fp_kernel_level(), 1, 1, 64), fp_attention_kernel_name(fp_kernel_level(), 0, 1, 64),
            fp_attention_kernel_name(fp_kernel_level(), 0, 1, 40), fp_cpu_has_amx_bf16() ? "" : " (no AMX here)");
@@ -475,7 +490,11 @@ int main(void) {
         if (variants[vi].level > fp_cpu_max_kernel()) continue;
         printf("  %-11s (level %s, %s): max err/tol %.3g", fp_attention_kernel_name(variants[vi].level, variants[vi].exact,
                variants[vi].amx, 64), fp_kernel_level_name(variants[vi].level),
-               variants[vi].exact ? "exact" : variants[vi].amx ? "fast" : "fast, AMX off", worst_ratio[vi][0]);
+               variants[vi].exact                         ? "exact"
+               : variants[vi].amx == FP_ATT_FAST_AUTO     ? "fast"
+               : variants[vi].amx == FP_ATT_FAST_DP       ? "fast, dp forced"
+                                                          : "fast, bf16 kernels off",
+               worst_ratio[vi][0]);
         if (worst_ratio[vi][1] > 0) printf(", vs the f32 reference %.3g", worst_ratio[vi][1]);
         printf("\n");
     }
