@@ -1,8 +1,8 @@
-/* AVX-512 and AMX-BF16 kernels behind fp_attention_forward_ex (dispatch in attention.c).
+/* AVX-512 (f32, bf16 dot products) and AMX-BF16 kernels behind fp_attention_forward_ex (dispatch in attention.c).
  * Compiled with -mavx512{f,bw,vl,dq,bf16,vnni} (see the Makefile); the AMX task carries its own
  * target("amx-tile,amx-bf16") attribute and only runs after cpu.c checked the CPU and got the OS permission.
  *
- * Both kernels are a flash-attention style online softmax over blocks of BK = 64 keys.  Per call, the keys
+ * All three kernels are a flash-attention style online softmax over blocks of BK = 64 keys.  Per call, the keys
  * a query can see (min kstart .. max qpos) are packed once per KV head, in parallel, into a scratch buffer
  * shared by all query heads of the group and all query tiles; then OpenMP runs tasks, the latest tiles of
  * query rows (most keys) first: (query head, tile) for the exact kernel and for MHA; for the amx kernel with
@@ -16,6 +16,10 @@
  *   6 rows: S (6 x 64) in 24 zmm accumulators (x outer: 4 vector loads of K^T, 6 broadcasts of q, 24 FMAs),
  *   online softmax in registers, P (6 x 64 f32) to a small buffer, then P V over the block's keys into 24
  *   fresh zmm (6 rows x 64 head dims; d > 64 in chunks of 64, tails masked) and O = O * corr + PV.
+ * dp (bf16 inputs, f32 accumulation; AVX512-BF16 without AMX): the exact kernel's tasks and micro-tiles with
+ *   vdpbf16ps, two products per lane: K packed as bf16 pairs [d/2][BK] dwords, S over head-dim pairs (a Q pair
+ *   broadcast against pair p of 16 keys); V packed as the amx kernel's key pairs [BK/2][d][2], P V over key
+ *   pairs (a pair of weights broadcast, rounded to bf16); the softmax as in the exact kernel.
  * amx (bf16 inputs, f32 accumulation): K packed per 16 keys as the VNNI B operand [d/2][16][2] bf16, V per
  *   32 keys as [16 key pairs][d][2] bf16.  A task = 32 query rows (Q converted to bf16 rows).  Per block:
  *   S = Q K^T in 2 x 2 C tiles per 32 keys (tdpbf16ps, A = 2 Q tiles, B = 2 K tiles, over d/32), stored to
