@@ -211,28 +211,49 @@ static void pack_dp(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /* 
     }
 }
 
-/* ---------------------------------------------------------------- exact f32 kernel */
-/* P V for MR rows and NV vectors of head dims (the last masked with tm), keys jlo..jhi-1 of the block:
- * O[r] = O[r] * cr[r] + sum_j P[r][j] v_j. */
-AI void ex_pv(const int MR, const int NV, const float *P, const float *vb, size_t kvs, int jlo, int jhi,
-              __mmask16 tm, float *O, int dp, const float *cr) {
+/* ---------------------------------------------------------------- micro-tiles of the exact and dp kernels */
+/* Both kernels run the same micro-tiles; DP (a constant) picks the operands and the multiply:
+ *   exact: K^T packed as [d][BK] f32, Q rows f32 (one element broadcast per step), P [MR][BK] f32, V the key
+ *          rows of the block (kvs floats apart); S and P V by vfmadd, one product per lane;
+ *   dp:    K as bf16 pairs [d/2][BK] dwords, Q rows as bf16 pairs (one pair broadcast per step), P as bf16
+ *          pairs [MR][BK/2] dwords, V as key pairs [BK/2][d] dwords; vdpbf16ps, two products per lane,
+ *          half the steps.
+ * The softmax and its statistics are f32 in both (dp: L sums the weights before their rounding to bf16). */
+
+/* acc + b c: one product per lane (exact) or the sum of two bf16 products (dp) */
+AI __m512 mac(const int DP, __m512 acc, __m512 b, __m512 c) {
+    return DP ? _mm512_dpbf16_ps(acc, (__m512bh)b, (__m512bh)c) : _mm512_fmadd_ps(b, c, acc);
+}
+/* broadcast of one f32 (exact) or of one bf16 pair (dp: the dword's bits as they are) */
+AI __m512 bcast(const int DP, const float *p) {
+    if (!DP) return _mm512_set1_ps(*p);
+    uint32_t w;
+    memcpy(&w, p, sizeof w);
+    return _mm512_castsi512_ps(_mm512_set1_epi32((int)w));
+}
+
+/* P V for MR rows and NV vectors of head dims (the last masked with tm), steps j0..j1-1 of the block (keys;
+ * dp: key pairs): O[r] = O[r] * cr[r] + sum_j P[r][j] v_j.  vb: V at the first head dim, rows vs apart; P: ps
+ * per row. */
+AI void ex_pv(const int MR, const int NV, const int DP, const float *P, int ps, const float *vb, size_t vs, int j0,
+              int j1, __mmask16 tm, float *O, int dp, const float *cr) {
     __m512 a[EX_MR][4];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NV; c++) a[r][c] = _mm512_setzero_ps();
-    for (int j = jlo; j < jhi; j++) {
-        const float *vj = vb + (size_t)j * kvs;
+    for (int j = j0; j < j1; j++) {
+        const float *vj = vb + (size_t)j * vs;
         __m512 vv[4];
 #pragma GCC unroll 4
         for (int c = 0; c < NV; c++)
             vv[c] = c == NV - 1 ? _mm512_maskz_loadu_ps(tm, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            __m512 pb = _mm512_set1_ps(P[r * BK + j]);
+            __m512 pb = bcast(DP, P + r * ps + j);
             REG(pb);
 #pragma GCC unroll 4
-            for (int c = 0; c < NV; c++) a[r][c] = _mm512_fmadd_ps(pb, vv[c], a[r][c]);
+            for (int c = 0; c < NV; c++) a[r][c] = mac(DP, a[r][c], pb, vv[c]);
         }
     }
 #pragma GCC unroll 6
@@ -245,35 +266,35 @@ AI void ex_pv(const int MR, const int NV, const float *P, const float *vb, size_
     }
 }
 
-/* One micro-tile: MR query rows (q0 + r * qs) against one key block (kt: [d][BK] packed K^T, vb: V rows of
- * the block).  mask: per-row valid keys, or NULL (all 64 valid).  State per row: O (dp floats), L (16
- * partial sums), M (raw max), MC (M * c). */
-AI void ex_micro(const int MR, const att_ctx *C, const float *q0, size_t qs, const float *kt, const float *vb,
-                 const uint64_t *mask, int jlo, int jhi, float *O, float *L, float *M, float *MC, float *P) {
-    const int d = C->d, dp = C->dp;
-    const size_t kvs = (size_t)C->nkv * d;
+/* One micro-tile: MR query rows (q0, rows qs apart; dp: bf16 pairs) against one key block (kt: packed K, vb: V
+ * rows vs apart, as above).  mask: per-row valid keys, or NULL (all 64 valid).  State per row: O (dp floats),
+ * L (16 partial sums), M (raw max), MC (M * c).  P: EX_MR * BK floats of scratch. */
+AI void ex_micro(const int MR, const int DP, const att_ctx *C, const float *q0, size_t qs, const float *kt,
+                 const float *vb, size_t vs, const uint64_t *mask, int jlo, int jhi, float *O, float *L, float *M,
+                 float *MC, float *P) {
+    const int d = C->d, dp = C->dp, nx = DP ? d / 2 : d, ps = DP ? BK / 2 : BK;
     __m512 s[EX_MR][4];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
-    for (int x = 0; x < d; x++) {
+    for (int x = 0; x < nx; x++) {
         const float *kx = kt + (size_t)x * BK;
         __m512 k0 = _mm512_load_ps(kx), k1 = _mm512_load_ps(kx + 16), k2 = _mm512_load_ps(kx + 32),
                k3 = _mm512_load_ps(kx + 48);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            __m512 qb = _mm512_set1_ps(q0[(size_t)r * qs + x]);
+            __m512 qb = bcast(DP, q0 + (size_t)r * qs + x);
             REG(qb);
-            s[r][0] = _mm512_fmadd_ps(qb, k0, s[r][0]);
-            s[r][1] = _mm512_fmadd_ps(qb, k1, s[r][1]);
-            s[r][2] = _mm512_fmadd_ps(qb, k2, s[r][2]);
-            s[r][3] = _mm512_fmadd_ps(qb, k3, s[r][3]);
+            s[r][0] = mac(DP, s[r][0], qb, k0);
+            s[r][1] = mac(DP, s[r][1], qb, k1);
+            s[r][2] = mac(DP, s[r][2], qb, k2);
+            s[r][3] = mac(DP, s[r][3], qb, k3);
         }
     }
     const __m512 cv = _mm512_set1_ps(C->c), ninf = _mm512_set1_ps(-INFINITY);
     float ci[16] __attribute__((aligned(64))) = {0}, cr[16] __attribute__((aligned(64)));
-    __m512 ps[EX_MR];
+    __m512 ps_sum[EX_MR];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
         if (mask)
@@ -284,131 +305,35 @@ AI void ex_micro(const int MR, const att_ctx *C, const float *q0, size_t qs, con
         ci[r] = MC[r] - mc;
         M[r] = mn;
         MC[r] = mc;
-        __m512 mcv = _mm512_set1_ps(mc), sum = _mm512_setzero_ps();
+        __m512 mcv = _mm512_set1_ps(mc), sum = _mm512_setzero_ps(), e[4];
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
-            __m512 e = exp2_neg(_mm512_fmsub_ps(s[r][c], cv, mcv), 7);
-            if (mask) e = _mm512_maskz_mov_ps((__mmask16)(mask[r] >> (16 * c)), e);
-            _mm512_store_ps(P + r * BK + 16 * c, e);
-            sum = _mm512_add_ps(sum, e);
-        }
-        ps[r] = sum;
-    }
-    _mm512_store_ps(cr, exp2_neg(_mm512_load_ps(ci), 7));
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++)
-        _mm512_store_ps(L + 16 * r, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * r), _mm512_set1_ps(cr[r]), ps[r]));
-    for (int x0 = 0; x0 < d; x0 += 64) {
-        int rem = d - x0, nv = rem >= 64 ? 4 : (rem + 15) / 16;
-        __mmask16 tm = tail16(rem - 16 * (nv - 1));
-        switch (nv) {
-        case 4: ex_pv(MR, 4, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
-        case 3: ex_pv(MR, 3, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
-        case 2: ex_pv(MR, 2, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
-        default: ex_pv(MR, 1, P, vb + x0, kvs, jlo, jhi, tm, O + x0, dp, cr); break;
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- bf16 dot-product (dp) kernel */
-/* The exact kernel's blocking with Q, K, V and the weights P rounded to bf16 and vdpbf16ps (two products per
- * f32 lane) for S = Q K^T (over head-dim pairs) and P V (over key pairs): half the multiply instructions and
- * loads of the f32 kernel.  The softmax and its statistics stay f32 (L sums the unrounded weights). */
-
-/* P V over key pairs jp0..jp1-1: O[r] = O[r] * cr[r] + sum_jp (P[r][2jp] v_2jp + P[r][2jp+1] v_2jp+1); vd: the
- * block's V pairs at head dim x0 ([BK/2][d] dwords), Pb: [MR][BK/2] dwords of bf16 weight pairs. */
-AI void dp_pv(const int MR, const int NV, const uint32_t *Pb, const uint32_t *vd, int d, int jp0, int jp1,
-              __mmask16 tm, float *O, int dp, const float *cr) {
-    __m512 a[EX_MR][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < NV; c++) a[r][c] = _mm512_setzero_ps();
-    for (int jp = jp0; jp < jp1; jp++) {
-        const uint32_t *vj = vd + (size_t)jp * d;
-        __m512i vv[4];
-#pragma GCC unroll 4
-        for (int c = 0; c < NV; c++)
-            vv[c] = c == NV - 1 ? _mm512_maskz_loadu_epi32(tm, vj + 16 * c) : _mm512_loadu_si512(vj + 16 * c);
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            __m512i pb = _mm512_set1_epi32((int)Pb[r * (BK / 2) + jp]);
-            REG(pb);
-#pragma GCC unroll 4
-            for (int c = 0; c < NV; c++) a[r][c] = _mm512_dpbf16_ps(a[r][c], (__m512bh)pb, (__m512bh)vv[c]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) {
-        __m512 cb = _mm512_set1_ps(cr[r]);
-        float *o = O + (size_t)r * dp;
-#pragma GCC unroll 4
-        for (int c = 0; c < NV; c++)
-            _mm512_store_ps(o + 16 * c, _mm512_fmadd_ps(_mm512_load_ps(o + 16 * c), cb, a[r][c]));
-    }
-}
-
-/* One dp micro-tile: MR query rows (qb: their bf16 pairs, rows dh dwords apart) against one key block (kd:
- * [d/2][BK] K pairs, vd: [BK/2][d] V pairs); otherwise as ex_micro.  Pb: [MR][BK/2] dwords of scratch. */
-AI void dp_micro(const int MR, const att_ctx *C, const uint32_t *qb, const uint32_t *kd, const uint32_t *vd,
-                 const uint64_t *mask, int jlo, int jhi, float *O, float *L, float *M, float *MC, uint32_t *Pb) {
-    const int d = C->d, dp = C->dp, dh = d / 2;
-    __m512 s[EX_MR][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
-    for (int p = 0; p < dh; p++) {
-        const uint32_t *kp = kd + (size_t)p * BK;
-        __m512bh k0 = (__m512bh)_mm512_load_si512(kp), k1 = (__m512bh)_mm512_load_si512(kp + 16),
-                 k2 = (__m512bh)_mm512_load_si512(kp + 32), k3 = (__m512bh)_mm512_load_si512(kp + 48);
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            __m512i qv = _mm512_set1_epi32((int)qb[(size_t)r * dh + p]);
-            REG(qv);
-            __m512bh q2 = (__m512bh)qv;
-            s[r][0] = _mm512_dpbf16_ps(s[r][0], q2, k0);
-            s[r][1] = _mm512_dpbf16_ps(s[r][1], q2, k1);
-            s[r][2] = _mm512_dpbf16_ps(s[r][2], q2, k2);
-            s[r][3] = _mm512_dpbf16_ps(s[r][3], q2, k3);
-        }
-    }
-    const __m512 cv = _mm512_set1_ps(C->c), ninf = _mm512_set1_ps(-INFINITY);
-    float ci[16] __attribute__((aligned(64))) = {0}, cr[16] __attribute__((aligned(64)));
-    __m512 ps[EX_MR];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) {
-        if (mask)
-#pragma GCC unroll 4
-            for (int c = 0; c < 4; c++) s[r][c] = _mm512_mask_blend_ps((__mmask16)(mask[r] >> (16 * c)), ninf, s[r][c]);
-        float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(s[r][0], s[r][1]), _mm512_max_ps(s[r][2], s[r][3])));
-        float mn = bm > M[r] ? bm : M[r], mc = mn * C->c;
-        ci[r] = MC[r] - mc;
-        M[r] = mn;
-        MC[r] = mc;
-        __m512 mcv = _mm512_set1_ps(mc), e[4];
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) { /* degree 5: < 4e-6 relative, well below the bf16 rounding of P (2^-9) */
-            e[c] = exp2_neg(_mm512_fmsub_ps(s[r][c], cv, mcv), 5);
+            /* dp: degree 5 (< 4e-6 relative), well below the rounding of the weights to bf16 (2^-9) */
+            e[c] = exp2_neg(_mm512_fmsub_ps(s[r][c], cv, mcv), DP ? 5 : 7);
             if (mask) e[c] = _mm512_maskz_mov_ps((__mmask16)(mask[r] >> (16 * c)), e[c]);
+            if (!DP) _mm512_store_ps(P + r * BK + 16 * c, e[c]);
+            sum = _mm512_add_ps(sum, e[c]);
         }
-        _mm512_store_si512(Pb + r * (BK / 2), (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
-        _mm512_store_si512(Pb + r * (BK / 2) + 16, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
-        ps[r] = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
+        if (DP) {
+            _mm512_store_si512(P + r * ps, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+            _mm512_store_si512(P + r * ps + 16, (__m512i)_mm512_cvtne2ps_pbh(e[3], e[2]));
+        }
+        ps_sum[r] = sum;
     }
     _mm512_store_ps(cr, exp2_neg(_mm512_load_ps(ci), 7));
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
-        _mm512_store_ps(L + 16 * r, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * r), _mm512_set1_ps(cr[r]), ps[r]));
-    const int jp0 = jlo / 2, jp1 = (jhi + 1) / 2; /* a pair's other key, if outside [jlo, jhi), has weight 0 */
+        _mm512_store_ps(L + 16 * r, _mm512_fmadd_ps(_mm512_load_ps(L + 16 * r), _mm512_set1_ps(cr[r]), ps_sum[r]));
+    /* dp: a pair's other key, if outside [jlo, jhi), has weight 0 */
+    const int j0 = DP ? jlo / 2 : jlo, j1 = DP ? (jhi + 1) / 2 : jhi;
     for (int x0 = 0; x0 < d; x0 += 64) {
         int rem = d - x0, nv = rem >= 64 ? 4 : (rem + 15) / 16;
         __mmask16 tm = tail16(rem - 16 * (nv - 1));
         switch (nv) {
-        case 4: dp_pv(MR, 4, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
-        case 3: dp_pv(MR, 3, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
-        case 2: dp_pv(MR, 2, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
-        default: dp_pv(MR, 1, Pb, vd + x0, d, jp0, jp1, tm, O + x0, dp, cr); break;
+        case 4: ex_pv(MR, 4, DP, P, ps, vb + x0, vs, j0, j1, tm, O + x0, dp, cr); break;
+        case 3: ex_pv(MR, 3, DP, P, ps, vb + x0, vs, j0, j1, tm, O + x0, dp, cr); break;
+        case 2: ex_pv(MR, 2, DP, P, ps, vb + x0, vs, j0, j1, tm, O + x0, dp, cr); break;
+        default: ex_pv(MR, 1, DP, P, ps, vb + x0, vs, j0, j1, tm, O + x0, dp, cr); break;
         }
     }
 }
@@ -420,13 +345,7 @@ static size_t ex_scratch_floats(int dp, int d, int dpk) {
     return (size_t)EX_BQ * dp + EX_BQ * 16 + EX_MR * BK + 2 * EX_BQ + (dpk ? (size_t)EX_BQ * (d / 2) + 16 : 0) + 32;
 }
 
-#define EX_MICRO(MR)                                                                                              \
-    do {                                                                                                          \
-        if (DP)                                                                                                   \
-            dp_micro(MR, C, qb + (size_t)r0 * (d / 2), kd, vd, mp, jlo, jhi, o, l, m, mc, (uint32_t *)P);         \
-        else                                                                                                      \
-            ex_micro(MR, C, qh + (size_t)r0 * qs, qs, kt, vb, mp, jlo, jhi, o, l, m, mc, P);                      \
-    } while (0)
+#define EX_MICRO(MR) ex_micro(MR, DP, C, q0 + (size_t)r0 * qs0, qs0, kt, vb, vs, mp, jlo, jhi, o, l, m, mc, P)
 
 /* Query rows [i0, i1) (at most EX_BQ) of head h; DP: the dp kernel, else the exact one. */
 AI void ex_task_kind(const att_ctx *C, int i0, int i1, int h, float *scr, const int DP) {
@@ -459,12 +378,13 @@ AI void ex_task_kind(const att_ctx *C, int i0, int i1, int h, float *scr, const 
         tpmax = MAX(tpmax, pos[r]);
         tkmin = MIN(tkmin, ks[r]);
     }
+    /* the micro-tiles' operands: Q rows (dp: the task's bf16 pairs) qs0 apart, packed K, V rows vs apart */
+    const float *q0 = DP ? (const float *)qb : qh;
+    const size_t qs0 = DP ? (size_t)d / 2 : qs, vs = DP ? (size_t)d : kvs;
     for (int kb = tkmin / BK * BK; kb <= tpmax; kb += BK) {
         const size_t bi = (size_t)kh * C->nblk + kb / BK;
-        const float *kt = DP ? NULL : C->kt + bi * d * BK;
-        const float *vb = C->v + (size_t)kb * kvs + (size_t)kh * d;
-        const uint32_t *kd = DP ? C->kd + bi * BK * (d / 2) : NULL;
-        const uint32_t *vd = DP ? (const uint32_t *)(C->vb + bi * BK * d) : NULL;
+        const float *kt = DP ? (const float *)(C->kd + bi * BK * (d / 2)) : C->kt + bi * d * BK;
+        const float *vb = DP ? (const float *)(C->vb + bi * BK * d) : C->v + (size_t)kb * kvs + (size_t)kh * d;
         for (int r0 = 0; r0 < n; r0 += EX_MR) {
             int mt = r0 / EX_MR, mr = MIN(EX_MR, n - r0);
             if (kb > pmx[mt] || kb + BK <= kmn[mt]) continue;
