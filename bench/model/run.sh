@@ -12,7 +12,7 @@
 #      fluxprm exact and llama-bench run once a round), LONG_REPEAT (2: the same at LONG_TOKENS),
 #      ISA (native: every peer picks its best kernels for this CPU; noamx: below).
 # ISA=noamx measures the machine class (AVX-512 BF16 / VNNI without AMX: its reference figures are
-# from a Zen 4) on a CPU that has AMX, by turning AMX off for every peer alike: fluxprm FLUXPRM_AMX=0,
+# from a Zen 4) on a CPU that has AMX (on a Zen 4 itself, run ISA=native), by turning AMX off for every peer alike: fluxprm FLUXPRM_AMX=0,
 # PyTorch ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (oneDNN's kernels for that ISA), llama.cpp Debian's Zen 4
 # build of its CPU backend (libggml-cpu-zen4.so, made the only variant in pyref's private mount namespace of
 # that call; the AMX variant otherwise loads, and its AMX-INT8 kernels run Q8_0).  Slow: PyTorch runs ~10x

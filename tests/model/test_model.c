@@ -589,7 +589,7 @@ static int test_layer_chunks(void) {
         int pass = fp_matmul_swiglu_fused(!prec, FP_BF16, FP_MLP_CHUNK_ROWS, H, info.intermediate_size)
                        ? 0 : fp_matmul_rows_per_weight_pass(!prec, FP_BF16);
         CHECK(fp_model_mlp_chunk_rows(m) == (pass > 0 && pass < FP_MLP_CHUNK_ROWS ? pass : FP_MLP_CHUNK_ROWS));
-        CHECK(prec || fp_cpu_max_kernel() < FP_KERN_AVX512 || fp_model_mlp_chunk_rows(m) == 256);
+        CHECK(prec || fp_kernel_level() < FP_KERN_AVX512 || fp_model_mlp_chunk_rows(m) == 256);
         CHECK(fp_model_layer_chunk_rows(m, 8192) == 2 * FP_MLP_CHUNK_ROWS && fp_model_layer_chunk_rows(m, 100) == 100);
         const int C = FP_MLP_CHUNK_ROWS;
         double scale = max_abs(full, n), d_sub = max_diff(full, sub, n), d_pre = max_diff(full, pre, (size_t)C * H),
