@@ -17,9 +17,9 @@
  *   online softmax in registers, P (6 x 64 f32) to a small buffer, then P V over the block's keys into 24
  *   fresh zmm (6 rows x 64 head dims; d > 64 in chunks of 64, tails masked) and O = O * corr + PV.
  * dp (bf16 inputs, f32 accumulation; AVX512-BF16 without AMX): the exact kernel's tasks and micro-tiles with
- *   vdpbf16ps, two products per lane: K packed as bf16 pairs [d/2][BK] dwords, S over head-dim pairs (a Q pair
- *   broadcast against pair p of 16 keys); V packed as the amx kernel's key pairs [BK/2][d][2], P V over key
- *   pairs (a pair of weights broadcast, rounded to bf16); the softmax as in the exact kernel.
+ *   vdpbf16ps, two products per lane, on K and V packed as for the amx kernel (below): S over head-dim pairs (a
+ *   Q pair broadcast against pair p of 16 keys, one VNNI row of a K tile), P V over key pairs (a pair of
+ *   weights broadcast, rounded to bf16, against a row of key pairs of V); the softmax as in the exact kernel.
  * amx (bf16 inputs, f32 accumulation): K packed per 16 keys as the VNNI B operand [d/2][16][2] bf16, V per
  *   32 keys as [16 key pairs][d][2] bf16.  A task = 32 query rows (Q converted to bf16 rows).  Per block:
  *   S = Q K^T in 2 x 2 C tiles per 32 keys (tdpbf16ps, A = 2 Q tiles, B = 2 K tiles, over d/32), stored to
@@ -71,8 +71,7 @@ typedef struct {
     int nblk;               /* key blocks 0 .. nblk-1 exist in the packed buffers (those below kb0 unpacked) */
     float c;                /* log2(e) / sqrt(d) */
     float *kt;              /* exact: [nkv][nblk][d][BK] f32 */
-    uint16_t *kb, *vb;      /* amx: [nkv][nblk][4][d/2][16][2] and [nkv][nblk][2][16][d][2] bf16; dp: vb only */
-    uint32_t *kd;           /* dp: K as [nkv][nblk][d/2][BK] bf16 pairs (k[2p], k[2p+1]) of each key */
+    uint16_t *kb, *vb;      /* amx, dp: [nkv][nblk][4][d/2][16][2] and [nkv][nblk][2][16][d][2] bf16 */
     uint16_t *otiles;       /* amx: output as bf16 A tiles (NULL: f32 rows in out); onkb tiles of 32 per 16 rows */
     int onkb;
 } att_ctx;
@@ -148,7 +147,9 @@ static void pack_exact(const att_ctx *C, int kh, int b, int pmax) {
     }
 }
 
-static void pack_amx(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /* [2][d] */) {
+/* One block of BK keys as bf16 for the amx and dp kernels: K per 16 keys as the VNNI B operand [d/2][16][2]
+ * (the bf16 pair p of 16 keys in one 64-byte row), V as key pairs [BK/2][d][2]. */
+static void pack_bf16(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /* [2][d] */) {
     const int d = C->d;
     const size_t kvs = (size_t)C->nkv * d, blk = (size_t)BK * d;
     uint32_t *kd = (uint32_t *)(C->kb + ((size_t)kh * C->nblk + b) * blk); /* [4][d/2][16] dwords */
@@ -185,39 +186,13 @@ static void pack_amx(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /*
     }
 }
 
-/* dp: K of each key as bf16 pairs, [d/2][BK] dwords (pair p of key j at p * BK + j), so that one zmm load is
- * pair p of 16 keys; V as pack_amx's ([BK/2][d][2]: key pair jp, head dim x at jp * d + x as a dword). */
-static void pack_dp(const att_ctx *C, int kh, int b, int pmax, uint16_t *tmp /* [2][d] */) {
-    const int d = C->d, dh = d / 2;
-    const size_t kvs = (size_t)C->nkv * d, blk = (size_t)BK * d;
-    uint32_t *kd = C->kd + ((size_t)kh * C->nblk + b) * BK * dh;
-    uint32_t *vd = (uint32_t *)(C->vb + ((size_t)kh * C->nblk + b) * blk);
-    for (int j = 0; j < BK; j += 2) {
-        for (int e = 0; e < 2; e++) {
-            int key = b * BK + j + e;
-            uint16_t *kr = tmp + (size_t)e * d;
-            if (key > pmax) memset(kr, 0, sizeof(uint16_t) * d);
-            else row_bf16(kr, C->k + (size_t)key * kvs + (size_t)kh * d, d);
-            const uint32_t *src = (const uint32_t *)kr;
-            for (int p = 0; p < dh; p++) kd[(size_t)p * BK + j + e] = src[p];
-        }
-        for (int e = 0; e < 2; e++) {
-            int key = b * BK + j + e;
-            if (key > pmax) memset(tmp + (size_t)e * d, 0, sizeof(uint16_t) * d);
-            else row_bf16(tmp + (size_t)e * d, C->v + (size_t)key * kvs + (size_t)kh * d, d);
-        }
-        uint32_t *dst = vd + (size_t)(j / 2) * d;
-        for (int x = 0; x < d; x++) dst[x] = (uint32_t)tmp[x] | (uint32_t)tmp[d + x] << 16;
-    }
-}
-
 /* ---------------------------------------------------------------- micro-tiles of the exact and dp kernels */
 /* Both kernels run the same micro-tiles; DP (a constant) picks the operands and the multiply:
  *   exact: K^T packed as [d][BK] f32, Q rows f32 (one element broadcast per step), P [MR][BK] f32, V the key
  *          rows of the block (kvs floats apart); S and P V by vfmadd, one product per lane;
- *   dp:    K as bf16 pairs [d/2][BK] dwords, Q rows as bf16 pairs (one pair broadcast per step), P as bf16
- *          pairs [MR][BK/2] dwords, V as key pairs [BK/2][d] dwords; vdpbf16ps, two products per lane,
- *          half the steps.
+ *   dp:    K and V packed as for the amx kernel (pack_bf16: K [4][d/2][16] dwords, the bf16 pair p of 16 keys
+ *          in one vector; V [BK/2][d] dwords of key pairs), Q rows as bf16 pairs (one pair broadcast per
+ *          step), P as bf16 pairs [MR][BK/2] dwords; vdpbf16ps, two products per lane, half the steps.
  * The softmax and its statistics are f32 in both (dp: L sums the weights before their rounding to bf16). */
 
 /* acc + b c: one product per lane (exact) or the sum of two bf16 products (dp) */
@@ -266,22 +241,23 @@ AI void ex_pv(const int MR, const int NV, const int DP, const float *P, int ps, 
     }
 }
 
-/* One micro-tile: MR query rows (q0, rows qs apart; dp: bf16 pairs) against one key block (kt: packed K, vb: V
- * rows vs apart, as above).  mask: per-row valid keys, or NULL (all 64 valid).  State per row: O (dp floats),
+/* One micro-tile: MR query rows (q0, rows qs apart; dp: bf16 pairs) against one key block (kt: packed K, step x
+ * of its 16-key vector c at x kstep + c kvec; vb: V rows vs apart, as above).  mask: per-row valid keys, or NULL (all 64 valid).  State per row: O (dp floats),
  * L (16 partial sums), M (raw max), MC (M * c).  P: EX_MR * BK floats of scratch. */
 AI void ex_micro(const int MR, const int DP, const att_ctx *C, const float *q0, size_t qs, const float *kt,
                  const float *vb, size_t vs, const uint64_t *mask, int jlo, int jhi, float *O, float *L, float *M,
                  float *MC, float *P) {
     const int d = C->d, dp = C->dp, nx = DP ? d / 2 : d, ps = DP ? BK / 2 : BK;
+    const size_t kstep = DP ? 16 : BK, kvec = DP ? (size_t)8 * d : 16;
     __m512 s[EX_MR][4];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) s[r][c] = _mm512_setzero_ps();
     for (int x = 0; x < nx; x++) {
-        const float *kx = kt + (size_t)x * BK;
-        __m512 k0 = _mm512_load_ps(kx), k1 = _mm512_load_ps(kx + 16), k2 = _mm512_load_ps(kx + 32),
-               k3 = _mm512_load_ps(kx + 48);
+        const float *kx = kt + (size_t)x * kstep;
+        __m512 k0 = _mm512_load_ps(kx), k1 = _mm512_load_ps(kx + kvec), k2 = _mm512_load_ps(kx + 2 * kvec),
+               k3 = _mm512_load_ps(kx + 3 * kvec);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
             __m512 qb = bcast(DP, q0 + (size_t)r * qs + x);
@@ -383,7 +359,7 @@ AI void ex_task_kind(const att_ctx *C, int i0, int i1, int h, float *scr, const 
     const size_t qs0 = DP ? (size_t)d / 2 : qs, vs = DP ? (size_t)d : kvs;
     for (int kb = tkmin / BK * BK; kb <= tpmax; kb += BK) {
         const size_t bi = (size_t)kh * C->nblk + kb / BK;
-        const float *kt = DP ? (const float *)(C->kd + bi * BK * (d / 2)) : C->kt + bi * d * BK;
+        const float *kt = DP ? (const float *)(C->kb + bi * BK * d) : C->kt + bi * d * BK;
         const float *vb = DP ? (const float *)(C->vb + bi * BK * d) : C->v + (size_t)kb * kvs + (size_t)kh * d;
         for (int r0 = 0; r0 < n; r0 += EX_MR) {
             int mt = r0 / EX_MR, mr = MIN(EX_MR, n - r0);
@@ -787,7 +763,7 @@ int fp_attention_avx512(int kind, float *out, uint16_t *otiles, const float *q, 
     }
     kmin = MAX(0, MIN(kmin, pmax));
     att_ctx C = {out, q, k, v, qpos, kstart, nq, nh, nkv, d, (d + 15) & ~15, pmax / BK + 1,
-                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL, NULL, amx ? otiles : NULL, nh * d / 32};
+                 (float)(1.4426950408889634 / sqrt((double)d)), NULL, NULL, NULL, amx ? otiles : NULL, nh * d / 32};
     const int bq = amx ? AX_BQ : EX_BQ, b0 = kmin / BK, nb = C.nblk - b0;
     int nth = omp_get_max_threads(), ntiles = (nq + bq - 1) / bq;
     /* amx tasks: hpt query heads of one KV head over key chunks of kc (grouped, hpt > 1: fewer tasks, split
@@ -809,12 +785,9 @@ int fp_attention_avx512(int kind, float *out, uint16_t *otiles, const float *q, 
      * allocation per call, and its pages stay mapped between the layers' calls */
     char *buf = fp_matmul_scratch(total);
     if (!buf) return -1;
-    if (amx) {
+    if (amx || dpk) {
         C.kb = (uint16_t *)buf;
         C.vb = C.kb + (size_t)nkv * C.nblk * BK * d;
-    } else if (dpk) {
-        C.kd = (uint32_t *)buf;
-        C.vb = (uint16_t *)(C.kd + (size_t)nkv * C.nblk * BK * (d / 2));
     } else
         C.kt = (float *)buf;
     const int ntasks = hpt > 1 ? ntiles * nkv * hsub : ntiles * nh;
@@ -823,8 +796,7 @@ int fp_attention_avx512(int kind, float *out, uint16_t *otiles, const float *q, 
         float *scr = (float *)(buf + packb + per * (size_t)omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < nkv * nb; t++) {
-            if (amx) pack_amx(&C, t / nb, b0 + t % nb, pmax, (uint16_t *)scr);
-            else if (dpk) pack_dp(&C, t / nb, b0 + t % nb, pmax, (uint16_t *)scr);
+            if (amx || dpk) pack_bf16(&C, t / nb, b0 + t % nb, pmax, (uint16_t *)scr);
             else pack_exact(&C, t / nb, b0 + t % nb, pmax);
         }
 #pragma omp for schedule(dynamic, 1)
