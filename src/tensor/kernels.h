@@ -180,8 +180,8 @@ int fp_attention_forward_level(int level, int exact, int fast, float *out, const
                                int nkv, int d);
 const char *fp_attention_kernel_name(int level, int exact, int fast, int d);
 /* attention_avx512.c: kind FP_ATT_AMX is the bf16 AMX kernel (caller checked AMX-BF16, AVX512-BF16, d % 32 ==
- * 0), FP_ATT_DP the vdpbf16ps kernel (AVX512-BF16; any even d), FP_ATT_F32 the f32 AVX-512 kernel (any d).  otiles
- * (amx only; else NULL): the output as bf16 A tiles for the o_proj GEMM (fp_matmul_tiles_bytes(nq, nh d), the
+ * 0), FP_ATT_DP the vdpbf16ps kernel (caller checked AVX512-BF16, d % 32 == 0: the shapes dispatch gives it and
+ * the tests run), FP_ATT_F32 the f32 AVX-512 kernel (any d).  otiles (amx only; else NULL): the output as bf16 A tiles for the o_proj GEMM (fp_matmul_tiles_bytes(nq, nh d), the
  * layout of fp_matmul_avx512_swiglu_tiles, padding rows zeroed; out unused), each value the f32 output rounded
  * to bf16 as the GEMMs round f32 input.  0, or -1 when scratch cannot be allocated. */
 enum { FP_ATT_F32 = 0, FP_ATT_AMX = 1, FP_ATT_DP = 2 };
